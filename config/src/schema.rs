@@ -1,0 +1,327 @@
+//! The typed config: what a valid `switchyard.yaml` means once parsed.
+//!
+//! These types are the output of [`crate::parse`]; every value here has already been
+//! checked (addresses parse, named versions exist, durations are positive), so the proxy and
+//! the control plane can use them without re-validating. Defaults live here, next to the
+//! field they belong to, so SPEC §3's "defaults shown" has exactly one home.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A whole, validated config file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub listeners: Vec<Listener>,
+    pub admin: Admin,
+    /// Where revision history and rollout state are kept (SPEC §8). `None` = in memory only.
+    pub state_dir: Option<PathBuf>,
+    pub limits: Limits,
+    pub access_log: Option<AccessLog>,
+    /// Services in file order. Names are unique.
+    pub services: Vec<Service>,
+}
+
+impl Config {
+    pub fn service(&self, name: &str) -> Option<&Service> {
+        self.services.iter().find(|s| s.name == name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listener {
+    pub name: String,
+    pub address: SocketAddr,
+    pub tls: Option<Tls>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tls {
+    /// Certificates chosen by SNI; the first one is the default for clients without SNI.
+    pub certificates: Vec<CertificatePair>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertificatePair {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admin {
+    pub address: SocketAddr,
+    pub token_file: Option<PathBuf>,
+}
+
+impl Admin {
+    pub const DEFAULT_ADDRESS: &'static str = "127.0.0.1:9901";
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            address: Self::DEFAULT_ADDRESS.parse().expect("valid default"),
+            token_file: None,
+        }
+    }
+}
+
+/// Edge limits (SPEC §9). All optional in the file; defaults are SPEC §3's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Larger request heads are answered 431.
+    pub max_header_bytes: usize,
+    /// A client that has not sent a full request head within this is disconnected (slowloris).
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
+    /// Larger request bodies are answered 413. `None` = unlimited.
+    pub max_request_body: Option<u64>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: 65536,
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 100_000,
+            max_request_body: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessLog {
+    pub path: AccessLogPath,
+    pub format: AccessLogFormat,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum AccessLogPath {
+    Stdout,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    Json,
+    Combined,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    pub name: String,
+    /// `None` = the default service for requests no other service matches.
+    pub matcher: Option<Match>,
+    /// Versions in file order (the order sticky buckets are assigned in, after the canary).
+    pub versions: Vec<Version>,
+    pub sticky: Option<Sticky>,
+    /// Checked in order; the first match forces its version.
+    pub overrides: Vec<Override>,
+    pub health_check: Option<HealthCheck>,
+    pub timeouts: Timeouts,
+    pub upstream: Upstream,
+    pub rollout: Option<Rollout>,
+}
+
+impl Service {
+    pub fn version(&self, name: &str) -> Option<&Version> {
+        self.versions.iter().find(|v| v.name == name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Match {
+    /// Exact names (`api.example.com`) and wildcards (`*.api.example.com`), lower-cased.
+    /// Empty = any host.
+    pub hosts: Vec<String>,
+    /// Always starts with `/`. Default `/`.
+    pub path_prefix: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Version {
+    pub name: String,
+    pub release: String,
+    pub backends: Vec<SocketAddr>,
+    /// Relative weight; a version's share is weight / sum of weights. `"10%"` parses as 10.
+    pub weight: u32,
+}
+
+/// The key that keeps one user on one version while weights move.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sticky {
+    /// Header name, lower-cased.
+    Header(String),
+    /// Cookie name, case-sensitive.
+    Cookie(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Override {
+    pub when: OverrideMatch,
+    /// Name of an existing version of the same service.
+    pub version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OverrideMatch {
+    /// Header name (lower-cased) whose value must equal `value` exactly.
+    Header { name: String, value: String },
+    /// Cookie name whose value must equal `value` exactly.
+    Cookie { name: String, value: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheck {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub unhealthy_threshold: u32,
+    pub healthy_threshold: u32,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            path: "/health".into(),
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(1),
+            unhealthy_threshold: 3,
+            healthy_threshold: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timeouts {
+    /// TCP connect to a backend.
+    pub connect: Duration,
+    /// From sending the request to receiving the response head.
+    pub request: Duration,
+    /// How long an idle keep-alive connection (client or upstream) is kept.
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(1),
+            request: Duration::from_secs(30),
+            idle: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Upstream {
+    pub protocol: UpstreamProtocol,
+    /// CA bundle for `h2` over TLS; `None` = system roots.
+    pub ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamProtocol {
+    #[default]
+    Http1,
+    H2c,
+    H2,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rollout {
+    pub stable: String,
+    pub canary: String,
+    /// At least one step; the last one is the promotion.
+    pub steps: Vec<Step>,
+    pub analysis: Analysis,
+    pub webhooks: Vec<Webhook>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    /// The canary's share in percent, 0..=100.
+    pub traffic: u32,
+    /// How long the step holds before the next one; `None` on the last step.
+    pub duration: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Analysis {
+    pub interval: Duration,
+    /// Failed checks (across the rollout) that trigger a rollback.
+    pub threshold: u32,
+    /// Fewer canary requests in a window → the check is inconclusive.
+    pub min_requests: u64,
+    /// `None` = `fast_fail: off`.
+    pub fast_fail: Option<FastFail>,
+    pub metrics: Vec<MetricCheck>,
+}
+
+impl Default for Analysis {
+    fn default() -> Self {
+        Analysis {
+            interval: Duration::from_secs(30),
+            threshold: 5,
+            min_requests: 50,
+            fast_fail: Some(FastFail::default()),
+            metrics: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FastFail {
+    /// Percent.
+    pub error_rate: f64,
+    pub min_requests: u64,
+}
+
+impl Default for FastFail {
+    fn default() -> Self {
+        FastFail {
+            error_rate: 50.0,
+            min_requests: 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricCheck {
+    pub metric: MetricName,
+    /// Percent for `error-rate`, milliseconds for `latency-p99`. Strictly above fails.
+    pub threshold: f64,
+    /// Canary minus stable in the same window; when set, the check fails only if the canary is
+    /// above `threshold` *and* worse than the stable by more than this.
+    pub max_increase: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MetricName {
+    ErrorRate,
+    LatencyP99,
+}
+
+impl MetricName {
+    /// The name as written in the config and used in metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricName::ErrorRate => "error-rate",
+            MetricName::LatencyP99 => "latency-p99",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Webhook {
+    pub kind: WebhookKind,
+    pub url: String,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookKind {
+    /// Must answer 2xx before a rollout starts or advances.
+    Gate,
+    /// Told of every rollout event.
+    Event,
+}

@@ -1,0 +1,1 @@
+//! Watching the config file for hot reload (placeholder; being written).
