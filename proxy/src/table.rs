@@ -1,0 +1,326 @@
+//! The routing table: an immutable, precompiled view of what traffic should do right now.
+//!
+//! The control plane compiles a new [`RoutingTable`] whenever the config or the live weights
+//! change and swaps it in with one `ArcSwap::store` (DESIGN §1–2). The data path loads it once
+//! per request and only walks plain data: matchers are pre-sorted, weights are cumulative
+//! arrays, error bodies are pre-rendered, and every backend is an `Arc` to its pool, health
+//! flag and counters.
+//!
+//! Things that must outlive one table — connection pools, health state, counters — are looked
+//! up in the previous table by a stable identity (service, version, release, address) and
+//! carried over, so a swap never resets a counter or drops a warm connection.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+use switchyard_config::{Config, OverrideMatch, Sticky, Timeouts};
+
+use crate::pick::WeightedPick;
+use crate::route::{MatchRule, ServiceMatcher};
+use crate::stats::{BackendStats, VersionStats};
+use crate::upstream::{SendTimeouts, UpstreamPool};
+
+/// What the control plane decided about one service's traffic, on top of the config.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceTraffic {
+    /// Live weights by version name; a version not listed keeps its config weight.
+    pub weights: BTreeMap<String, u32>,
+    /// Versions taken out of traffic entirely (weight 0, overrides ignored; SPEC §4.5).
+    pub rolled_back: BTreeSet<String>,
+    /// The version whose sticky buckets come first (the rollout's canary).
+    pub canary: Option<String>,
+}
+
+/// Traffic decisions for all services, by service name.
+pub type TrafficState = BTreeMap<String, ServiceTraffic>;
+
+/// One backend: its address, pooled connections and health. Survives table swaps.
+#[derive(Debug)]
+pub struct Backend {
+    pub address: SocketAddr,
+    pub pool: Arc<UpstreamPool>,
+    /// Set by active health checks; a new backend starts healthy.
+    pub healthy: AtomicBool,
+}
+
+impl Backend {
+    fn new(address: SocketAddr) -> Backend {
+        Backend {
+            address,
+            pool: Arc::new(UpstreamPool::new(address)),
+            healthy: AtomicBool::new(true),
+        }
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Relaxed)
+    }
+}
+
+#[derive(Debug)]
+pub struct VersionRoute {
+    pub name: Arc<str>,
+    pub release: Arc<str>,
+    pub weight: u32,
+    pub rolled_back: bool,
+    pub backends: Box<[Arc<Backend>]>,
+    /// `backend_stats[i]` counts requests sent to `backends[i]` under this release.
+    pub backend_stats: Box<[Arc<BackendStats>]>,
+    pub stats: Arc<VersionStats>,
+    next_backend: AtomicUsize,
+    /// Pre-rendered 503 body, so the error path formats nothing either.
+    pub no_healthy_body: Bytes,
+}
+
+impl VersionRoute {
+    /// Round-robin over healthy backends, skipping `exclude` (the one that just failed).
+    pub fn pick_backend(&self, exclude: Option<usize>) -> Option<usize> {
+        let n = self.backends.len();
+        if n == 0 {
+            return None;
+        }
+        let start = if n == 1 {
+            0
+        } else {
+            self.next_backend.fetch_add(1, Relaxed)
+        };
+        (0..n)
+            .map(|k| (start + k) % n)
+            .find(|&i| Some(i) != exclude && self.backends[i].is_healthy())
+    }
+}
+
+#[derive(Debug)]
+pub enum StickyKey {
+    Header(HeaderName),
+    Cookie(Box<str>),
+}
+
+#[derive(Debug)]
+pub enum OverrideRule {
+    Header {
+        name: HeaderName,
+        value: HeaderValue,
+        version: usize,
+    },
+    Cookie {
+        name: Box<str>,
+        value: Box<str>,
+        version: usize,
+    },
+}
+
+#[derive(Debug)]
+pub struct ServiceRoute {
+    pub name: Arc<str>,
+    pub versions: Box<[VersionRoute]>,
+    pub pick: WeightedPick,
+    pub sticky: Option<StickyKey>,
+    pub overrides: Box<[OverrideRule]>,
+    pub timeouts: SendTimeouts,
+}
+
+impl ServiceRoute {
+    /// The live share of version `i` in percent (0 when nothing has weight).
+    pub fn share_percent(&self, i: usize) -> f64 {
+        let total: u64 = self.versions.iter().map(|v| u64::from(v.weight)).sum();
+        if total == 0 {
+            0.0
+        } else {
+            f64::from(self.versions[i].weight) * 100.0 / total as f64
+        }
+    }
+}
+
+/// The compiled, immutable routing table.
+#[derive(Debug, Default)]
+pub struct RoutingTable {
+    /// Increases with every compiled table; lets readers tell tables apart.
+    pub generation: u64,
+    pub matcher: ServiceMatcher,
+    pub services: Box<[ServiceRoute]>,
+}
+
+/// Objects carried from the previous table into the next one.
+#[derive(Default)]
+struct CarryOver<'a> {
+    backends: HashMap<(&'a str, &'a str, SocketAddr), &'a Arc<Backend>>,
+    backend_stats: HashMap<(&'a str, &'a str, &'a str, SocketAddr), &'a Arc<BackendStats>>,
+    versions: HashMap<(&'a str, &'a str, &'a str), &'a Arc<VersionStats>>,
+}
+
+impl<'a> CarryOver<'a> {
+    fn from(previous: Option<&'a RoutingTable>) -> CarryOver<'a> {
+        let mut c = CarryOver::default();
+        for s in previous.iter().flat_map(|t| t.services.iter()) {
+            for v in s.versions.iter() {
+                c.versions.insert((&s.name, &v.name, &v.release), &v.stats);
+                for (b, st) in v.backends.iter().zip(v.backend_stats.iter()) {
+                    c.backends.insert((&s.name, &v.name, b.address), b);
+                    c.backend_stats
+                        .insert((&s.name, &v.name, &v.release, b.address), st);
+                }
+            }
+        }
+        c
+    }
+}
+
+impl RoutingTable {
+    /// Compiles a table from the config's topology and the control plane's traffic state,
+    /// carrying long-lived objects over from `previous`.
+    pub fn compile(
+        config: &Config,
+        traffic: &TrafficState,
+        previous: Option<&RoutingTable>,
+    ) -> RoutingTable {
+        let carry = CarryOver::from(previous);
+        let no_traffic = ServiceTraffic::default();
+        let services: Vec<ServiceRoute> = config
+            .services
+            .iter()
+            .map(|svc| {
+                let t = traffic.get(&svc.name).unwrap_or(&no_traffic);
+                compile_service(svc, t, &carry)
+            })
+            .collect();
+        let matcher = ServiceMatcher::new(config.services.iter().map(|s| {
+            s.matcher.as_ref().map(|m| MatchRule {
+                hosts: &m.hosts,
+                path_prefix: &m.path_prefix,
+            })
+        }));
+        RoutingTable {
+            generation: previous.map_or(1, |p| p.generation + 1),
+            matcher,
+            services: services.into(),
+        }
+    }
+
+    pub fn service(&self, name: &str) -> Option<&ServiceRoute> {
+        self.services.iter().find(|s| &*s.name == name)
+    }
+}
+
+fn compile_service(
+    svc: &switchyard_config::Service,
+    traffic: &ServiceTraffic,
+    carry: &CarryOver<'_>,
+) -> ServiceRoute {
+    let name: Arc<str> = svc.name.as_str().into();
+    let versions: Vec<VersionRoute> = svc
+        .versions
+        .iter()
+        .map(|v| {
+            let rolled_back = traffic.rolled_back.contains(&v.name);
+            let weight = if rolled_back {
+                0
+            } else {
+                traffic.weights.get(&v.name).copied().unwrap_or(v.weight)
+            };
+            let backends: Vec<Arc<Backend>> = v
+                .backends
+                .iter()
+                .map(|&a| match carry.backends.get(&(&*svc.name, &*v.name, a)) {
+                    Some(b) => Arc::clone(b),
+                    None => Arc::new(Backend::new(a)),
+                })
+                .collect();
+            let backend_stats = v
+                .backends
+                .iter()
+                .map(|&a| {
+                    let key = (&*svc.name, &*v.name, &*v.release, a);
+                    carry
+                        .backend_stats
+                        .get(&key)
+                        .map_or_else(Default::default, |s| Arc::clone(s))
+                })
+                .collect();
+            let stats = carry
+                .versions
+                .get(&(&*svc.name, &*v.name, &*v.release))
+                .map_or_else(Default::default, |s| Arc::clone(s));
+            VersionRoute {
+                name: v.name.as_str().into(),
+                release: v.release.as_str().into(),
+                weight,
+                rolled_back,
+                backends: backends.into(),
+                backend_stats,
+                stats,
+                next_backend: AtomicUsize::new(0),
+                no_healthy_body: Bytes::from(format!(
+                    "no healthy backend for service {} version {}\n",
+                    svc.name, v.name
+                )),
+            }
+        })
+        .collect();
+
+    let index_of = |name: &str| versions.iter().position(|v| &*v.name == name);
+    // Sticky buckets: the canary first (so its range only grows from the same start), then
+    // the others in config order.
+    let canary = traffic
+        .canary
+        .as_deref()
+        .or(svc.rollout.as_ref().map(|r| r.canary.as_str()))
+        .and_then(index_of);
+    let order: Vec<usize> = canary
+        .into_iter()
+        .chain((0..versions.len()).filter(|&i| Some(i) != canary))
+        .collect();
+    let weights: Vec<u32> = versions.iter().map(|v| v.weight).collect();
+
+    let overrides = svc
+        .overrides
+        .iter()
+        .filter_map(|o| {
+            let version = index_of(&o.version)?;
+            if versions[version].rolled_back {
+                // SPEC §4.5: a rolled-back version gets no traffic, overrides included.
+                return None;
+            }
+            Some(match &o.when {
+                OverrideMatch::Header { name, value } => OverrideRule::Header {
+                    name: HeaderName::from_bytes(name.as_bytes()).ok()?,
+                    value: HeaderValue::from_str(value).ok()?,
+                    version,
+                },
+                OverrideMatch::Cookie { name, value } => OverrideRule::Cookie {
+                    name: name.as_str().into(),
+                    value: value.as_str().into(),
+                    version,
+                },
+            })
+        })
+        .collect();
+    let sticky = svc.sticky.as_ref().and_then(|s| match s {
+        Sticky::Header(h) => HeaderName::from_bytes(h.as_bytes())
+            .ok()
+            .map(StickyKey::Header),
+        Sticky::Cookie(c) => Some(StickyKey::Cookie(c.as_str().into())),
+    });
+    let Timeouts {
+        connect,
+        request,
+        idle,
+    } = svc.timeouts;
+
+    ServiceRoute {
+        name,
+        pick: WeightedPick::new(&weights, &order),
+        versions: versions.into(),
+        sticky,
+        overrides,
+        timeouts: SendTimeouts {
+            connect,
+            request,
+            idle,
+        },
+    }
+}
