@@ -1,0 +1,1033 @@
+//! The black-box harness: real backends, the real `switchyard` binary, a keep-alive client.
+//!
+//! Every integration test follows the same shape — start a few [`Backend`]s, write a config
+//! that points at them, [`Proxy::start`] the binary on ports chosen with [`free_port`], send
+//! traffic with [`Client`] or [`versions_of`], and assert on what the backends saw. Nothing is
+//! mocked: the proxy is the compiled binary talking TCP, so these tests check the contract in
+//! SPEC.md, not the internals. Every wait is bounded; nothing asserts on a sleep.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, VecDeque};
+use std::convert::Infallible;
+use std::fmt;
+use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderValue, HOST};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Frame, Incoming};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Value};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio::time::{sleep, timeout};
+
+/// Upper bound for one request through the proxy (connect + response + body).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Upper bound for the binary to report `/ready` after spawn.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// Upper bound for a config change to show up in behaviour or in `/api/v1/status`.
+pub const RELOAD_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The request body type every helper sends.
+pub type Body = BoxBody<Bytes, Infallible>;
+
+// ---------------------------------------------------------------------------------------------
+// Ports
+// ---------------------------------------------------------------------------------------------
+
+/// A port on 127.0.0.1 that was free a moment ago (bind :0, read it, drop the socket).
+pub fn free_port() -> u16 {
+    StdTcpListener::bind("127.0.0.1:0")
+        .expect("bind 127.0.0.1:0")
+        .local_addr()
+        .expect("local_addr")
+        .port()
+}
+
+/// An address with nothing listening: connecting to it is refused.
+pub fn refusing_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backends
+// ---------------------------------------------------------------------------------------------
+
+/// A real upstream: answers every request 200 with `x-backend: <name>` and a JSON echo of the
+/// method, path, headers and the body's length and FNV-1a hash.
+///
+/// A request with `x-response-bytes: N` is instead answered with N bytes of a fixed pattern
+/// (and `x-body-hash`), to check downloads stream intact.
+pub struct Backend {
+    pub name: String,
+    pub addr: SocketAddr,
+    hits: Arc<AtomicUsize>,
+    accept_loop: JoinHandle<()>,
+}
+
+struct BackendState {
+    name: String,
+    delay: Duration,
+    hits: Arc<AtomicUsize>,
+}
+
+impl Backend {
+    /// A backend that answers at once.
+    pub async fn start(name: &str) -> Backend {
+        Backend::start_with_delay(name, Duration::ZERO).await
+    }
+
+    /// A backend that waits `delay` before answering (the request still counts on arrival).
+    pub async fn start_with_delay(name: &str, delay: Duration) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind backend");
+        let addr = listener.local_addr().expect("backend addr");
+        let hits = Arc::new(AtomicUsize::new(0));
+        let state = Arc::new(BackendState {
+            name: name.to_string(),
+            delay,
+            hits: hits.clone(),
+        });
+        let accept_loop = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        let state = state.clone();
+                        async move { Ok::<_, Infallible>(state.answer(req).await) }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Backend {
+            name: name.to_string(),
+            addr,
+            hits,
+            accept_loop,
+        }
+    }
+
+    /// Requests received so far, not counting health checks (`GET /health`).
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.accept_loop.abort();
+    }
+}
+
+impl BackendState {
+    async fn answer(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "/".into());
+        if req.uri().path() != "/health" {
+            self.hits.fetch_add(1, Ordering::SeqCst);
+        }
+        if !self.delay.is_zero() {
+            sleep(self.delay).await;
+        }
+        let method = req.method().to_string();
+        let version = format!("{:?}", req.version());
+        let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (name, value) in req.headers() {
+            headers
+                .entry(name.as_str().to_string())
+                .or_default()
+                .push(String::from_utf8_lossy(value.as_bytes()).into_owned());
+        }
+        let response_bytes: Option<usize> = req
+            .headers()
+            .get("x-response-bytes")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let (len, hash) = match req.into_body().collect().await {
+            Ok(body) => {
+                let body = body.to_bytes();
+                (body.len(), fnv1a(&body))
+            }
+            Err(e) => {
+                return Response::builder()
+                    .status(StatusCode::BAD_REQUEST)
+                    .header("x-backend", &self.name)
+                    .body(Full::new(Bytes::from(format!("body error: {e}"))))
+                    .expect("response");
+            }
+        };
+        let builder = Response::builder()
+            .status(StatusCode::OK)
+            .header("x-backend", &self.name);
+        if let Some(n) = response_bytes {
+            let body = pattern_bytes(n);
+            return builder
+                .header("content-type", "application/octet-stream")
+                .header("x-body-hash", fnv1a(&body).to_string())
+                .body(Full::new(body))
+                .expect("response");
+        }
+        let echo = json!({
+            "backend": self.name,
+            "method": method,
+            "path": path,
+            "http_version": version,
+            "headers": headers,
+            "body_len": len,
+            "body_fnv1a": hash.to_string(),
+        });
+        builder
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(echo.to_string())))
+            .expect("response")
+    }
+}
+
+/// FNV-1a, 64 bit: a dependency-free checksum for "the bytes arrived intact".
+pub fn fnv1a(data: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in data {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+/// `n` bytes of a non-repeating-looking pattern (so truncation or reordering changes the hash).
+pub fn pattern_bytes(n: usize) -> Bytes {
+    let mut x: u32 = 0x1234_5678;
+    let v: Vec<u8> = (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x & 0xff) as u8
+        })
+        .collect();
+    Bytes::from(v)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The proxy under test
+// ---------------------------------------------------------------------------------------------
+
+/// The real `switchyard serve` process, with its config in a temp dir. Killed on drop; its
+/// stderr is printed when the test is failing.
+pub struct Proxy {
+    child: Child,
+    dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    /// The first listener's address (where to send traffic).
+    pub listen: SocketAddr,
+    /// The admin listener's address.
+    pub admin: SocketAddr,
+    log_path: PathBuf,
+}
+
+impl Proxy {
+    /// Writes `yaml` (dedented) to a temp dir, runs `switchyard serve --config`, waits for
+    /// `GET /ready` → 200 on the admin address.
+    pub async fn start(yaml: &str) -> Proxy {
+        Proxy::start_with_args(yaml, &[]).await
+    }
+
+    pub async fn start_with_args(yaml: &str, extra_args: &[&str]) -> Proxy {
+        let yaml = dedent(yaml);
+        let (listen, admin) = addresses_in(&yaml);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("switchyard.yaml");
+        std::fs::write(&config_path, &yaml).expect("write config");
+        let log_path = dir.path().join("switchyard.stderr.log");
+        let log = std::fs::File::create(&log_path).expect("create log");
+        let out = log.try_clone().expect("clone log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .args(["--workers", "2"])
+            .args(extra_args)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(log);
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        let child = cmd.spawn().expect("spawn switchyard");
+        let mut proxy = Proxy {
+            child,
+            dir,
+            config_path,
+            listen,
+            admin,
+            log_path,
+        };
+        proxy.wait_ready().await;
+        proxy
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "switchyard exited with {status} before /ready\n--- stderr ---\n{}",
+                    self.stderr()
+                );
+            }
+            let last = match get_once(self.admin, "/ready").await {
+                Ok(reply) if reply.status == StatusCode::OK => return,
+                Ok(reply) => format!("/ready answered {}", reply.status),
+                Err(e) => e,
+            };
+            if Instant::now() >= deadline {
+                panic!(
+                    "switchyard not ready within {READY_TIMEOUT:?} ({last})\n--- stderr ---\n{}",
+                    self.stderr()
+                );
+            }
+            sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Replaces the config like an editor does: write a temp file next to it, rename over.
+    pub fn rewrite_config(&self, yaml: &str) {
+        let tmp = self.dir.path().join(".switchyard.yaml.tmp");
+        std::fs::write(&tmp, dedent(yaml)).expect("write temp config");
+        std::fs::rename(&tmp, &self.config_path).expect("rename config");
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn sighup(&self) {
+        self.signal("HUP");
+    }
+
+    pub fn sigterm(&self) {
+        self.signal("TERM");
+    }
+
+    fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{sig} {} failed", self.pid());
+    }
+
+    /// Waits up to `within` for the process to exit.
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Everything the process wrote to stderr/stdout so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// `GET path` on the admin listener, on a fresh connection.
+    pub async fn admin_get(&self, path: &str) -> Reply {
+        get_once(self.admin, path)
+            .await
+            .unwrap_or_else(|e| panic!("admin GET {path}: {e}"))
+    }
+
+    /// `GET /api/v1/status` parsed as JSON.
+    pub async fn status_json(&self) -> Value {
+        let reply = self.admin_get("/api/v1/status").await;
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "/api/v1/status: {}",
+            reply.text()
+        );
+        serde_json::from_slice(&reply.body)
+            .unwrap_or_else(|e| panic!("/api/v1/status is not JSON ({e}): {}", reply.text()))
+    }
+
+    /// `(reloads.ok, reloads.error)` from the status API.
+    pub async fn reload_counts(&self) -> (u64, u64) {
+        let status = self.status_json().await;
+        let ok = status["reloads"]["ok"].as_u64();
+        let err = status["reloads"]["error"].as_u64();
+        match (ok, err) {
+            (Some(ok), Some(err)) => (ok, err),
+            _ => panic!("status has no numeric reloads.ok/error: {status}"),
+        }
+    }
+
+    /// A keep-alive HTTP/1.1 client for the first listener.
+    pub fn client(&self) -> Client {
+        Client::http1(self.listen)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = self.stderr();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(200)..];
+            eprintln!(
+                "--- switchyard output ({}), last {} lines ---\n{}\n--- end ---",
+                self.config_path.display(),
+                tail.len(),
+                tail.join("\n")
+            );
+        }
+    }
+}
+
+/// Runs `switchyard <args>` to completion (bounded) and returns (exit status, stdout, stderr).
+pub async fn run_cli(args: &[&str]) -> (ExitStatus, String, String) {
+    let out = timeout(
+        Duration::from_secs(20),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(args)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("switchyard {args:?} did not finish within 20s"))
+    .expect("run switchyard");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Strips the common leading indentation so tests can indent YAML with the code.
+pub fn dedent(text: &str) -> String {
+    let indent = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.len() - l.trim_start().len())
+        .min()
+        .unwrap_or(0);
+    let mut out: String = text
+        .lines()
+        .map(|l| if l.len() >= indent { &l[indent..] } else { "" })
+        .collect::<Vec<_>>()
+        .join("\n");
+    out.push('\n');
+    out.trim_start_matches('\n').to_string()
+}
+
+/// Finds the first listener address and the admin address in a config, whether written in
+/// block or flow style (`admin: { address: 127.0.0.1:9901 }`).
+fn addresses_in(yaml: &str) -> (SocketAddr, SocketAddr) {
+    let mut section = "";
+    let mut listen = None;
+    let mut admin = None;
+    for line in yaml.lines() {
+        if !line.starts_with([' ', '\t', '#']) && line.contains(':') {
+            section = line.split(':').next().unwrap_or("").trim();
+        }
+        let Some(at) = line.find("address:") else {
+            continue;
+        };
+        let value: String = line[at + "address:".len()..]
+            .trim_start()
+            .chars()
+            .filter(|c| *c != '"' && *c != '\'')
+            .take_while(|c| !c.is_whitespace() && *c != ',' && *c != '}')
+            .collect();
+        let addr: SocketAddr = match value.parse() {
+            Ok(a) => a,
+            Err(_) => continue,
+        };
+        match section {
+            "listeners" if listen.is_none() => listen = Some(addr),
+            "admin" if admin.is_none() => admin = Some(addr),
+            _ => {}
+        }
+    }
+    (
+        listen.expect("config has no listener address"),
+        admin.expect("config has no admin address"),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Requests and replies
+// ---------------------------------------------------------------------------------------------
+
+pub fn empty() -> Body {
+    Full::new(Bytes::new()).boxed()
+}
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed()
+}
+
+/// A body sent with `Transfer-Encoding: chunked` (no length known up front), in `chunk`-sized
+/// frames.
+pub fn chunked(data: Bytes, chunk: usize) -> Body {
+    let mut frames = VecDeque::new();
+    let mut rest = data;
+    while !rest.is_empty() {
+        let n = chunk.min(rest.len());
+        frames.push_back(rest.split_to(n));
+    }
+    Chunks(frames).boxed()
+}
+
+struct Chunks(VecDeque<Bytes>);
+
+impl hyper::body::Body for Chunks {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// `GET path` with no extra headers.
+pub fn get(path: &str) -> Request<Body> {
+    get_with(path, &[])
+}
+
+/// `GET path` with extra headers (a `host` header here sets the Host).
+pub fn get_with(path: &str, headers: &[(&str, &str)]) -> Request<Body> {
+    let mut builder = Request::get(path);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(empty()).expect("request")
+}
+
+/// A complete response, body read.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// The `x-backend` header: which backend answered (`blue-1`), if any did.
+    pub fn backend(&self) -> Option<String> {
+        self.headers
+            .get("x-backend")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    }
+
+    /// The version whose backend answered: `blue-1` → `blue`.
+    pub fn version(&self) -> Option<String> {
+        self.backend().map(|b| version_of(&b).to_string())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The backend's JSON echo of the request it received.
+    pub fn echo(&self) -> Echo {
+        Echo(serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "not a backend echo ({e}): status {} body {:?}",
+                self.status,
+                self.text()
+            )
+        }))
+    }
+}
+
+/// What a backend saw: method, path, headers, body length/hash.
+pub struct Echo(pub Value);
+
+impl Echo {
+    /// All values of a request header as the backend received them, joined with ", ".
+    pub fn header(&self, name: &str) -> Option<String> {
+        let values = self.0["headers"][name.to_ascii_lowercase()].as_array()?;
+        Some(
+            values
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", "),
+        )
+    }
+
+    pub fn header_names(&self) -> Vec<String> {
+        self.0["headers"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn path(&self) -> String {
+        self.0["path"].as_str().unwrap_or_default().to_string()
+    }
+
+    pub fn method(&self) -> String {
+        self.0["method"].as_str().unwrap_or_default().to_string()
+    }
+
+    pub fn body_len(&self) -> u64 {
+        self.0["body_len"].as_u64().expect("body_len")
+    }
+
+    pub fn body_hash(&self) -> u64 {
+        self.0["body_fnv1a"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("body_fnv1a")
+    }
+}
+
+/// `blue-1` → `blue`; a name without a dash is its own version.
+pub fn version_of(backend: &str) -> &str {
+    backend.split('-').next().unwrap_or(backend)
+}
+
+enum Sender {
+    H1(http1::SendRequest<Body>),
+    H2(http2::SendRequest<Body>),
+}
+
+/// One client connection that is kept alive across requests and reopened when the server
+/// closes it. HTTP/1.1 by default; [`Client::h2c`] speaks prior-knowledge HTTP/2.
+pub struct Client {
+    addr: SocketAddr,
+    h2: bool,
+    sender: Option<Sender>,
+    /// How many TCP connections this client has opened.
+    pub connects: usize,
+}
+
+impl Client {
+    pub fn http1(addr: SocketAddr) -> Client {
+        Client {
+            addr,
+            h2: false,
+            sender: None,
+            connects: 0,
+        }
+    }
+
+    pub fn h2c(addr: SocketAddr) -> Client {
+        Client {
+            addr,
+            h2: true,
+            sender: None,
+            connects: 0,
+        }
+    }
+
+    async fn connect(&mut self) -> Result<Sender, String> {
+        let stream = timeout(Duration::from_secs(5), TcpStream::connect(self.addr))
+            .await
+            .map_err(|_| format!("connect to {} timed out", self.addr))?
+            .map_err(|e| format!("connect to {}: {e}", self.addr))?;
+        let _ = stream.set_nodelay(true);
+        self.connects += 1;
+        let io = TokioIo::new(stream);
+        if self.h2 {
+            let (sender, conn) = http2::handshake(TokioExecutor::new(), io)
+                .await
+                .map_err(|e| format!("h2 handshake: {e}"))?;
+            tokio::spawn(conn);
+            Ok(Sender::H2(sender))
+        } else {
+            let (sender, conn) = http1::handshake(io)
+                .await
+                .map_err(|e| format!("h1 handshake: {e}"))?;
+            tokio::spawn(conn);
+            Ok(Sender::H1(sender))
+        }
+    }
+
+    /// Sends one request (bounded by [`REQUEST_TIMEOUT`]) and reads the whole response.
+    /// A `path`-only URI is completed with this client's address; `host` defaults to it too.
+    pub async fn send(&mut self, req: Request<Body>) -> Result<Reply, String> {
+        match timeout(REQUEST_TIMEOUT, self.send_inner(req)).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(e)) => {
+                self.sender = None;
+                Err(e)
+            }
+            Err(_) => {
+                self.sender = None;
+                Err(format!("no response within {REQUEST_TIMEOUT:?}"))
+            }
+        }
+    }
+
+    pub async fn get(&mut self, path: &str) -> Result<Reply, String> {
+        self.send(get(path)).await
+    }
+
+    async fn send_inner(&mut self, mut req: Request<Body>) -> Result<Reply, String> {
+        let default_host = self.addr.to_string();
+        if self.h2 {
+            // HTTP/2 carries the host in :authority, taken from an absolute URI.
+            let host = req
+                .headers_mut()
+                .remove(HOST)
+                .and_then(|h| h.to_str().ok().map(str::to_string))
+                .unwrap_or(default_host);
+            let path = req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_else(|| "/".into());
+            *req.uri_mut() = format!("http://{host}{path}")
+                .parse::<Uri>()
+                .map_err(|e| format!("bad uri: {e}"))?;
+        } else if !req.headers().contains_key(HOST) {
+            req.headers_mut().insert(
+                HOST,
+                HeaderValue::from_str(&default_host).expect("host header"),
+            );
+        }
+
+        // Reuse the kept-alive connection when it is still usable; else open a new one.
+        if let Some(sender) = &mut self.sender {
+            let usable = match sender {
+                Sender::H1(s) => s.ready().await.is_ok(),
+                Sender::H2(s) => s.ready().await.is_ok(),
+            };
+            if !usable {
+                self.sender = None;
+            }
+        }
+        if self.sender.is_none() {
+            let sender = self.connect().await?;
+            self.sender = Some(sender);
+        }
+        let response = match self.sender.as_mut().expect("sender") {
+            Sender::H1(s) => {
+                s.ready().await.map_err(|e| format!("h1 not ready: {e}"))?;
+                s.send_request(req).await
+            }
+            Sender::H2(s) => {
+                s.ready().await.map_err(|e| format!("h2 not ready: {e}"))?;
+                s.send_request(req).await
+            }
+        }
+        .map_err(|e| format!("request failed: {e}"))?;
+        let (parts, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| format!("reading response body: {e}"))?
+            .to_bytes();
+        Ok(Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+}
+
+/// One request on a fresh connection (for admin probes).
+pub async fn get_once(addr: SocketAddr, path: &str) -> Result<Reply, String> {
+    Client::http1(addr).get(path).await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Traffic helpers
+// ---------------------------------------------------------------------------------------------
+
+/// How many responses each version answered.
+#[derive(Debug, Default, Clone)]
+pub struct Tally(pub BTreeMap<String, usize>);
+
+impl Tally {
+    pub fn of<'a>(versions: impl IntoIterator<Item = &'a String>) -> Tally {
+        let mut tally = Tally::default();
+        for v in versions {
+            tally.add(v);
+        }
+        tally
+    }
+
+    pub fn add(&mut self, version: &str) {
+        *self.0.entry(version.to_string()).or_default() += 1;
+    }
+
+    pub fn merge(&mut self, other: &Tally) {
+        for (k, v) in &other.0 {
+            *self.0.entry(k.clone()).or_default() += v;
+        }
+    }
+
+    pub fn total(&self) -> usize {
+        self.0.values().sum()
+    }
+
+    pub fn count(&self, version: &str) -> usize {
+        self.0.get(version).copied().unwrap_or(0)
+    }
+
+    /// The version's share of all responses, in percent.
+    pub fn percent(&self, version: &str) -> f64 {
+        if self.total() == 0 {
+            return 0.0;
+        }
+        self.count(version) as f64 * 100.0 / self.total() as f64
+    }
+
+    /// `Ok` when every `(version, percent)` is within `tolerance` points.
+    pub fn check_split(&self, expected: &[(&str, f64)], tolerance: f64) -> Result<(), String> {
+        for (version, want) in expected {
+            let got = self.percent(version);
+            if (got - want).abs() > tolerance {
+                return Err(format!(
+                    "{version}: {got:.1}% (want {want}% ± {tolerance}) in {self}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Tally {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|(k, v)| format!("{k}={v} ({:.1}%)", self.percent(k)))
+            .collect();
+        write!(f, "[{}] of {}", parts.join(", "), self.total())
+    }
+}
+
+/// Sends `n` requests built by `make(i)` over `conns` kept-alive connections and returns, in
+/// order, the version that answered each one. Any transport error, non-200 or missing
+/// `x-backend` is an `Err` describing the first such request.
+pub async fn try_versions_of(
+    addr: SocketAddr,
+    n: usize,
+    conns: usize,
+    make: impl Fn(usize) -> Request<Body> + Send + Sync + 'static,
+) -> Result<Vec<String>, String> {
+    let make = Arc::new(make);
+    let mut tasks = Vec::new();
+    for t in 0..conns {
+        let make = make.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut client = Client::http1(addr);
+            let mut out = Vec::new();
+            for i in (t..n).step_by(conns) {
+                let reply = client
+                    .send(make(i))
+                    .await
+                    .map_err(|e| format!("request {i}: {e}"))?;
+                if reply.status != StatusCode::OK {
+                    return Err(format!(
+                        "request {i}: status {} body {:?}",
+                        reply.status,
+                        reply.text()
+                    ));
+                }
+                let version = reply
+                    .version()
+                    .ok_or_else(|| format!("request {i}: no x-backend header"))?;
+                out.push((i, version));
+            }
+            Ok::<_, String>(out)
+        }));
+    }
+    let mut all = vec![String::new(); n];
+    for task in tasks {
+        for (i, v) in task.await.map_err(|e| format!("task: {e}"))?? {
+            all[i] = v;
+        }
+    }
+    Ok(all)
+}
+
+/// [`try_versions_of`] over 4 connections, panicking on any failure.
+pub async fn versions_of(
+    addr: SocketAddr,
+    n: usize,
+    make: impl Fn(usize) -> Request<Body> + Send + Sync + 'static,
+) -> Vec<String> {
+    try_versions_of(addr, n, 4, make)
+        .await
+        .unwrap_or_else(|e| panic!("traffic through {addr} failed: {e}"))
+}
+
+/// `n` plain `GET /` requests; which versions answered.
+pub async fn tally(addr: SocketAddr, n: usize) -> Tally {
+    Tally::of(&versions_of(addr, n, |_| get("/")).await)
+}
+
+/// Polls `probe` until it returns `Ok`, at most `within`; panics with the last `Err` message.
+pub async fn eventually<T>(
+    within: Duration,
+    what: &str,
+    mut probe: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let last = match timeout(left.max(Duration::from_millis(100)), probe()).await {
+            Ok(Ok(value)) => return value,
+            Ok(Err(e)) => e,
+            Err(_) => "probe did not finish in time".to_string(),
+        };
+        if Instant::now() >= deadline {
+            panic!("timed out after {within:?} waiting for {what}; last: {last}");
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Closed-loop load: `clients` tasks, each on its own kept-alive connection, sending
+/// `GET /` back to back until [`Load::finish`].
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<JoinHandle<LoadReport>>,
+}
+
+/// What a [`Load`] saw.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    pub ok: usize,
+    /// One line per failed request: transport error, non-200, or no `x-backend`.
+    pub failures: Vec<String>,
+    pub tally: Tally,
+}
+
+impl Load {
+    pub fn start(addr: SocketAddr, clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = (0..clients)
+            .map(|c| {
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    let mut client = Client::http1(addr);
+                    let mut report = LoadReport::default();
+                    while !stop.load(Ordering::Relaxed) {
+                        match client.get("/").await {
+                            Ok(reply) if reply.status == StatusCode::OK => match reply.version() {
+                                Some(v) => {
+                                    report.ok += 1;
+                                    report.tally.add(&v);
+                                }
+                                None => report
+                                    .failures
+                                    .push(format!("client {c}: 200 without x-backend")),
+                            },
+                            Ok(reply) => report.failures.push(format!(
+                                "client {c}: status {} body {:?}",
+                                reply.status,
+                                reply.text()
+                            )),
+                            Err(e) => report.failures.push(format!("client {c}: {e}")),
+                        }
+                    }
+                    report
+                })
+            })
+            .collect();
+        Load { stop, tasks }
+    }
+
+    /// Stops the clients and sums their reports.
+    pub async fn finish(self) -> LoadReport {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut total = LoadReport::default();
+        for task in self.tasks {
+            let report = timeout(REQUEST_TIMEOUT + Duration::from_secs(5), task)
+                .await
+                .expect("load client did not stop")
+                .expect("load client panicked");
+            total.ok += report.ok;
+            total.failures.extend(report.failures);
+            total.tally.merge(&report.tally);
+        }
+        total
+    }
+}
+
+/// Convenience for tests that only need a path on disk.
+pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, dedent(text)).expect("write file");
+    path
+}
+
+/// Writes `request` as raw bytes on a new connection and returns what came back until the
+/// server closed the connection or `within` passed (whichever first). For requests a
+/// well-behaved client library refuses to send.
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8], within: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = timeout(Duration::from_secs(5), TcpStream::connect(addr))
+        .await
+        .expect("connect timed out")
+        .expect("connect");
+    // The server may answer (and close) before it has read everything; that is fine.
+    let _ = stream.write_all(request).await;
+    let mut out = Vec::new();
+    let deadline = Instant::now() + within;
+    let mut buf = [0u8; 8192];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match timeout(left, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The status code of the first response in a raw HTTP/1.1 exchange.
+pub fn raw_status(response: &str) -> Option<u16> {
+    let line = response.lines().next()?;
+    let mut parts = line.split_whitespace();
+    if !parts.next()?.starts_with("HTTP/1.") {
+        return None;
+    }
+    parts.next()?.parse().ok()
+}
