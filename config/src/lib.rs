@@ -6,19 +6,37 @@
 //! so `switchyard check` and a hot reload can tell the operator exactly what to fix.
 //! It knows nothing about sockets or HTTP: the proxy and control crates consume [`Config`].
 
-mod error;
-pub mod schema;
-pub mod watch;
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
 
+mod decoder;
+mod duration;
+mod error;
+mod file;
+mod rollout;
+pub mod schema;
+mod service;
+pub mod watch;
+mod yaml;
+
+#[cfg(test)]
+mod tests;
+
+pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigErrors};
 pub use schema::*;
+pub use watch::{watch, ConfigWatcher};
 
 use std::path::Path;
 
-/// Parses and validates config text. `file` is only used in error messages.
+/// Parses and validates config text (YAML or JSON). `file` is only used in error messages.
+///
+/// On failure the error list holds every problem found, in file order, each with line,
+/// column and field path.
 pub fn parse(source: &str, file: &str) -> Result<Config, ConfigErrors> {
-    let _ = (source, file);
-    unimplemented!("config parser is being written")
+    let mut d = decoder::Decoder::new(file);
+    let config = yaml::load(source, &mut d).and_then(|root| file::config(&mut d, &root));
+    d.finish(config)
 }
 
 /// Reads and parses a config file.

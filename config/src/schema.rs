@@ -318,6 +318,11 @@ pub struct Webhook {
     pub timeout: Duration,
 }
 
+impl Webhook {
+    /// How long a webhook may take to answer when the config does not say.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WebhookKind {
     /// Must answer 2xx before a rollout starts or advances.

@@ -1,0 +1,263 @@
+//! Decoding a service's `rollout:` block: which version is the canary, the traffic steps it
+//! climbs, the Flagger-style analysis that can roll it back, and the webhooks told about it.
+//!
+//! The block is written to read like a runbook (`traffic: 10%`, `duration: 5m`), and the
+//! analysis block accepts Flagger's shape as-is, so operators can bring their habits along.
+
+use std::collections::HashMap;
+
+use crate::decoder::{item, Decoder};
+use crate::schema::*;
+use crate::service::VersionNames;
+use crate::yaml::Node;
+
+pub(crate) fn rollout(
+    d: &mut Decoder,
+    node: &Node,
+    path: &str,
+    versions: &VersionNames<'_>,
+) -> Option<Rollout> {
+    let f = d.map(
+        node,
+        path,
+        &["stable", "canary", "steps", "analysis", "webhooks"],
+    )?;
+    let stable = f.req(d, "stable", |d, n, p| versions.check(d, n, p));
+    let canary = f.req(d, "canary", |d, n, p| versions.check(d, n, p));
+    if let (Some(stable), Some(canary), Some(canary_node)) = (&stable, &canary, f.get("canary")) {
+        if stable == canary {
+            d.error(
+                canary_node.pos,
+                &f.path("canary"),
+                format!(
+                    "canary and stable are both {canary:?}; the canary must be another version"
+                ),
+            );
+        }
+    }
+    let steps = f.req(d, "steps", steps);
+    let analysis = f.opt(d, "analysis", analysis).unwrap_or_default();
+    let webhooks = f
+        .opt(d, "webhooks", |d, n, p| d.list_of(n, p, webhook))
+        .unwrap_or_default();
+    Some(Rollout {
+        stable: stable?,
+        canary: canary?,
+        steps: steps?,
+        analysis,
+        webhooks,
+    })
+}
+
+fn steps(d: &mut Decoder, node: &Node, path: &str) -> Option<Vec<Step>> {
+    let items = d.list(node, path)?;
+    let Some(last) = items.len().checked_sub(1) else {
+        d.error(
+            node.pos,
+            path,
+            "a rollout needs at least one step, e.g. - { traffic: 100% }",
+        );
+        return None;
+    };
+    let decoded: Vec<Option<Step>> = items
+        .iter()
+        .enumerate()
+        .map(|(i, n)| step(d, n, &item(path, i), i == last))
+        .collect();
+    decoded.into_iter().collect()
+}
+
+/// Every step holds its traffic for a duration, except the last: finishing it is promotion.
+fn step(d: &mut Decoder, node: &Node, path: &str, is_last: bool) -> Option<Step> {
+    let f = d.map(node, path, &["traffic", "duration"])?;
+    let traffic = f.req(d, "traffic", |d, n, p| d.share(n, p, "traffic", 100));
+    let duration = f.opt(d, "duration", Decoder::positive_duration);
+    match (f.get("duration"), is_last) {
+        (None, false) => d.error(
+            f.pos,
+            path,
+            "missing required field \"duration\" (every step but the last holds its traffic for a while, e.g. duration: 5m)",
+        ),
+        (Some(n), true) => d.error(
+            n.pos,
+            &f.path("duration"),
+            "the last step is the promotion and takes no duration (remove it, or add a step after it)",
+        ),
+        _ => {}
+    }
+    Some(Step {
+        traffic: traffic?,
+        duration,
+    })
+}
+
+fn analysis(d: &mut Decoder, node: &Node, path: &str) -> Option<Analysis> {
+    let f = d.map(
+        node,
+        path,
+        &[
+            "interval",
+            "threshold",
+            "min_requests",
+            "fast_fail",
+            "metrics",
+        ],
+    )?;
+    let def = Analysis::default();
+    Some(Analysis {
+        interval: f
+            .opt(d, "interval", Decoder::positive_duration)
+            .unwrap_or(def.interval),
+        threshold: f
+            .opt(d, "threshold", Decoder::positive)
+            .unwrap_or(def.threshold),
+        min_requests: f
+            .opt(d, "min_requests", Decoder::positive)
+            .unwrap_or(def.min_requests),
+        fast_fail: f
+            .opt_or(d, "fast_fail", def.fast_fail, fast_fail)
+            .unwrap_or(def.fast_fail),
+        metrics: f.opt(d, "metrics", metrics).unwrap_or_default(),
+    })
+}
+
+/// `fast_fail: off` (or `false`) disables it; a mapping may change either field.
+/// Outer `None`: invalid (reported); inner `None`: disabled.
+fn fast_fail(d: &mut Decoder, node: &Node, path: &str) -> Option<Option<FastFail>> {
+    if let Some(word) = node.scalar() {
+        return match word.to_ascii_lowercase().as_str() {
+            "off" | "false" => Some(None),
+            "on" | "true" => Some(Some(FastFail::default())),
+            _ => {
+                d.error(
+                    node.pos,
+                    path,
+                    format!("expected off or a mapping such as {{ error_rate: 50, min_requests: 20 }}, found {word:?}"),
+                );
+                None
+            }
+        };
+    }
+    let f = d.map(node, path, &["error_rate", "min_requests"])?;
+    let def = FastFail::default();
+    Some(Some(FastFail {
+        error_rate: f
+            .opt(d, "error_rate", |d, n, p| percentage(d, n, p, false))
+            .unwrap_or(def.error_rate),
+        min_requests: f
+            .opt(d, "min_requests", Decoder::positive)
+            .unwrap_or(def.min_requests),
+    }))
+}
+
+/// A percentage of requests; `zero_ok` says whether 0 is meaningful for the field.
+fn percentage(d: &mut Decoder, node: &Node, path: &str, zero_ok: bool) -> Option<f64> {
+    let value = d.number(node, path)?;
+    if value > 100.0 || (!zero_ok && value == 0.0) {
+        let low = if zero_ok { "0" } else { "more than 0" };
+        d.error(
+            node.pos,
+            path,
+            format!("{value} is not a percentage ({low} up to 100)"),
+        );
+        return None;
+    }
+    Some(value)
+}
+
+fn metrics(d: &mut Decoder, node: &Node, path: &str) -> Option<Vec<MetricCheck>> {
+    let items = d.list(node, path)?;
+    let mut seen = HashMap::new();
+    let mut checks = Some(Vec::with_capacity(items.len()));
+    for (i, n) in items.iter().enumerate() {
+        let path = item(path, i);
+        let Some(check) = metric(d, n, &path) else {
+            checks = None;
+            continue;
+        };
+        // Two checks of one metric would count every bad window twice towards the threshold.
+        if let Some(first) = seen.get(&check.metric) {
+            let pos = n.get("name").map_or(n.pos, |name| name.pos);
+            d.error(
+                pos,
+                &crate::decoder::child(&path, "name"),
+                format!(
+                    "metric {:?} is already checked at metrics[{first}]",
+                    check.metric.as_str()
+                ),
+            );
+        } else {
+            seen.insert(check.metric, i);
+        }
+        if let Some(list) = checks.as_mut() {
+            list.push(check);
+        }
+    }
+    checks
+}
+
+fn metric(d: &mut Decoder, node: &Node, path: &str) -> Option<MetricCheck> {
+    let f = d.map(node, path, &["name", "threshold", "max_increase"])?;
+    let metric = f.req(d, "name", |d, n, p| {
+        d.choice(
+            n,
+            p,
+            "metric",
+            &[
+                ("error-rate", MetricName::ErrorRate),
+                ("latency-p99", MetricName::LatencyP99),
+            ],
+        )
+    });
+    // error-rate is a percentage; latency-p99 is in milliseconds and has no upper bound.
+    let threshold = f.req(d, "threshold", |d, n, p| match metric {
+        Some(MetricName::ErrorRate) => percentage(d, n, p, true),
+        _ => d.number(n, p),
+    });
+    let max_increase = f.opt(d, "max_increase", Decoder::number);
+    Some(MetricCheck {
+        metric: metric?,
+        threshold: threshold?,
+        max_increase,
+    })
+}
+
+fn webhook(d: &mut Decoder, node: &Node, path: &str) -> Option<Webhook> {
+    let f = d.map(node, path, &["type", "url", "timeout"])?;
+    let kind = f.req(d, "type", |d, n, p| {
+        d.choice(
+            n,
+            p,
+            "webhook type",
+            &[("gate", WebhookKind::Gate), ("event", WebhookKind::Event)],
+        )
+    });
+    let url = f.req(d, "url", url);
+    let timeout = f.opt_or(
+        d,
+        "timeout",
+        Webhook::DEFAULT_TIMEOUT,
+        Decoder::positive_duration,
+    );
+    Some(Webhook {
+        kind: kind?,
+        url: url?,
+        timeout: timeout?,
+    })
+}
+
+fn url(d: &mut Decoder, node: &Node, path: &str) -> Option<String> {
+    let url = d.string(node, path)?;
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    if rest.is_none_or(str::is_empty) {
+        d.error(
+            node.pos,
+            path,
+            format!("invalid webhook url {url:?} (expected http:// or https://, e.g. http://127.0.0.1:7000/confirm)"),
+        );
+        return None;
+    }
+    Some(url)
+}
