@@ -1,1 +1,13 @@
-//! Switchyard control plane.
+//! Switchyard's control plane: everything that decides what the data path does.
+//!
+//! The control loop, module by module: [`controller`] is the single writer that turns intents
+//! (config reloads, API calls, analysis verdicts) into a new routing table; [`admin`] serves
+//! health, readiness and the API; [`status`] is what the API reports about the process;
+//! [`app`] wires it all together for `switchyard serve`.
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+pub mod admin;
+pub mod app;
+pub mod controller;
+pub mod status;

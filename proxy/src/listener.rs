@@ -70,7 +70,7 @@ impl Listener {
                         continue;
                     }
                 },
-                _ = shutdown.wait_for(|&stop| stop) => break,
+                _ = shutdown.changed() => break,
             };
             self.stats.accepted.fetch_add(1, Relaxed);
             let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {

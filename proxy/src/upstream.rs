@@ -29,6 +29,8 @@ use crate::body::RequestBody;
 const MAX_IDLE_PER_BACKEND: usize = 256;
 
 /// Why a request did not get a response head from the upstream.
+// The request is handed back by value: boxing it would add an allocation to the retry path.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum SendError {
     /// Never reached the backend (connect refused or timed out): the request is handed back.

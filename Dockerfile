@@ -1,0 +1,16 @@
+# Multi-stage build: compile in the Rust image, run as a non-root user in a slim image.
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked --bin switchyard
+
+FROM debian:bookworm-slim
+RUN useradd --system --uid 10001 --home /var/lib/switchyard switchyard \
+ && mkdir -p /etc/switchyard /var/lib/switchyard \
+ && chown switchyard /var/lib/switchyard
+COPY --from=build /src/target/release/switchyard /usr/local/bin/switchyard
+COPY examples/docker.yaml /etc/switchyard/switchyard.yaml
+USER switchyard
+# 8080: data path; 9901: admin (metrics, health, control API, dashboard).
+EXPOSE 8080 9901
+ENTRYPOINT ["switchyard", "serve", "--config", "/etc/switchyard/switchyard.yaml"]

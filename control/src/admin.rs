@@ -1,0 +1,115 @@
+//! The admin listener: health, readiness, status (and later metrics, API, dashboard).
+//!
+//! A separate listener from the data path, loopback by default, HTTP/1.1 with small JSON
+//! bodies. Reads come from snapshots (`ArcSwap`), so a slow admin client never slows the
+//! controller or the data path.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::{json, Value};
+use switchyard_proxy::TableHandle;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::controller::ControllerHandle;
+use crate::status::Status;
+
+/// Everything the admin handlers read.
+#[derive(Clone)]
+pub struct AdminState {
+    pub status: Arc<ArcSwap<Status>>,
+    pub table: TableHandle,
+    pub controller: ControllerHandle,
+}
+
+type AdminResponse = Response<Full<Bytes>>;
+
+/// Serves the admin API on `tcp` until `shutdown` turns true.
+pub async fn serve(tcp: TcpListener, state: AdminState, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = tcp.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(route(&state, req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// Binds the admin address with a clear error.
+pub async fn bind(address: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|e| format!("cannot listen on admin address {address}: {e}"))
+}
+
+async fn route(state: &AdminState, req: Request<Incoming>) -> AdminResponse {
+    let path = req.uri().path();
+    match (req.method(), path) {
+        (&Method::GET, "/health") => json_response(StatusCode::OK, &json!({"status": "healthy"})),
+        (&Method::GET, "/ready") => {
+            if state.status.load().ready {
+                json_response(StatusCode::OK, &json!({"status": "ready"}))
+            } else {
+                json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &json!({"status": "starting"}),
+                )
+            }
+        }
+        (&Method::GET, "/api/v1/status") => {
+            json_response(StatusCode::OK, &state.status.load().to_json())
+        }
+        (_, "/health" | "/ready" | "/api/v1/status") => error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &format!("{} is not allowed on {path}; use GET", req.method()),
+            None,
+        ),
+        _ => error_response(
+            StatusCode::NOT_FOUND,
+            &format!("no such endpoint: {path}"),
+            None,
+        ),
+    }
+}
+
+pub fn json_response(status: StatusCode, body: &Value) -> AdminResponse {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// `{"error": "...", "field": "..."}` — the one error shape of the API (SPEC §7).
+pub fn error_response(status: StatusCode, message: &str, field: Option<&str>) -> AdminResponse {
+    json_response(status, &json!({ "error": message, "field": field }))
+}

@@ -1,0 +1,126 @@
+//! Wiring: everything `switchyard serve` starts, in the order it must start and stop.
+//!
+//! Start: load the config (refuse to start on any error) → bind every socket (so a taken port
+//! is reported before anything runs) → start the controller, the admin API and the listeners
+//! → watch the config file → mark ready. Stop (SIGTERM/SIGINT): mark not ready, stop
+//! accepting, let in-flight requests finish up to the drain deadline, return.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use switchyard_proxy::listener::Listener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+use crate::admin::{self, AdminState};
+use crate::controller::Controller;
+use crate::status::Status;
+
+/// How long the watcher waits for a burst of file events to settle before reloading.
+const RELOAD_DEBOUNCE: Duration = Duration::from_millis(200);
+
+pub struct ServeOptions {
+    pub config_path: PathBuf,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    pub drain_timeout: Duration,
+}
+
+/// Runs the proxy until SIGTERM or SIGINT. Errors are start-up failures, worded for operators.
+pub async fn serve(options: ServeOptions) -> Result<(), String> {
+    let config = switchyard_config::load(&options.config_path).map_err(|e| e.to_string())?;
+    if let Some(l) = config.listeners.iter().find(|l| l.tls.is_some()) {
+        return Err(format!(
+            "listener {:?}: TLS termination is not available in this build yet; \
+             remove its `tls` block or terminate TLS in front of Switchyard",
+            l.name
+        ));
+    }
+
+    let admin_tcp = admin::bind(config.admin.address).await?;
+    let mut listeners = Vec::new();
+    for l in &config.listeners {
+        let bound = Listener::bind(&l.name, l.address).await.map_err(|e| {
+            format!(
+                "cannot listen on {} (listener {:?}): {e}",
+                l.address, l.name
+            )
+        })?;
+        listeners.push(bound);
+    }
+
+    let status = Arc::new(ArcSwap::from_pointee(Status::new(
+        options.config_path.clone(),
+    )));
+    let limits = config.limits.clone();
+    let (controller, handle, table) =
+        Controller::new(options.config_path.clone(), config, Arc::clone(&status));
+    tokio::spawn(controller.run());
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let admin_state = AdminState {
+        status: Arc::clone(&status),
+        table: Arc::clone(&table),
+        controller: handle.clone(),
+    };
+    tokio::spawn(admin::serve(admin_tcp, admin_state, shutdown_rx.clone()));
+    let serving: Vec<_> = listeners
+        .into_iter()
+        .map(|l| {
+            tracing::info!(listener = %l.name, address = %l.tcp.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
+            tokio::spawn(l.serve(
+                Arc::clone(&table),
+                limits.clone(),
+                shutdown_rx.clone(),
+                options.drain_timeout,
+            ))
+        })
+        .collect();
+
+    let reload_handle = handle.clone();
+    let _watcher =
+        switchyard_config::watch::watch(&options.config_path, RELOAD_DEBOUNCE, move || {
+            reload_handle.request_reload()
+        })
+        .map_err(|e| format!("cannot watch {}: {e}", options.config_path.display()))?;
+
+    status.rcu(|s| Status {
+        ready: true,
+        ..Status::clone(s)
+    });
+    tracing::info!(config = %options.config_path.display(), "switchyard is ready");
+
+    wait_for_shutdown(|| handle.request_reload()).await?;
+
+    tracing::info!(drain = ?options.drain_timeout, "shutting down");
+    status.rcu(|s| Status {
+        ready: false,
+        ..Status::clone(s)
+    });
+    let _ = shutdown_tx.send(true);
+    for task in serving {
+        let _ = task.await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Waits for SIGTERM or SIGINT; SIGHUP calls `on_hangup` (reload) and keeps waiting.
+async fn wait_for_shutdown(on_hangup: impl Fn()) -> Result<(), String> {
+    let install =
+        |kind: SignalKind| signal(kind).map_err(|e| format!("cannot install signal handler: {e}"));
+    let mut hangup = install(SignalKind::hangup())?;
+    let mut terminate = install(SignalKind::terminate())?;
+    let mut interrupt = install(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: reloading the config");
+                on_hangup();
+            }
+            _ = terminate.recv() => return Ok(()),
+            _ = interrupt.recv() => return Ok(()),
+        }
+    }
+}
