@@ -272,6 +272,8 @@ impl Proxy {
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(log);
+        // Plain log lines: the output is printed into test failures.
+        cmd.env("NO_COLOR", "1");
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }
