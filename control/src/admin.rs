@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::controller::ControllerHandle;
+use crate::exporter::Exporter;
 use crate::status::Status;
 
 /// Everything the admin handlers read.
@@ -29,6 +30,7 @@ pub struct AdminState {
     pub status: Arc<ArcSwap<Status>>,
     pub table: TableHandle,
     pub controller: ControllerHandle,
+    pub exporter: Exporter,
 }
 
 type AdminResponse = Response<Full<Bytes>>;
@@ -83,10 +85,19 @@ async fn route(state: &AdminState, req: Request<Incoming>) -> AdminResponse {
                 )
             }
         }
+        (&Method::GET, "/metrics") => {
+            let text = state.exporter.render(&state.table.load());
+            let mut response = Response::new(Full::new(Bytes::from(text)));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
         (&Method::GET, "/api/v1/status") => {
             json_response(StatusCode::OK, &state.status.load().to_json())
         }
-        (_, "/health" | "/ready" | "/api/v1/status") => error_response(
+        (_, "/health" | "/ready" | "/metrics" | "/api/v1/status") => error_response(
             StatusCode::METHOD_NOT_ALLOWED,
             &format!("{} is not allowed on {path}; use GET", req.method()),
             None,

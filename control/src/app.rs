@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use crate::admin::{self, AdminState};
 use crate::controller::Controller;
+use crate::exporter::Exporter;
 use crate::status::Status;
 
 /// How long the watcher waits for a burst of file events to settle before reloading.
@@ -57,12 +58,21 @@ pub async fn serve(options: ServeOptions) -> Result<(), String> {
     let (controller, handle, table) =
         Controller::new(options.config_path.clone(), config, Arc::clone(&status));
     tokio::spawn(controller.run());
+    tokio::spawn(crate::health::run(Arc::clone(&table)));
+    let exporter = Exporter::install(
+        listeners
+            .iter()
+            .map(|l| (l.name.clone(), Arc::clone(&l.stats)))
+            .collect(),
+    )?;
+    tokio::spawn(exporter.clone().upkeep());
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let admin_state = AdminState {
         status: Arc::clone(&status),
         table: Arc::clone(&table),
         controller: handle.clone(),
+        exporter,
     };
     tokio::spawn(admin::serve(admin_tcp, admin_state, shutdown_rx.clone()));
     let serving: Vec<_> = listeners

@@ -131,6 +131,8 @@ impl Controller {
                 self.status.rcu(|s| {
                     s.with_reload(ReloadOutcome::Error(message.clone()), SystemTime::now())
                 });
+                metrics::counter!("switchyard_config_reloads_total", "result" => "error")
+                    .increment(1);
                 Err(message)
             }
         }

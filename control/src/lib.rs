@@ -2,7 +2,8 @@
 //!
 //! The control loop, module by module: [`controller`] is the single writer that turns intents
 //! (config reloads, API calls, analysis verdicts) into a new routing table; [`admin`] serves
-//! health, readiness and the API; [`status`] is what the API reports about the process;
+//! health, readiness, metrics and the API; [`exporter`] renders `/metrics` from the data
+//! path's recordings; [`health`] probes backends; [`status`] is what the API reports about the process;
 //! [`app`] wires it all together for `switchyard serve`.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
@@ -10,4 +11,6 @@
 pub mod admin;
 pub mod app;
 pub mod controller;
+pub mod exporter;
+pub mod health;
 pub mod status;

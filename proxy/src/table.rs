@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
-use switchyard_config::{Config, OverrideMatch, Sticky, Timeouts};
+use switchyard_config::{Config, HealthCheck, OverrideMatch, Sticky, Timeouts};
 
 use crate::pick::WeightedPick;
 use crate::route::{MatchRule, ServiceMatcher};
@@ -122,6 +122,8 @@ pub struct ServiceRoute {
     pub sticky: Option<StickyKey>,
     pub overrides: Box<[OverrideRule]>,
     pub timeouts: SendTimeouts,
+    /// Active health checking, read by the control plane's checker.
+    pub health_check: Option<HealthCheck>,
 }
 
 impl ServiceRoute {
@@ -322,5 +324,6 @@ fn compile_service(
             request,
             idle,
         },
+        health_check: svc.health_check.clone(),
     }
 }

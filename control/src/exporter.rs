@@ -1,0 +1,200 @@
+//! `GET /metrics`: the data path's recordings and the control plane's events as Prometheus text.
+//!
+//! Requests are recorded once, on the data path, into atomics (`proxy::stats`); this module
+//! only *reads* them at scrape time (DESIGN §3). Counters and gauges are handed to the
+//! `metrics-exporter-prometheus` recorder as absolute values, and control-plane events
+//! (reloads, rollbacks, analysis checks) are recorded through the `metrics` macros where they
+//! happen. The request-duration histogram is rendered here straight from the per-version
+//! bucket counters — SPEC §5's exact bounds, `le` inclusive — because the `metrics` API can only
+//! take one sample at a time, and feeding it every request would be a second record path.
+//!
+//! The recorder keeps histogram samples until they are rendered; an upkeep task drains them
+//! every few seconds so memory stays flat when nothing scrapes.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use switchyard_proxy::listener::ListenerStats;
+use switchyard_proxy::stats::{FailureReason, PROMETHEUS_BOUNDS, STATUS_CLASSES};
+use switchyard_proxy::RoutingTable;
+
+/// SPEC §5's histogram buckets, for the control plane's own histograms.
+const DETECTION_BUCKETS: [f64; 13] = PROMETHEUS_BOUNDS;
+
+/// How often the recorder's buffered histogram samples are folded in without a scrape.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The installed recorder; render with [`Exporter::render`].
+#[derive(Clone)]
+pub struct Exporter {
+    handle: PrometheusHandle,
+    listeners: Arc<[(String, Arc<ListenerStats>)]>,
+}
+
+impl Exporter {
+    /// Installs the process-wide `metrics` recorder (once per process).
+    pub fn install(listeners: Vec<(String, Arc<ListenerStats>)>) -> Result<Exporter, String> {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(&DETECTION_BUCKETS)
+            .map_err(|e| format!("metrics buckets: {e}"))?
+            .build_recorder();
+        let handle = recorder.handle();
+        metrics::set_global_recorder(recorder)
+            .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
+        describe();
+        // Both reload results exist from the start, so alerts can use rate() on them.
+        for result in ["ok", "error"] {
+            metrics::counter!("switchyard_config_reloads_total", "result" => result).absolute(0);
+        }
+        Ok(Exporter {
+            handle,
+            listeners: listeners.into(),
+        })
+    }
+
+    /// Runs the recorder's upkeep forever (spawn it).
+    pub async fn upkeep(self) {
+        let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
+        loop {
+            tick.tick().await;
+            self.handle.run_upkeep();
+        }
+    }
+
+    /// The whole `/metrics` page for the current table.
+    pub fn render(&self, table: &RoutingTable) -> String {
+        publish_counters(table);
+        for (name, stats) in self.listeners.iter() {
+            metrics::gauge!("switchyard_connections_active", "listener" => name.clone())
+                .set(stats.active.load(Relaxed) as f64);
+        }
+        let mut text = self.handle.render();
+        render_request_durations(table, &mut text);
+        text
+    }
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "switchyard_requests_total",
+        "Proxied requests by status class."
+    );
+    describe_counter!(
+        "switchyard_request_failures_total",
+        "Failed requests (upstream 5xx, or the proxy answered 502/503/504) by reason."
+    );
+    describe_gauge!(
+        "switchyard_version_weight",
+        "Live traffic share of a version, in percent."
+    );
+    describe_gauge!(
+        "switchyard_backend_healthy",
+        "1 if the backend passes health checks."
+    );
+    describe_counter!("switchyard_rollouts_total", "Finished rollouts by result.");
+    describe_counter!("switchyard_rollbacks_total", "Rollbacks by reason.");
+    describe_counter!(
+        "switchyard_analysis_checks_total",
+        "Canary analysis checks by result."
+    );
+    describe_histogram!(
+        "switchyard_rollback_detection_seconds",
+        "From the first failing check to the canary's weight reaching 0."
+    );
+    describe_counter!(
+        "switchyard_config_reloads_total",
+        "Config reloads by result."
+    );
+    describe_gauge!(
+        "switchyard_connections_active",
+        "Open client connections per listener."
+    );
+}
+
+/// Copies the data path's counters into the recorder as absolute values.
+fn publish_counters(table: &RoutingTable) {
+    for service in table.services.iter() {
+        for (vi, version) in service.versions.iter().enumerate() {
+            let (svc, ver, rel) = (
+                service.name.to_string(),
+                version.name.to_string(),
+                version.release.to_string(),
+            );
+            metrics::gauge!("switchyard_version_weight", "service" => svc.clone(), "version" => ver.clone(), "release" => rel.clone())
+                .set(service.share_percent(vi));
+            let backends = version
+                .backends
+                .iter()
+                .map(|b| (b.address.to_string(), Some(b.is_healthy())))
+                .zip(version.backend_stats.iter().map(|s| &**s))
+                // Requests that never got a backend (503) are labelled backend="none".
+                .chain(std::iter::once((
+                    ("none".to_string(), None),
+                    &version.stats.unassigned,
+                )));
+            for ((backend, healthy), stats) in backends {
+                if let Some(healthy) = healthy {
+                    metrics::gauge!("switchyard_backend_healthy", "service" => svc.clone(), "version" => ver.clone(), "backend" => backend.clone())
+                        .set(if healthy { 1.0 } else { 0.0 });
+                }
+                for (class, n) in STATUS_CLASSES.iter().zip(stats.requests_by_class()) {
+                    if n > 0 {
+                        metrics::counter!("switchyard_requests_total", "service" => svc.clone(), "version" => ver.clone(), "release" => rel.clone(), "backend" => backend.clone(), "code" => *class)
+                            .absolute(n);
+                    }
+                }
+                for (reason, n) in FailureReason::ALL.iter().zip(stats.failures_by_reason()) {
+                    if n > 0 {
+                        metrics::counter!("switchyard_request_failures_total", "service" => svc.clone(), "version" => ver.clone(), "release" => rel.clone(), "backend" => backend.clone(), "reason" => reason.as_str())
+                            .absolute(n);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Renders `switchyard_request_duration_seconds` from the per-version bucket counters.
+fn render_request_durations(table: &RoutingTable, out: &mut String) {
+    const NAME: &str = "switchyard_request_duration_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {NAME} From a request's arrival to the upstream response head.\n# TYPE {NAME} histogram"
+    );
+    for service in table.services.iter() {
+        for version in service.versions.iter() {
+            let labels = format!(
+                "service=\"{}\",version=\"{}\",release=\"{}\"",
+                escape(&service.name),
+                escape(&version.name),
+                escape(&version.release)
+            );
+            let buckets = version.stats.prometheus_buckets();
+            let mut cumulative = 0u64;
+            for (bound, n) in PROMETHEUS_BOUNDS.iter().zip(buckets.iter()) {
+                cumulative += n;
+                let _ = writeln!(out, "{NAME}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+            }
+            cumulative += buckets[PROMETHEUS_BOUNDS.len()];
+            let _ = writeln!(out, "{NAME}_bucket{{{labels},le=\"+Inf\"}} {cumulative}");
+            let _ = writeln!(
+                out,
+                "{NAME}_sum{{{labels}}} {}",
+                version.stats.latency_sum().as_secs_f64()
+            );
+            let _ = writeln!(out, "{NAME}_count{{{labels}}} {cumulative}");
+        }
+    }
+}
+
+/// Escapes a label value per the Prometheus text format.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
