@@ -20,7 +20,8 @@ use switchyard_proxy::TableHandle;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::controller::ControllerHandle;
+use crate::auth::Auth;
+use crate::controller::{ControllerHandle, Readers};
 use crate::exporter::Exporter;
 use crate::status::Status;
 
@@ -30,10 +31,12 @@ pub struct AdminState {
     pub status: Arc<ArcSwap<Status>>,
     pub table: TableHandle,
     pub controller: ControllerHandle,
+    pub readers: Readers,
     pub exporter: Exporter,
+    pub auth: Auth,
 }
 
-type AdminResponse = Response<Full<Bytes>>;
+pub type AdminResponse = Response<Full<Bytes>>;
 
 /// Serves the admin API on `tcp` until `shutdown` turns true.
 pub async fn serve(tcp: TcpListener, state: AdminState, mut shutdown: watch::Receiver<bool>) {
@@ -94,10 +97,11 @@ async fn route(state: &AdminState, req: Request<Incoming>) -> AdminResponse {
             );
             response
         }
-        (&Method::GET, "/api/v1/status") => {
-            json_response(StatusCode::OK, &state.status.load().to_json())
+        (_, p) if p.starts_with("/api/v1/") => {
+            let rest = p["/api/v1".len()..].to_string();
+            crate::api::route(state, req, &rest).await
         }
-        (_, "/health" | "/ready" | "/metrics" | "/api/v1/status") => error_response(
+        (_, "/health" | "/ready" | "/metrics") => error_response(
             StatusCode::METHOD_NOT_ALLOWED,
             &format!("{} is not allowed on {path}; use GET", req.method()),
             None,

@@ -15,8 +15,10 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 use crate::admin::{self, AdminState};
+use crate::auth::Auth;
 use crate::controller::Controller;
 use crate::exporter::Exporter;
+use crate::state::Store;
 use crate::status::Status;
 
 /// How long the watcher waits for a burst of file events to settle before reloading.
@@ -51,14 +53,12 @@ pub async fn serve(options: ServeOptions) -> Result<(), String> {
         listeners.push(bound);
     }
 
+    let auth = Auth::load(&config.admin)?;
+    let (store, loaded) = Store::open(config.state_dir.as_deref())?;
     let status = Arc::new(ArcSwap::from_pointee(Status::new(
         options.config_path.clone(),
     )));
     let limits = config.limits.clone();
-    let (controller, handle, table) =
-        Controller::new(options.config_path.clone(), config, Arc::clone(&status));
-    tokio::spawn(controller.run());
-    tokio::spawn(crate::health::run(Arc::clone(&table)));
     let exporter = Exporter::install(
         listeners
             .iter()
@@ -66,13 +66,24 @@ pub async fn serve(options: ServeOptions) -> Result<(), String> {
             .collect(),
     )?;
     tokio::spawn(exporter.clone().upkeep());
+    let (controller, handle, table, readers) = Controller::start(
+        options.config_path.clone(),
+        config,
+        store,
+        loaded,
+        Arc::clone(&status),
+    )?;
+    tokio::spawn(controller.run());
+    tokio::spawn(crate::health::run(Arc::clone(&table)));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let admin_state = AdminState {
         status: Arc::clone(&status),
         table: Arc::clone(&table),
         controller: handle.clone(),
+        readers,
         exporter,
+        auth,
     };
     tokio::spawn(admin::serve(admin_tcp, admin_state, shutdown_rx.clone()));
     let serving: Vec<_> = listeners

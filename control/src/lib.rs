@@ -1,7 +1,10 @@
 //! Switchyard's control plane: everything that decides what the data path does.
 //!
 //! The control loop, module by module: [`controller`] is the single writer that turns intents
-//! (config reloads, API calls, analysis verdicts) into a new routing table; [`admin`] serves
+//! (config reloads, API calls, the rollout clock) into a new routing table, persisting through
+//! [`state`] first; [`rollout`] and [`analysis`] hold the rollout rules, [`telemetry`] the
+//! windows they judge, [`events`] and [`webhooks`] tell people; [`api`] and [`auth`] are the
+//! control API; [`admin`] serves
 //! health, readiness, metrics and the API; [`exporter`] renders `/metrics` from the data
 //! path's recordings; [`health`] probes backends; [`status`] is what the API reports about the process;
 //! [`app`] wires it all together for `switchyard serve`.
@@ -9,8 +12,16 @@
 #![deny(rust_2018_idioms)]
 
 pub mod admin;
+pub mod analysis;
+pub mod api;
 pub mod app;
+pub mod auth;
 pub mod controller;
+pub mod events;
 pub mod exporter;
 pub mod health;
+pub mod rollout;
+pub mod state;
 pub mod status;
+pub mod telemetry;
+pub mod webhooks;
