@@ -73,6 +73,7 @@ pub struct Backend {
     pub name: String,
     pub addr: SocketAddr,
     hits: Arc<AtomicUsize>,
+    fail_per_mille: Arc<AtomicUsize>,
     accept_loop: JoinHandle<()>,
 }
 
@@ -80,6 +81,8 @@ struct BackendState {
     name: String,
     delay: Duration,
     hits: Arc<AtomicUsize>,
+    /// Share of (non-health-check) requests answered 500, in thousandths, spread evenly.
+    fail_per_mille: Arc<AtomicUsize>,
 }
 
 impl Backend {
@@ -95,10 +98,12 @@ impl Backend {
             .expect("bind backend");
         let addr = listener.local_addr().expect("backend addr");
         let hits = Arc::new(AtomicUsize::new(0));
+        let fail_per_mille = Arc::new(AtomicUsize::new(0));
         let state = Arc::new(BackendState {
             name: name.to_string(),
             delay,
             hits: hits.clone(),
+            fail_per_mille: fail_per_mille.clone(),
         });
         let accept_loop = tokio::spawn(async move {
             loop {
@@ -122,8 +127,21 @@ impl Backend {
             name: name.to_string(),
             addr,
             hits,
+            fail_per_mille,
             accept_loop,
         }
+    }
+
+    /// A backend that answers `per_mille`/1000 of its requests (evenly spread) with 500.
+    pub async fn start_failing(name: &str, per_mille: usize) -> Backend {
+        let backend = Backend::start(name).await;
+        backend.set_failure_rate(per_mille);
+        backend
+    }
+
+    /// Changes the share of requests answered 500 (thousandths); health checks stay 200.
+    pub fn set_failure_rate(&self, per_mille: usize) {
+        self.fail_per_mille.store(per_mille, Ordering::SeqCst);
     }
 
     /// Requests received so far, not counting health checks (`GET /health`).
@@ -145,11 +163,22 @@ impl BackendState {
             .path_and_query()
             .map(|p| p.as_str().to_string())
             .unwrap_or_else(|| "/".into());
+        let mut fail = false;
         if req.uri().path() != "/health" {
-            self.hits.fetch_add(1, Ordering::SeqCst);
+            let n = self.hits.fetch_add(1, Ordering::SeqCst);
+            let p = self.fail_per_mille.load(Ordering::SeqCst);
+            // Request n fails when the running count of failures due steps up: evenly spread.
+            fail = (n + 1) * p / 1000 > n * p / 1000;
         }
         if !self.delay.is_zero() {
             sleep(self.delay).await;
+        }
+        if fail {
+            return Response::builder()
+                .status(StatusCode::INTERNAL_SERVER_ERROR)
+                .header("x-backend", &self.name)
+                .body(Full::new(Bytes::from_static(b"injected failure")))
+                .expect("response");
         }
         let method = req.method().to_string();
         let version = format!("{:?}", req.version());
@@ -237,6 +266,7 @@ pub fn pattern_bytes(n: usize) -> Bytes {
 /// stderr is printed when the test is failing.
 pub struct Proxy {
     child: Child,
+    extra_args: Vec<String>,
     dir: tempfile::TempDir,
     pub config_path: PathBuf,
     /// The first listener's address (where to send traffic).
@@ -260,26 +290,11 @@ impl Proxy {
         let config_path = dir.path().join("switchyard.yaml");
         std::fs::write(&config_path, &yaml).expect("write config");
         let log_path = dir.path().join("switchyard.stderr.log");
-        let log = std::fs::File::create(&log_path).expect("create log");
-        let out = log.try_clone().expect("clone log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
-        cmd.arg("serve")
-            .arg("--config")
-            .arg(&config_path)
-            .args(["--workers", "2"])
-            .args(extra_args)
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(log);
-        // Plain log lines: the output is printed into test failures.
-        cmd.env("NO_COLOR", "1");
-        if std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("RUST_LOG", "info");
-        }
-        let child = cmd.spawn().expect("spawn switchyard");
+        let extra_args: Vec<String> = extra_args.iter().map(|a| a.to_string()).collect();
+        let child = spawn_serve(dir.path(), &config_path, &log_path, &extra_args);
         let mut proxy = Proxy {
             child,
+            extra_args,
             dir,
             config_path,
             listen,
@@ -288,6 +303,66 @@ impl Proxy {
         };
         proxy.wait_ready().await;
         proxy
+    }
+
+    /// `kill -9`: no chance to clean up, like a crash.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the binary again on the same config and directory (after [`Proxy::kill9`]).
+    pub async fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn_serve(
+            self.dir.path(),
+            &self.config_path,
+            &self.log_path,
+            &self.extra_args,
+        );
+        self.wait_ready().await;
+    }
+
+    /// The temp directory holding the config (tests put `state_dir` and files here).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A request to the admin listener with an optional JSON body and bearer token.
+    pub async fn admin_send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> Reply {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", "application/json");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let body = body.map(|b| full(b.to_string())).unwrap_or_else(empty);
+        let req = req.body(body).expect("request");
+        Client::http1(self.admin)
+            .send(req)
+            .await
+            .unwrap_or_else(|e| panic!("admin {method} {path}: {e}"))
+    }
+
+    /// `GET /api/v1{path}` → JSON, asserting 200.
+    pub async fn api(&self, path: &str) -> Value {
+        let reply = self.admin_get(&format!("/api/v1{path}")).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "GET /api/v1{path}: {}",
+            reply.text()
+        );
+        serde_json::from_slice(&reply.body)
+            .unwrap_or_else(|e| panic!("GET /api/v1{path} is not JSON ({e}): {}", reply.text()))
     }
 
     async fn wait_ready(&mut self) {
@@ -414,6 +489,32 @@ impl Drop for Proxy {
             );
         }
     }
+}
+
+/// Spawns `switchyard serve --config` with output appended to `log_path`.
+fn spawn_serve(dir: &Path, config_path: &Path, log_path: &Path, extra_args: &[String]) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .expect("open log");
+    let out = log.try_clone().expect("clone log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+    cmd.arg("serve")
+        .arg("--config")
+        .arg(config_path)
+        .args(["--workers", "2"])
+        .args(extra_args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(log);
+    // Plain log lines: the output is printed into test failures.
+    cmd.env("NO_COLOR", "1");
+    if std::env::var_os("RUST_LOG").is_none() {
+        cmd.env("RUST_LOG", "info");
+    }
+    cmd.spawn().expect("spawn switchyard")
 }
 
 /// Runs `switchyard <args>` to completion (bounded) and returns (exit status, stdout, stderr).
