@@ -1069,7 +1069,7 @@ impl Controller {
                     "fast-fail",
                     Source::Analysis,
                     format!(
-                        "fast-fail: error rate {rate:.1}% over {requests} requests in the last second (line: {}% over {})",
+                        "fast-fail: error rate {rate:.1}% over {requests} requests within the last second (line: {}% over {})",
                         rule.error_rate, rule.min_requests
                     ),
                     json!({ "metric": "error-rate", "value": rate, "threshold": rule.error_rate, "requests": requests, "window_s": 1 }),

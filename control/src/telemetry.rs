@@ -16,8 +16,8 @@ use switchyard_proxy::stats::VersionSnapshot;
 use switchyard_proxy::table::VersionRoute;
 use switchyard_proxy::RoutingTable;
 
-/// Snapshots kept at tick granularity (enough to span one second at a 250 ms tick).
-const TICKS_KEPT: usize = 6;
+/// Snapshots kept at tick granularity (one second at a 250 ms tick, plus the newest).
+const TICKS_KEPT: usize = 5;
 /// Per-second snapshots kept for the live numbers.
 const SECONDS_KEPT: usize = 11;
 /// Per-second points kept for sparklines (five minutes).
@@ -104,15 +104,18 @@ impl Telemetry {
             .map(|(_, s)| s)
     }
 
-    /// The version's traffic over (at least) the last second, if a second of history exists.
+    /// The version's traffic within the last second: since the oldest tick snapshot that is
+    /// at most a second old. Fast-fail judges this, so a canary failing everything trips as
+    /// soon as `min_requests` of its requests have failed, not a whole second later.
     pub fn last_second(&self, service: &str, version: &VersionRoute) -> Option<VersionSnapshot> {
         let series = self.get(service, version)?;
         let (newest_at, newest) = series.ticks.back()?;
         series
             .ticks
             .iter()
-            .rev()
-            .find(|(at, _)| newest_at.duration_since(*at) >= Duration::from_millis(990))
+            .find(|(at, _)| {
+                at < newest_at && newest_at.duration_since(*at) <= Duration::from_secs(1)
+            })
             .map(|(_, old)| newest.since(old))
     }
 
