@@ -1134,3 +1134,146 @@ pub fn raw_status(response: &str) -> Option<u16> {
     }
     parts.next()?.parse().ok()
 }
+
+// ---------------------------------------------------------------------------------------------
+// Metrics and processes
+// ---------------------------------------------------------------------------------------------
+
+/// One sample line of the Prometheus text format: `name{k="v",...} value`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+impl Sample {
+    /// The label names, sorted.
+    pub fn label_names(&self) -> Vec<&str> {
+        self.labels.keys().map(String::as_str).collect()
+    }
+
+    pub fn label(&self, name: &str) -> &str {
+        self.labels.get(name).map_or("", String::as_str)
+    }
+}
+
+/// Parses a Prometheus text exposition (`GET /metrics`) into samples, skipping comments.
+/// Panics on a line it cannot read: the exporter must produce valid text.
+pub fn parse_metrics(text: &str) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        fn fail(line: &str) -> ! {
+            panic!("unreadable metrics line: {line:?}")
+        }
+        let (name, rest) = match line.find(['{', ' ']) {
+            Some(i) => line.split_at(i),
+            None => fail(line),
+        };
+        let mut labels = BTreeMap::new();
+        let value_text = if let Some(body) = rest.strip_prefix('{') {
+            // Label values may contain escaped quotes, '}' and ','; walk them char by char.
+            let mut chars = body.char_indices().peekable();
+            let end = loop {
+                while chars.next_if(|(_, c)| *c == ',' || *c == ' ').is_some() {}
+                match chars.peek() {
+                    Some((i, '}')) => break *i,
+                    None => fail(line),
+                    _ => {}
+                }
+                let mut key = String::new();
+                for (_, c) in chars.by_ref() {
+                    if c == '=' {
+                        break;
+                    }
+                    key.push(c);
+                }
+                if chars.next().map(|(_, c)| c) != Some('"') {
+                    fail(line);
+                }
+                let mut value = String::new();
+                loop {
+                    match chars.next() {
+                        Some((_, '\\')) => match chars.next() {
+                            Some((_, 'n')) => value.push('\n'),
+                            Some((_, c)) => value.push(c),
+                            None => fail(line),
+                        },
+                        Some((_, '"')) => break,
+                        Some((_, c)) => value.push(c),
+                        None => fail(line),
+                    }
+                }
+                labels.insert(key.trim().to_string(), value);
+            };
+            &body[end + 1..]
+        } else {
+            rest
+        };
+        let value_text = value_text
+            .split_whitespace()
+            .next()
+            .unwrap_or_else(|| fail(line));
+
+        let value = match value_text {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().unwrap_or_else(|_| fail(line)),
+        };
+        out.push(Sample {
+            name: name.to_string(),
+            labels,
+            value,
+        });
+    }
+    out
+}
+
+/// `# TYPE name kind` lines of a Prometheus text exposition, by metric name.
+pub fn metric_types(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace();
+            Some((parts.next()?.to_string(), parts.next()?.to_string()))
+        })
+        .collect()
+}
+
+/// Resident set size of a process in KiB (`VmRSS` in `/proc/PID/status`; Linux only).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
+}
+
+/// The full path of `program` if it is on `PATH` (or in the usual sbin dirs).
+pub fn find_program(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from))
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+/// Percent-encodes a query-string value (RFC 3986 unreserved characters pass through).
+pub fn url_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() * 3);
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
