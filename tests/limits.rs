@@ -41,7 +41,6 @@ async fn oversized_request_head_is_431() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "max_request_body is enforced with the edge-hardening issue (#6)"]
 async fn body_over_max_request_body_is_413() {
     let backend = Backend::start("blue-1").await;
     let proxy = proxy_to(&backend, "limits: { max_request_body: 1000 }").await;
@@ -67,7 +66,6 @@ async fn body_over_max_request_body_is_413() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "hyper re-frames CL+TE as chunked and closes; the strict 400 comes with issue #6"]
 async fn conflicting_content_length_and_transfer_encoding_is_400_and_not_forwarded() {
     let backend = Backend::start("blue-1").await;
     let proxy = proxy_to(&backend, "").await;
