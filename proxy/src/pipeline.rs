@@ -150,10 +150,21 @@ fn check_request(conn: &Conn, req: &Request<Incoming>) -> Result<(), ProxyError>
                 .check()
                 .map_err(|e| ProxyError::BadRequest(e.message()))?;
         }
-        if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
-            return Err(ProxyError::BadRequest(
-                "both Content-Length and Transfer-Encoding: request refused\n",
-            ));
+        if let Some(te) = h.get(header::TRANSFER_ENCODING) {
+            if h.contains_key(header::CONTENT_LENGTH) {
+                return Err(ProxyError::BadRequest(
+                    "both Content-Length and Transfer-Encoding: request refused\n",
+                ));
+            }
+            // hyper decodes `chunked` only; a body still under another coding (`gzip, chunked`)
+            // would reach the backend without its coding named.
+            if h.get_all(header::TRANSFER_ENCODING).iter().nth(1).is_some()
+                || !te.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked")
+            {
+                return Err(ProxyError::BadRequest(
+                    "unsupported Transfer-Encoding: request refused\n",
+                ));
+            }
         }
     } else {
         // HTTP/2 (h2 already refuses Transfer-Encoding and checks DATA against the length):
