@@ -189,8 +189,16 @@ fn check_request(conn: &Conn, req: &Request<Incoming>) -> Result<(), ProxyError>
     Ok(())
 }
 
+/// The routing decision alone — phases 2 and 3, `(service, version)` indices into `table` —
+/// for fuzzing and tools; the data path runs the same two phases inside [`handle`].
+pub fn route<B>(table: &RoutingTable, req: &Request<B>) -> Option<(usize, usize)> {
+    let service = route_service(table, req)?;
+    let version = choose_version(&table.services[service], req)?;
+    Some((service, version))
+}
+
 /// Phase 2: which service (SPEC §4.1).
-fn route_service(table: &RoutingTable, req: &Request<Incoming>) -> Option<usize> {
+fn route_service<B>(table: &RoutingTable, req: &Request<B>) -> Option<usize> {
     let host = req.uri().authority().map(|a| a.as_str()).or_else(|| {
         req.headers()
             .get(header::HOST)
@@ -200,7 +208,7 @@ fn route_service(table: &RoutingTable, req: &Request<Incoming>) -> Option<usize>
 }
 
 /// Phase 3: which version — override, then sticky key, then weighted random (SPEC §4.2–3).
-fn choose_version(service: &ServiceRoute, req: &Request<Incoming>) -> Option<usize> {
+fn choose_version<B>(service: &ServiceRoute, req: &Request<B>) -> Option<usize> {
     for rule in service.overrides.iter() {
         let hit = match rule {
             OverrideRule::Header { name, value, .. } => {
@@ -228,7 +236,7 @@ fn choose_version(service: &ServiceRoute, req: &Request<Incoming>) -> Option<usi
 }
 
 /// Finds a cookie's value without allocating.
-fn cookie<'r>(req: &'r Request<Incoming>, name: &str) -> Option<&'r str> {
+fn cookie<'r, B>(req: &'r Request<B>, name: &str) -> Option<&'r str> {
     req.headers()
         .get_all(header::COOKIE)
         .iter()

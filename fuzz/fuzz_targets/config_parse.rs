@@ -1,0 +1,18 @@
+//! The config parser never panics, whatever the text: it returns a config or errors, and
+//! every error has a position inside the text.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Err(errors) = switchyard_config::parse(text, "fuzz.yaml") {
+        assert!(!errors.0.is_empty(), "an error result must carry errors");
+        let lines = text.lines().count() + 1;
+        for e in &errors.0 {
+            assert!(e.line <= lines, "error line {} past the end ({lines}): {e}", e.line);
+        }
+    }
+});
