@@ -38,6 +38,7 @@ async fn oversized_request_head_is_431() {
         Err(e) => panic!("expected a 431 answer, got a transport error: {e}"),
     }
     assert_eq!(backend.hits(), 0);
+    until_rejected(&proxy, "header_too_large", 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

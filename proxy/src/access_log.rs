@@ -177,6 +177,15 @@ fn text(v: &Option<HeaderValue>) -> &str {
     v.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 
+/// A combined-format field: `-` when absent, like Apache and nginx.
+fn dash(v: &str) -> &str {
+    if v.is_empty() {
+        "-"
+    } else {
+        v
+    }
+}
+
 fn protocol(v: Version) -> &'static str {
     match v {
         Version::HTTP_09 => "HTTP/0.9",
@@ -268,8 +277,8 @@ fn combined(l: &Line, out: &mut String) {
         protocol(l.protocol),
         l.status,
         l.bytes,
-        text(&l.referer).escape_default(),
-        text(&l.user_agent).escape_default(),
+        dash(text(&l.referer)).escape_default(),
+        dash(text(&l.user_agent)).escape_default(),
         l.service.as_deref().unwrap_or("-"),
         l.version.as_deref().unwrap_or("-"),
         l.backend.map_or_else(|| "-".to_string(), |b| b.to_string()),

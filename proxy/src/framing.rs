@@ -279,7 +279,8 @@ impl Scanner {
             (Chunk::SizeLf, b'\n') if self.chunk_size == 0 => Some(Chunk::EndCr),
             (Chunk::SizeLf, b'\n') => Some(Chunk::Data),
             (Chunk::SizeLf, _) => None,
-            (Chunk::Data, _) => unreachable!("data is skipped in bulk"),
+            // Data is skipped in bulk by `feed`; never reached byte by byte.
+            (Chunk::Data, _) => Some(Chunk::Data),
             (Chunk::DataCr, b'\r') => Some(Chunk::DataLf),
             (Chunk::DataLf, b'\n') => Some(Chunk::Start),
             (Chunk::DataCr | Chunk::DataLf, _) => None,

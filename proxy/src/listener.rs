@@ -161,7 +161,8 @@ pub struct Listener {
 }
 
 /// Frees the connection's slot when the connection (and its tunnel, if any) is gone.
-struct Slot {
+#[derive(Debug)]
+pub(crate) struct Slot {
     _permit: OwnedSemaphorePermit,
     stats: Arc<ListenerStats>,
 }
@@ -321,7 +322,7 @@ impl ConnSetup {
             client,
             edge: Arc::clone(&self.edge),
             framing,
-            guard: Box::new(slot),
+            _slot: slot,
         });
         let service = service_fn(move |req| {
             let conn = Arc::clone(&conn);

@@ -26,7 +26,7 @@ use crate::body::{BodyError, RequestBody, ResponseBody};
 use crate::error::ProxyError;
 use crate::framing::FramingVerdict;
 use crate::headers;
-use crate::listener::{Rejection, Rejections, Tunnels};
+use crate::listener::{Rejection, Rejections, Slot, Tunnels};
 use crate::pick::sticky_bucket;
 use crate::stats::FailureReason;
 use crate::table::{OverrideRule, RoutingTable, ServiceRoute, StickyKey, VersionRoute};
@@ -53,7 +53,7 @@ pub struct Conn {
     /// The smuggling scanner's findings for HTTP/1.x connections (framing.rs).
     pub framing: Option<Arc<FramingVerdict>>,
     /// Released when the connection and its tunnel are gone (connection cap, active gauge).
-    pub guard: Box<dyn std::any::Any + Send + Sync>,
+    pub(crate) _slot: Slot,
 }
 
 /// What the proxy knows about one request while it is being handled.
