@@ -226,3 +226,44 @@ async fn mismatched_key_is_named_by_check_and_serve() {
     assert_eq!(status.code(), Some(1));
     assert!(err.contains("api-key.pem"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_reload_can_point_at_new_certificate_files() {
+    let backend = Backend::start("blue-1").await;
+    let certs = certs();
+    let yaml = tls_config(&backend, &certs);
+    let proxy = Proxy::start(&yaml).await;
+    let config = certs.ca.client_config(&[b"http/1.1"]);
+    assert!(
+        tls_connect(proxy.listen, Some("fresh.test"), config.clone())
+            .await
+            .is_err()
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = certs.ca.leaf(&["fresh.test"]);
+    let cert = write_raw(dir.path(), "fresh.pem", &fresh.cert_pem);
+    let key = write_raw(dir.path(), "fresh-key.pem", &fresh.key_pem);
+    proxy.rewrite_config(
+        &yaml
+            .replace(
+                &certs.www_cert.display().to_string(),
+                &cert.display().to_string(),
+            )
+            .replace(
+                &certs.www_key.display().to_string(),
+                &key.display().to_string(),
+            ),
+    );
+
+    eventually(RELOAD_TIMEOUT, "fresh.test to be served", async || {
+        tls_connect(proxy.listen, Some("fresh.test"), config.clone())
+            .await
+            .map(|_| ())
+    })
+    .await;
+    // The first certificate is untouched.
+    tls_connect(proxy.listen, Some("api.test"), config)
+        .await
+        .unwrap();
+}
