@@ -59,14 +59,20 @@ fuzz_target!(|input: Input<'_>| {
         Some(a) => format!("http://{a}{}", input.path),
         None => input.path.to_string(),
     };
-    let Ok(mut builder) = http::Request::get(uri.as_str()).body(()).map(|r| r) else {
+    let Ok(mut builder) = http::Request::get(uri.as_str()).body(()) else {
         return;
     };
     let headers = builder.headers_mut();
-    if let Some(host) = input.host.and_then(|h| http::HeaderValue::from_bytes(h).ok()) {
+    if let Some(host) = input
+        .host
+        .and_then(|h| http::HeaderValue::from_bytes(h).ok())
+    {
         headers.insert(http::header::HOST, host);
     }
-    if let Some(c) = input.cookie.and_then(|c| http::HeaderValue::from_bytes(c).ok()) {
+    if let Some(c) = input
+        .cookie
+        .and_then(|c| http::HeaderValue::from_bytes(c).ok())
+    {
         headers.append(http::header::COOKIE, c);
     }
     for (name, value) in input.headers {
@@ -84,7 +90,11 @@ fuzz_target!(|input: Input<'_>| {
         assert!(v < service.versions.len());
         // A version with no weight is only reachable through an override.
         if service.versions[v].weight == 0 {
-            assert!(!service.overrides.is_empty(), "{} got weight-0 version", service.name);
+            assert!(
+                !service.overrides.is_empty(),
+                "{} got weight-0 version",
+                service.name
+            );
         }
     }
 });
