@@ -5,7 +5,11 @@ COPY . .
 RUN cargo build --release --locked --bin switchyard
 
 FROM debian:bookworm-slim
-RUN useradd --system --uid 10001 --home /var/lib/switchyard switchyard \
+# ca-certificates: the system roots that `upstream: { protocol: h2 }` trusts without a `ca`.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --home /var/lib/switchyard switchyard \
  && mkdir -p /etc/switchyard /var/lib/switchyard \
  && chown switchyard /var/lib/switchyard
 COPY --from=build /src/target/release/switchyard /usr/local/bin/switchyard

@@ -90,6 +90,12 @@ fn main() -> ExitCode {
 fn check(path: &std::path::Path) -> ExitCode {
     match switchyard_config::load(path) {
         Ok(config) => {
+            // Certificates too: unreadable files and keys that do not match, named.
+            if let Err(e) = switchyard_proxy::tls::TlsReloader::load(&config) {
+                eprintln!("{}: {e}", path.display());
+                eprintln!("{}: 1 error(s)", path.display());
+                return ExitCode::from(1);
+            }
             let versions: usize = config.services.iter().map(|s| s.versions.len()).sum();
             let backends: usize = config
                 .services

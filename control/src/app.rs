@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use switchyard_proxy::access_log::AccessLog;
 use switchyard_proxy::listener::Listener;
+use switchyard_proxy::tls::TlsReloader;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
@@ -33,13 +35,8 @@ pub struct ServeOptions {
 /// Runs the proxy until SIGTERM or SIGINT. Errors are start-up failures, worded for operators.
 pub async fn serve(options: ServeOptions) -> Result<(), String> {
     let config = switchyard_config::load(&options.config_path).map_err(|e| e.to_string())?;
-    if let Some(l) = config.listeners.iter().find(|l| l.tls.is_some()) {
-        return Err(format!(
-            "listener {:?}: TLS termination is not available in this build yet; \
-             remove its `tls` block or terminate TLS in front of Switchyard",
-            l.name
-        ));
-    }
+    // Certificates are read before anything binds: a bad file stops start-up, named.
+    let tls = TlsReloader::load(&config)?;
 
     let admin_tcp = admin::bind(config.admin.address).await?;
     let mut listeners = Vec::new();
@@ -50,7 +47,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), String> {
                 l.address, l.name
             )
         })?;
-        listeners.push(bound);
+        listeners.push(bound.with_tls(tls.store(&l.name)));
     }
 
     let auth = Auth::load(&config.admin)?;
@@ -59,6 +56,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), String> {
         options.config_path.clone(),
     )));
     let limits = config.limits.clone();
+    let access_log_config = config.access_log.clone();
     let exporter = Exporter::install(
         listeners
             .iter()
@@ -66,6 +64,10 @@ pub async fn serve(options: ServeOptions) -> Result<(), String> {
             .collect(),
     )?;
     tokio::spawn(exporter.clone().upkeep());
+    let access_log = access_log_config
+        .as_ref()
+        .map(AccessLog::start)
+        .transpose()?;
     let (controller, handle, table, readers) = Controller::start(
         options.config_path.clone(),
         config,
@@ -90,7 +92,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), String> {
         .into_iter()
         .map(|l| {
             tracing::info!(listener = %l.name, address = %l.tcp.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
-            tokio::spawn(l.serve(
+            tokio::spawn(l.with_access_log(access_log.clone()).serve(
                 Arc::clone(&table),
                 limits.clone(),
                 shutdown_rx.clone(),
@@ -100,11 +102,14 @@ pub async fn serve(options: ServeOptions) -> Result<(), String> {
         .collect();
 
     let reload_handle = handle.clone();
+    let (reload_tls, config_path) = (tls.clone(), options.config_path.clone());
     let _watcher =
         switchyard_config::watch::watch(&options.config_path, RELOAD_DEBOUNCE, move || {
-            reload_handle.request_reload()
+            reload_handle.request_reload();
+            reload_tls.reload_config_file(&config_path);
         })
         .map_err(|e| format!("cannot watch {}: {e}", options.config_path.display()))?;
+    tls.watch_files();
 
     status.rcu(|s| Status {
         ready: true,
@@ -112,7 +117,11 @@ pub async fn serve(options: ServeOptions) -> Result<(), String> {
     });
     tracing::info!(config = %options.config_path.display(), "switchyard is ready");
 
-    wait_for_shutdown(|| handle.request_reload()).await?;
+    wait_for_shutdown(|| {
+        handle.request_reload();
+        tls.reload_config_file(&options.config_path);
+    })
+    .await?;
 
     tracing::info!(drain = ?options.drain_timeout, "shutting down");
     status.rcu(|s| Status {

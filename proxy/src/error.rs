@@ -21,6 +21,8 @@ pub enum ProxyError {
     Reset,
     /// The request is malformed or ambiguous (e.g. request smuggling attempts).
     BadRequest(&'static str),
+    /// The request body is larger than `limits.max_request_body`.
+    PayloadTooLarge,
 }
 
 impl ProxyError {
@@ -31,6 +33,7 @@ impl ProxyError {
             ProxyError::Connect | ProxyError::Reset => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 
@@ -40,7 +43,7 @@ impl ProxyError {
             ProxyError::NoHealthyBackend(_) | ProxyError::Connect => Some(FailureReason::Connect),
             ProxyError::Timeout => Some(FailureReason::Timeout),
             ProxyError::Reset => Some(FailureReason::Reset),
-            ProxyError::NoRoute | ProxyError::BadRequest(_) => None,
+            ProxyError::NoRoute | ProxyError::BadRequest(_) | ProxyError::PayloadTooLarge => None,
         }
     }
 
@@ -52,6 +55,9 @@ impl ProxyError {
             ProxyError::Timeout => Bytes::from_static(b"upstream timed out\n"),
             ProxyError::Reset => Bytes::from_static(b"upstream connection reset\n"),
             ProxyError::BadRequest(why) => Bytes::from_static(why.as_bytes()),
+            ProxyError::PayloadTooLarge => {
+                Bytes::from_static(b"request body larger than the limit\n")
+            }
         }
     }
 
@@ -62,8 +68,11 @@ impl ProxyError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
-        if matches!(self, ProxyError::BadRequest(_)) {
-            // The connection's framing can no longer be trusted.
+        if matches!(
+            self,
+            ProxyError::BadRequest(_) | ProxyError::PayloadTooLarge
+        ) {
+            // The connection's framing can no longer be trusted (or an unread body follows).
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));

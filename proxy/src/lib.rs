@@ -5,15 +5,19 @@
 //! current [`table::RoutingTable`]: [`route`] finds the service, [`pick`] the version,
 //! the table's version route the backend, [`headers`] rewrites, [`upstream`] sends over a
 //! pooled connection, [`stats`] records the outcome once, and [`error`] renders anything the
-//! proxy answers itself.
+//! proxy answers itself. At the edge, [`tls`] terminates TLS (SNI, ALPN, hot-swapped
+//! certificates), [`framing`] catches request smuggling hyper's parser hides, and
+//! [`access_log`] writes one line per request off the request path.
 //!
 //! This crate knows nothing about the admin API or disks: the control plane compiles tables
 //! and `store()`s them into the [`TableHandle`]; the data path only ever `load()`s.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod access_log;
 pub mod body;
 pub mod error;
+pub mod framing;
 pub mod headers;
 pub mod listener;
 pub mod pick;
@@ -21,6 +25,7 @@ pub mod pipeline;
 pub mod route;
 pub mod stats;
 pub mod table;
+pub mod tls;
 pub mod upstream;
 
 pub use table::{RoutingTable, ServiceTraffic, TrafficState};

@@ -17,7 +17,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
-use switchyard_config::{Config, HealthCheck, OverrideMatch, Sticky, Timeouts};
+use switchyard_config::{
+    Config, HealthCheck, OverrideMatch, Sticky, Timeouts, Upstream, UpstreamProtocol,
+};
 
 use crate::pick::WeightedPick;
 use crate::route::{MatchRule, ServiceMatcher};
@@ -48,10 +50,10 @@ pub struct Backend {
 }
 
 impl Backend {
-    fn new(address: SocketAddr) -> Backend {
+    fn new(address: SocketAddr, upstream: &Upstream) -> Backend {
         Backend {
             address,
-            pool: Arc::new(UpstreamPool::new(address)),
+            pool: Arc::new(UpstreamPool::new(address, upstream.clone())),
             healthy: AtomicBool::new(true),
         }
     }
@@ -122,6 +124,8 @@ pub struct ServiceRoute {
     pub sticky: Option<StickyKey>,
     pub overrides: Box<[OverrideRule]>,
     pub timeouts: SendTimeouts,
+    /// Whether backends speak HTTP/1.1 (only then can an `Upgrade` be passed through).
+    pub upstream_is_http1: bool,
     /// Active health checking, read by the control plane's checker.
     pub health_check: Option<HealthCheck>,
 }
@@ -228,8 +232,9 @@ fn compile_service(
                 .backends
                 .iter()
                 .map(|&a| match carry.backends.get(&(&*svc.name, &*v.name, a)) {
-                    Some(b) => Arc::clone(b),
-                    None => Arc::new(Backend::new(a)),
+                    // A changed upstream protocol needs new connections (health starts over).
+                    Some(b) if *b.pool.upstream() == svc.upstream => Arc::clone(b),
+                    _ => Arc::new(Backend::new(a, &svc.upstream)),
                 })
                 .collect();
             let backend_stats = v
@@ -324,6 +329,7 @@ fn compile_service(
             request,
             idle,
         },
+        upstream_is_http1: svc.upstream.protocol == UpstreamProtocol::Http1,
         health_check: svc.health_check.clone(),
     }
 }

@@ -10,18 +10,33 @@
 //! lock-free, so requests to the same backend never wait on each other. A connection goes back
 //! into the pool once hyper says it is ready for the next request (its response body fully
 //! read), exactly as hyper-util's pool does.
+//!
+//! Per service the upstream protocol may instead be HTTP/2: `h2c` (cleartext, prior
+//! knowledge) or `h2` (rustls client; the backend's certificate is checked against the
+//! service's `ca` bundle or the system roots, for the backend's IP address). An HTTP/2
+//! connection is *shared*: every request clones its `SendRequest` and runs as one stream
+//! (multiplexed), so trailers and full-duplex streaming (gRPC) pass through. The current
+//! connection sits in an `ArcSwapOption`; a request that finds it closed connects a new one.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::sync::OnceLock;
+
+use arc_swap::ArcSwapOption;
 use crossbeam_queue::ArrayQueue;
+use http::header::{self, HeaderValue};
+use http::uri::{Authority, Scheme};
+use http::{Uri, Version};
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
+use hyper::client::conn::{http1, http2};
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use switchyard_config::{Upstream, UpstreamProtocol};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 use crate::body::RequestBody;
 
@@ -55,13 +70,20 @@ struct IdleConn {
 /// Keep-alive connections to one backend address.
 pub struct UpstreamPool {
     address: SocketAddr,
+    upstream: Upstream,
+    /// HTTP/1.1: idle connections.
     idle: ArrayQueue<IdleConn>,
+    /// HTTP/2: the shared connection.
+    shared: ArcSwapOption<http2::SendRequest<RequestBody>>,
+    /// `h2`: the TLS client, built on first use (reads the CA file or the system roots).
+    tls: OnceLock<Result<TlsConnector, String>>,
 }
 
 impl std::fmt::Debug for UpstreamPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UpstreamPool")
             .field("address", &self.address)
+            .field("upstream", &self.upstream)
             .field("idle", &self.idle.len())
             .finish()
     }
@@ -77,10 +99,17 @@ pub struct SendTimeouts {
 }
 
 impl UpstreamPool {
-    pub fn new(address: SocketAddr) -> UpstreamPool {
+    pub fn new(address: SocketAddr, upstream: Upstream) -> UpstreamPool {
+        let idle = match upstream.protocol {
+            UpstreamProtocol::Http1 => MAX_IDLE_PER_BACKEND,
+            _ => 1,
+        };
         UpstreamPool {
             address,
-            idle: ArrayQueue::new(MAX_IDLE_PER_BACKEND),
+            upstream,
+            idle: ArrayQueue::new(idle),
+            shared: ArcSwapOption::empty(),
+            tls: OnceLock::new(),
         }
     }
 
@@ -88,8 +117,24 @@ impl UpstreamPool {
         self.address
     }
 
+    /// The protocol settings this pool was made for (a change needs a new pool).
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+
     /// Sends `req` and waits for the response head.
     pub async fn send(
+        self: &Arc<Self>,
+        req: Request<RequestBody>,
+        timeouts: SendTimeouts,
+    ) -> Result<Response<Incoming>, SendError> {
+        match self.upstream.protocol {
+            UpstreamProtocol::Http1 => self.send_http1(req, timeouts).await,
+            UpstreamProtocol::H2c | UpstreamProtocol::H2 => self.send_h2(req, timeouts).await,
+        }
+    }
+
+    async fn send_http1(
         self: &Arc<Self>,
         mut req: Request<RequestBody>,
         timeouts: SendTimeouts,
@@ -149,10 +194,151 @@ impl UpstreamPool {
             .await
             .map_err(|e| ConnectFailure::Refused(io::Error::other(e)))?;
         tokio::spawn(async move {
-            // Ends when the backend closes or the last sender is dropped.
-            let _ = conn.await;
+            // Ends when the backend closes or the last sender is dropped; an upgraded (101)
+            // connection is handed to the tunnel instead.
+            let _ = conn.with_upgrades().await;
         });
         Ok(sender)
+    }
+
+    /// HTTP/2: one stream on the shared connection (connecting one if there is none).
+    async fn send_h2(
+        self: &Arc<Self>,
+        mut req: Request<RequestBody>,
+        timeouts: SendTimeouts,
+    ) -> Result<Response<Incoming>, SendError> {
+        let deadline = tokio::time::Instant::now() + timeouts.request;
+        self.h2_request(&mut req);
+        let mut fresh = false;
+        loop {
+            let current = self.shared.load_full().filter(|s| !s.is_closed());
+            let mut sender = match current {
+                Some(s) => http2::SendRequest::clone(&s),
+                None => match self.connect_h2(timeouts.connect).await {
+                    Ok(s) => {
+                        fresh = true;
+                        self.shared.store(Some(Arc::new(s.clone())));
+                        s
+                    }
+                    Err(failure) => return Err(SendError::NotSent(req, failure)),
+                },
+            };
+            match tokio::time::timeout_at(deadline, sender.ready()).await {
+                Err(_elapsed) => return Err(SendError::Timeout),
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    self.shared.store(None);
+                    if fresh {
+                        let err = io::Error::new(io::ErrorKind::ConnectionReset, e);
+                        return Err(SendError::NotSent(req, ConnectFailure::Refused(err)));
+                    }
+                    fresh = true;
+                    continue;
+                }
+            }
+            let sent = tokio::time::timeout_at(deadline, sender.try_send_request(req)).await;
+            match sent {
+                Err(_elapsed) => return Err(SendError::Timeout),
+                Ok(Ok(response)) => return Ok(response),
+                Ok(Err(mut e)) => match e.take_message() {
+                    // The shared connection was going away: try once on a new one.
+                    Some(back) if !fresh => {
+                        tracing::debug!(backend = %self.address, error = %e.error(), "h2 connection closed; reconnecting");
+                        self.shared.store(None);
+                        fresh = true;
+                        req = back;
+                    }
+                    Some(back) => {
+                        let err = io::Error::new(io::ErrorKind::ConnectionReset, e.into_error());
+                        return Err(SendError::NotSent(back, ConnectFailure::Refused(err)));
+                    }
+                    None => return Err(SendError::Reset(e.into_error())),
+                },
+            }
+        }
+    }
+
+    /// HTTP/2 wants the scheme and authority in the URI (`:scheme`, `:authority`); the
+    /// client's Host becomes the authority.
+    fn h2_request(&self, req: &mut Request<RequestBody>) {
+        let scheme = match self.upstream.protocol {
+            UpstreamProtocol::H2 => Scheme::HTTPS,
+            _ => Scheme::HTTP,
+        };
+        let authority = req
+            .headers_mut()
+            .remove(header::HOST)
+            .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+            .unwrap_or_else(|| {
+                Authority::try_from(self.address.to_string().as_str())
+                    .expect("a socket address is an authority")
+            });
+        let mut parts = std::mem::take(req.uri_mut()).into_parts();
+        parts.scheme = Some(scheme);
+        parts.authority = Some(authority);
+        if parts.path_and_query.is_none() {
+            parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+        *req.uri_mut() = Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"));
+        *req.version_mut() = Version::HTTP_2;
+        // Connection-specific headers are malformed in HTTP/2; `te: trailers` is the exception.
+        let te = req.headers_mut().remove(header::TE);
+        if te.is_some() {
+            req.headers_mut()
+                .insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+    }
+
+    async fn connect_h2(
+        &self,
+        timeout: Duration,
+    ) -> Result<http2::SendRequest<RequestBody>, ConnectFailure> {
+        let connect = async {
+            let stream = TcpStream::connect(self.address)
+                .await
+                .map_err(ConnectFailure::Refused)?;
+            let _ = stream.set_nodelay(true);
+            let mut builder = http2::Builder::new(TokioExecutor::new());
+            builder
+                .timer(TokioTimer::new())
+                .keep_alive_interval(Duration::from_secs(30))
+                .keep_alive_timeout(Duration::from_secs(20))
+                .max_concurrent_reset_streams(256);
+            let refused = |e: hyper::Error| ConnectFailure::Refused(io::Error::other(e));
+            if self.upstream.protocol == UpstreamProtocol::H2 {
+                let connector = self
+                    .tls_connector()
+                    .map_err(|e| ConnectFailure::Refused(io::Error::other(e)))?;
+                let name = rustls::pki_types::ServerName::IpAddress(self.address.ip().into());
+                let tls = connector
+                    .connect(name, stream)
+                    .await
+                    .map_err(ConnectFailure::Refused)?;
+                let (sender, conn) = builder
+                    .handshake(TokioIo::new(tls))
+                    .await
+                    .map_err(refused)?;
+                tokio::spawn(conn);
+                Ok(sender)
+            } else {
+                let (sender, conn) = builder
+                    .handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(refused)?;
+                tokio::spawn(conn);
+                Ok(sender)
+            }
+        };
+        match tokio::time::timeout(timeout, connect).await {
+            Err(_) => Err(ConnectFailure::TimedOut),
+            Ok(r) => r,
+        }
+    }
+
+    fn tls_connector(&self) -> Result<TlsConnector, String> {
+        self.tls
+            .get_or_init(|| upstream_tls(self.upstream.ca.as_deref()))
+            .clone()
     }
 
     /// Puts the connection back once its response has been read to the end.
@@ -167,4 +353,39 @@ impl UpstreamPool {
             }
         });
     }
+}
+
+/// A rustls client for `h2` upstreams: TLS 1.2/1.3, ALPN `h2`, trusting `ca` (a PEM bundle)
+/// or, without one, the system's roots.
+fn upstream_tls(ca: Option<&std::path::Path>) -> Result<TlsConnector, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+                .and_then(|i| i.collect::<Result<_, _>>())
+                .map_err(|e| format!("upstream CA {}: {e}", path.display()))?;
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("upstream CA {}: {e}", path.display()))?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            for cert in found.certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(TlsConnector::from(Arc::new(config)))
 }

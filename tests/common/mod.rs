@@ -1277,3 +1277,302 @@ pub fn url_encode(value: &str) -> String {
     }
     out
 }
+
+// ---------------------------------------------------------------------------------------------
+// TLS: a test CA, TLS clients, TLS/HTTP/2 backends (edge-hardening tests)
+// ---------------------------------------------------------------------------------------------
+
+/// A certificate authority made in the test; it signs leaf certificates for any names.
+pub struct TestCa {
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+/// A leaf certificate and key, PEM-encoded.
+pub struct Leaf {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl TestCa {
+    pub fn new() -> TestCa {
+        let key = rcgen::KeyPair::generate().expect("CA key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "switchyard test CA");
+        let cert = params.self_signed(&key).expect("self-sign CA");
+        TestCa { cert, key }
+    }
+
+    pub fn pem(&self) -> String {
+        self.cert.pem()
+    }
+
+    /// A leaf for `names` (DNS names or IP addresses), with `CN` set to the first one.
+    pub fn leaf(&self, names: &[&str]) -> Leaf {
+        let key = rcgen::KeyPair::generate().expect("leaf key");
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .expect("leaf params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, names[0]);
+        let cert = params
+            .signed_by(&key, &self.cert, &self.key)
+            .expect("sign leaf");
+        Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+
+    /// A rustls client trusting only this CA, offering `alpn`.
+    pub fn client_config(&self, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.cert.der().clone()).expect("add CA");
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Arc::new(config)
+    }
+}
+
+/// The TLS connection a client got: the negotiated ALPN and the server's leaf certificate.
+pub struct TlsInfo {
+    pub alpn: Option<Vec<u8>>,
+    /// DNS names in the presented certificate's subject alternative names (via its DER).
+    pub peer_cert_der: Vec<u8>,
+}
+
+/// Connects with TLS to `addr`, sending `sni` (None = no SNI: connect by IP).
+pub async fn tls_connect(
+    addr: SocketAddr,
+    sni: Option<&str>,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<(tokio_rustls::client::TlsStream<TcpStream>, TlsInfo), String> {
+    let stream = timeout(Duration::from_secs(5), TcpStream::connect(addr))
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| format!("connect: {e}"))?;
+    let name = match sni {
+        Some(n) => rustls::pki_types::ServerName::try_from(n.to_string())
+            .map_err(|e| format!("bad name: {e}"))?,
+        None => rustls::pki_types::ServerName::IpAddress(addr.ip().into()),
+    };
+    let tls = timeout(
+        Duration::from_secs(5),
+        tokio_rustls::TlsConnector::from(config).connect(name, stream),
+    )
+    .await
+    .map_err(|_| "TLS handshake timed out".to_string())?
+    .map_err(|e| format!("TLS handshake: {e}"))?;
+    let (_, session) = tls.get_ref();
+    let info = TlsInfo {
+        alpn: session.alpn_protocol().map(<[u8]>::to_vec),
+        peer_cert_der: session
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.to_vec())
+            .unwrap_or_default(),
+    };
+    Ok((tls, info))
+}
+
+/// One request over a fresh TLS connection, HTTP/2 if ALPN chose it, else HTTP/1.1.
+pub async fn tls_request(
+    addr: SocketAddr,
+    sni: Option<&str>,
+    config: Arc<rustls::ClientConfig>,
+    req: Request<Body>,
+) -> Result<(Reply, TlsInfo), String> {
+    let (tls, info) = tls_connect(addr, sni, config).await?;
+    let io = TokioIo::new(tls);
+    let response = if info.alpn.as_deref() == Some(b"h2") {
+        let (mut sender, conn) = http2::handshake(TokioExecutor::new(), io)
+            .await
+            .map_err(|e| format!("h2 handshake: {e}"))?;
+        tokio::spawn(conn);
+        timeout(REQUEST_TIMEOUT, sender.send_request(req)).await
+    } else {
+        let (mut sender, conn) = http1::handshake(io)
+            .await
+            .map_err(|e| format!("h1 handshake: {e}"))?;
+        tokio::spawn(conn);
+        timeout(REQUEST_TIMEOUT, sender.send_request(req)).await
+    }
+    .map_err(|_| "no response in time".to_string())?
+    .map_err(|e| format!("request failed: {e}"))?;
+    let (parts, body) = response.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e}"))?
+        .to_bytes();
+    Ok((
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        },
+        info,
+    ))
+}
+
+/// Whether a DER certificate names `dns` (a cheap byte search, enough for test names).
+pub fn cert_names(der: &[u8], dns: &str) -> bool {
+    der.windows(dns.len()).any(|w| w == dns.as_bytes())
+}
+
+/// An HTTP/2 backend (h2c, or h2 over TLS with `tls`): answers every request with
+/// `x-backend`, `x-http-version` and its body echoed frame by frame as it arrives, then
+/// trailers: the request's trailers plus `grpc-status: 0` (a gRPC-style echo server).
+pub struct H2Backend {
+    pub addr: SocketAddr,
+    hits: Arc<AtomicUsize>,
+    accept_loop: JoinHandle<()>,
+}
+
+impl H2Backend {
+    pub async fn start(name: &str, tls: Option<&Leaf>) -> H2Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let hits = Arc::new(AtomicUsize::new(0));
+        let acceptor = tls.map(|leaf| {
+            let certs = rustls::pki_types::CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .expect("cert pem");
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes())
+                .expect("key pem");
+            let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("server cert");
+            config.alpn_protocols = vec![b"h2".to_vec()];
+            tokio_rustls::TlsAcceptor::from(Arc::new(config))
+        });
+        let name = name.to_string();
+        let counter = hits.clone();
+        let accept_loop = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let name = name.clone();
+                let hits = counter.clone();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        hits.fetch_add(1, Ordering::SeqCst);
+                        let name = name.clone();
+                        async move {
+                            let version = format!("{:?}", req.version());
+                            let response = Response::builder()
+                                .header("x-backend", name)
+                                .header("x-http-version", version)
+                                .header("x-path", req.uri().path())
+                                .body(EchoBody {
+                                    inner: req.into_body(),
+                                    done: false,
+                                })
+                                .expect("response");
+                            Ok::<_, Infallible>(response)
+                        }
+                    });
+                    let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+                    match acceptor {
+                        Some(acceptor) => {
+                            if let Ok(tls) = acceptor.accept(stream).await {
+                                let _ = builder.serve_connection(TokioIo::new(tls), svc).await;
+                            }
+                        }
+                        None => {
+                            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                    }
+                });
+            }
+        });
+        H2Backend {
+            addr,
+            hits,
+            accept_loop,
+        }
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for H2Backend {
+    fn drop(&mut self) {
+        self.accept_loop.abort();
+    }
+}
+
+use rustls::pki_types::pem::PemObject as _;
+
+/// Streams the request body back and ends with trailers (`grpc-status: 0` + the request's).
+struct EchoBody {
+    inner: Incoming,
+    done: bool,
+}
+
+impl hyper::body::Body for EchoBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => match frame.into_trailers() {
+                Ok(mut trailers) => {
+                    self.done = true;
+                    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+                    Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+                }
+                Err(frame) => Poll::Ready(Some(Ok(frame))),
+            },
+            Poll::Ready(None) => {
+                self.done = true;
+                let mut trailers = HeaderMap::new();
+                trailers.insert("grpc-status", HeaderValue::from_static("0"));
+                Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+            }
+            other => other,
+        }
+    }
+}
+
+/// Writes a file into a directory (no dedent: PEM text).
+pub fn write_raw(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write file");
+    path
+}
+
+impl Reply {
+    /// A response header as text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    }
+}
