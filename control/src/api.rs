@@ -376,10 +376,7 @@ fn parse_weights(body: &[u8]) -> Result<BTreeMap<String, u32>, ApiError> {
         .map(|(version, value)| {
             let weight = match &value {
                 Value::Number(n) => whole(n).and_then(|n| u32::try_from(n).ok()),
-                Value::String(s) => s
-                    .strip_suffix('%')
-                    .and_then(|n| n.trim().parse::<u32>().ok())
-                    .filter(|&n| n <= 100),
+                Value::String(s) => percentage(s),
                 _ => None,
             };
             match weight {
@@ -394,6 +391,17 @@ fn parse_weights(body: &[u8]) -> Result<BTreeMap<String, u32>, ApiError> {
             }
         })
         .collect()
+}
+
+/// `"10%"` → 10: a whole percentage from 0 to 100, spelled exactly as the OpenAPI document's
+/// pattern says (no spaces, signs or leading zeros).
+fn percentage(s: &str) -> Option<u32> {
+    let digits = s.strip_suffix('%')?;
+    let canonical = !digits.is_empty()
+        && digits.len() <= 3
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'));
+    digits.parse().ok().filter(|&n| canonical && n <= 100)
 }
 
 /// A JSON number that is a non-negative whole number, also when written `3.0` or `1e30`
@@ -494,4 +502,40 @@ pub fn service_json(
 
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentages_are_spelled_like_the_openapi_pattern() {
+        assert_eq!(percentage("10%"), Some(10));
+        assert_eq!(percentage("0%"), Some(0));
+        assert_eq!(percentage("100%"), Some(100));
+        for bad in ["101%", "010%", " 10%", "10 %", "+10%", "%", "10", "1000%"] {
+            assert_eq!(percentage(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn whole_numbers_may_be_written_as_floats() {
+        let n = |s: &str| serde_json::from_str::<serde_json::Number>(s).unwrap();
+        assert_eq!(whole(&n("3")), Some(3));
+        assert_eq!(whole(&n("3.0")), Some(3));
+        assert_eq!(whole(&n("1e30")), Some(u64::MAX));
+        assert_eq!(whole(&n("3.5")), None);
+        assert_eq!(whole(&n("-1")), None);
+    }
+
+    #[test]
+    fn bodies_name_the_field_at_fault() {
+        let e = parse_object(br#"{"to":"a","x":1}"#, &["to"], false, "{}").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("x"));
+        assert!(parse_object(b"", &["to"], false, "{}").is_err());
+        assert!(parse_object(b"  ", &[], true, "{}").unwrap().is_empty());
+        assert!(parse_object(b"[1]", &[], true, "{}").is_err());
+        let e = parse_weights(br#"{"blue": -1}"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("blue"));
+    }
 }
