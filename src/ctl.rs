@@ -557,10 +557,20 @@ fn role(svc: &Value, version: &Value) -> String {
     let rollout = &svc["rollout"];
     let mut parts = Vec::new();
     if !rollout.is_null() {
+        // After a promotion the canary is the stable one and the old stable stands by (it is
+        // the next rollout's canary).
+        let promoted = rollout["state"] == "promoted";
         if rollout["stable"] == *name {
-            parts.push("stable".to_string());
+            parts.push(if promoted { "standby" } else { "stable" }.to_string());
         } else if rollout["canary"] == *name {
-            parts.push("canary".to_string());
+            parts.push(
+                if promoted {
+                    "stable (promoted)"
+                } else {
+                    "canary"
+                }
+                .to_string(),
+            );
         }
     }
     if version["rolled_back"] == true {
@@ -701,11 +711,11 @@ fn service_detail(svc: &Value, now: SystemTime) -> String {
             .collect();
         let _ = writeln!(
             out,
-            "analysis:  {} {} over {} requests in {}s: {}",
+            "analysis:  {} {} over {} requests in {:.0}s: {}",
             str_of(&a["verdict"]),
             age(&a["at"], now),
             a["requests"],
-            a["window_s"],
+            number(&a["window_s"]),
             metrics.join("; ")
         );
     }
