@@ -513,6 +513,13 @@ async fn bad_input_is_refused_with_the_reason_and_changes_nothing() {
         ("POST", "/services/api/undo", "", StatusCode::CONFLICT, None),
         (
             "POST",
+            "/services/api/undo",
+            "\n",
+            StatusCode::BAD_REQUEST,
+            None,
+        ),
+        (
+            "POST",
             "/services/api/rollback",
             r#"{"reason": 5}"#,
             StatusCode::BAD_REQUEST,

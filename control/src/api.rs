@@ -317,14 +317,15 @@ fn bad(message: impl Into<String>, field: Option<&str>) -> ApiError {
 }
 
 /// Parses a JSON object body whose keys must be among `allowed` (an unknown key is named in
-/// `field`). An empty body is an empty object when `empty_ok`. `example` goes into messages.
+/// `field`). An empty body (no bytes at all) is an empty object when `empty_ok`; whitespace
+/// alone is not JSON. `example` goes into messages.
 fn parse_object(
     body: &[u8],
     allowed: &[&str],
     empty_ok: bool,
     example: &str,
 ) -> Result<Map<String, Value>, ApiError> {
-    if !empty_ok && body.iter().all(u8::is_ascii_whitespace) {
+    if !empty_ok && body.is_empty() {
         return Err(bad(
             format!("a JSON body is required, e.g. {example}"),
             None,
@@ -347,7 +348,7 @@ fn parse_object(
 
 /// The body as a JSON object; an empty body is an empty object.
 fn json_object(body: &[u8], example: &str) -> Result<Map<String, Value>, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+    if body.is_empty() {
         return Ok(Map::new());
     }
     match serde_json::from_slice::<Value>(body) {
@@ -533,7 +534,8 @@ mod tests {
         let e = parse_object(br#"{"to":"a","x":1}"#, &["to"], false, "{}").unwrap_err();
         assert_eq!(e.field.as_deref(), Some("x"));
         assert!(parse_object(b"", &["to"], false, "{}").is_err());
-        assert!(parse_object(b"  ", &[], true, "{}").unwrap().is_empty());
+        assert!(parse_object(b"", &[], true, "{}").unwrap().is_empty());
+        assert!(parse_object(b"\n", &[], true, "{}").is_err());
         assert!(parse_object(b"[1]", &[], true, "{}").is_err());
         let e = parse_weights(br#"{"blue": -1}"#).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("blue"));
