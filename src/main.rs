@@ -1,8 +1,10 @@
 //! The `switchyard` binary: command-line parsing and nothing else.
 //!
 //! Every command is a thin call into a library crate: `serve` into the control plane's
-//! wiring, `check` into the config crate, `demo` into [`demo`].
+//! wiring, `check` into the config crate, `demo` into [`demo`], `ctl` into [`ctl`] (a client
+//! of the control API).
 
+mod ctl;
 mod demo;
 
 use std::path::PathBuf;
@@ -61,6 +63,8 @@ enum Command {
         #[arg(long, default_value_t = 9901)]
         admin_port: u16,
     },
+    /// Drive a running proxy through its control API (kubectl-like verbs).
+    Ctl(ctl::CtlArgs),
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -84,6 +88,7 @@ fn main() -> ExitCode {
             .await
         }),
         Command::Demo { port, admin_port } => run(None, demo::run(port, admin_port)),
+        Command::Ctl(args) => ctl::run(args),
     }
 }
 

@@ -101,11 +101,17 @@ async fn route(state: &AdminState, req: Request<Incoming>) -> AdminResponse {
             let rest = p["/api/v1".len()..].to_string();
             crate::api::route(state, req, &rest).await
         }
-        (_, "/health" | "/ready" | "/metrics") => error_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            &format!("{} is not allowed on {path}; use GET", req.method()),
-            None,
-        ),
+        (_, "/health" | "/ready" | "/metrics") => {
+            let mut response = error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &format!("{} is not allowed on {path}; use GET", req.method()),
+                None,
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET"));
+            response
+        }
         _ => error_response(
             StatusCode::NOT_FOUND,
             &format!("no such endpoint: {path}"),

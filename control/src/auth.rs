@@ -73,9 +73,12 @@ impl Auth {
         let Some(expected) = &self.token else {
             return Ok(());
         };
+        // The scheme is case-insensitive (RFC 9110 §11.1); the token is not.
         let given = headers
             .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .map(|v| v.as_bytes())
+            .filter(|v| v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer "))
+            .map(|v| v[7..].trim_ascii())
             .ok_or("missing bearer token: send Authorization: Bearer <token>")?;
         if constant_time_eq(given, expected) {
             Ok(())
@@ -137,5 +140,12 @@ mod tests {
             "Bearer s3cret".parse().unwrap(),
         );
         assert!(auth.check(&h).is_ok());
+        h.insert(
+            http::header::AUTHORIZATION,
+            "bearer s3cret".parse().unwrap(),
+        );
+        assert!(auth.check(&h).is_ok());
+        h.insert(http::header::AUTHORIZATION, "Basic s3cret".parse().unwrap());
+        assert!(auth.check(&h).is_err());
     }
 }

@@ -1226,11 +1226,12 @@ impl Controller {
         };
         match command {
             Command::SetWeights(weights) => {
-                if active.is_some() {
-                    return Err(busy("setting weights"));
-                }
+                // Bad input (404) is reported before what the state forbids (409).
                 if let Some(v) = weights.keys().find(|v| cfg.version(v).is_none()) {
                     return Err(unknown(v, v));
+                }
+                if active.is_some() {
+                    return Err(busy("setting weights"));
                 }
                 let mut next = state.clone();
                 set_weights(&mut next, &weights);
@@ -1286,10 +1287,12 @@ impl Controller {
                 Ok(revision)
             }
             Command::Undo { to_revision } => {
-                if active.is_some() {
-                    return Err(busy("undoing"));
-                }
                 let history = self.history.get(service).cloned().unwrap_or_default();
+                if to_revision.is_none() && state.revision <= 1 {
+                    return Err(ApiError::conflict(format!(
+                        "service {service} has no earlier revision to undo to"
+                    )));
+                }
                 let target = to_revision.unwrap_or(state.revision.saturating_sub(1));
                 let Some(old) = history.iter().find(|r| r.id == target) else {
                     return Err(ApiError::new(
@@ -1302,6 +1305,9 @@ impl Controller {
                     return Err(ApiError::conflict(format!(
                         "revision {target} names version {v}, which is no longer in the config"
                     )));
+                }
+                if active.is_some() {
+                    return Err(busy("undoing"));
                 }
                 let weights = old.weights.clone();
                 let mut next = state.clone();

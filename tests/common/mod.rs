@@ -267,6 +267,8 @@ pub fn pattern_bytes(n: usize) -> Bytes {
 pub struct Proxy {
     child: Child,
     extra_args: Vec<String>,
+    /// Environment variables set for the process (e.g. `SWITCHYARD_ADMIN_TOKEN`).
+    env: Vec<(String, String)>,
     dir: tempfile::TempDir,
     pub config_path: PathBuf,
     /// The first listener's address (where to send traffic).
@@ -284,6 +286,11 @@ impl Proxy {
     }
 
     pub async fn start_with_args(yaml: &str, extra_args: &[&str]) -> Proxy {
+        Proxy::start_with_env(yaml, extra_args, &[]).await
+    }
+
+    /// Like [`Proxy::start_with_args`], with extra environment variables for the process.
+    pub async fn start_with_env(yaml: &str, extra_args: &[&str], env: &[(&str, &str)]) -> Proxy {
         let yaml = dedent(yaml);
         let (listen, admin) = addresses_in(&yaml);
         let dir = tempfile::tempdir().expect("tempdir");
@@ -291,10 +298,15 @@ impl Proxy {
         std::fs::write(&config_path, &yaml).expect("write config");
         let log_path = dir.path().join("switchyard.stderr.log");
         let extra_args: Vec<String> = extra_args.iter().map(|a| a.to_string()).collect();
-        let child = spawn_serve(dir.path(), &config_path, &log_path, &extra_args);
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let child = spawn_serve(dir.path(), &config_path, &log_path, &extra_args, &env);
         let mut proxy = Proxy {
             child,
             extra_args,
+            env,
             dir,
             config_path,
             listen,
@@ -320,6 +332,7 @@ impl Proxy {
             &self.config_path,
             &self.log_path,
             &self.extra_args,
+            &self.env,
         );
         self.wait_ready().await;
     }
@@ -492,7 +505,13 @@ impl Drop for Proxy {
 }
 
 /// Spawns `switchyard serve --config` with output appended to `log_path`.
-fn spawn_serve(dir: &Path, config_path: &Path, log_path: &Path, extra_args: &[String]) -> Child {
+fn spawn_serve(
+    dir: &Path,
+    config_path: &Path,
+    log_path: &Path,
+    extra_args: &[String],
+    env: &[(String, String)],
+) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -514,6 +533,9 @@ fn spawn_serve(dir: &Path, config_path: &Path, log_path: &Path, extra_args: &[St
     if std::env::var_os("RUST_LOG").is_none() {
         cmd.env("RUST_LOG", "info");
     }
+    // A token from the developer's shell must not leak into tests that configure none.
+    cmd.env_remove("SWITCHYARD_ADMIN_TOKEN");
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
     cmd.spawn().expect("spawn switchyard")
 }
 
@@ -535,6 +557,117 @@ pub async fn run_cli(args: &[&str]) -> (ExitStatus, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Runs `switchyard <args>` with `env` set and the ctl variables (`SWITCHYARD_ADMIN`,
+/// `SWITCHYARD_ADMIN_TOKEN`) otherwise cleared; bounded like [`run_cli`].
+pub async fn run_cli_env(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, String) {
+    let out = timeout(
+        Duration::from_secs(40),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(args)
+            .env_remove("SWITCHYARD_ADMIN")
+            .env_remove("SWITCHYARD_ADMIN_TOKEN")
+            .envs(env.iter().copied())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("switchyard {args:?} did not finish within 40s"))
+    .expect("run switchyard");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// What one `switchyard ctl` run printed, and how it exited.
+#[derive(Debug)]
+pub struct CtlRun {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CtlRun {
+    /// The stdout as JSON (for `-o json`), panicking with both streams if it is not.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("ctl output is not JSON ({e}): {self:?}"))
+    }
+
+    /// Asserts exit 0 and returns stdout.
+    pub fn ok(&self) -> &str {
+        assert_eq!(self.code, Some(0), "ctl failed: {self:?}");
+        &self.stdout
+    }
+}
+
+impl Proxy {
+    /// `switchyard ctl --admin http://<admin> <args>` with only `env` in its environment's
+    /// ctl variables.
+    pub async fn ctl_env(&self, args: &[&str], env: &[(&str, &str)]) -> CtlRun {
+        let admin = format!("http://{}", self.admin);
+        let mut all = vec!["ctl", "--admin", admin.as_str()];
+        all.extend_from_slice(args);
+        let (status, stdout, stderr) = run_cli_env(&all, env).await;
+        CtlRun {
+            code: status.code(),
+            stdout,
+            stderr,
+        }
+    }
+
+    /// `switchyard ctl --admin http://<admin> <args>`, no token.
+    pub async fn ctl(&self, args: &[&str]) -> CtlRun {
+        self.ctl_env(args, &[]).await
+    }
+
+    /// A request to the admin listener with a raw body (for malformed JSON and the like).
+    pub async fn admin_send_raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: impl Into<Bytes>,
+        token: Option<&str>,
+    ) -> Reply {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", "application/json");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = req.body(full(body)).expect("request");
+        Client::http1(self.admin)
+            .send(req)
+            .await
+            .unwrap_or_else(|e| panic!("admin {method} {path}: {e}"))
+    }
+
+    /// `PUT`/`POST` to `/api/v1{path}` with a JSON body and optional token → (status, JSON).
+    pub async fn api_send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let reply = self
+            .admin_send(method, &format!("/api/v1{path}"), body, token)
+            .await;
+        let doc = serde_json::from_slice(&reply.body).unwrap_or_else(|e| {
+            panic!(
+                "{method} /api/v1{path} answered {} with non-JSON ({e}): {}",
+                reply.status,
+                reply.text()
+            )
+        });
+        (reply.status, doc)
+    }
 }
 
 /// Strips the common leading indentation so tests can indent YAML with the code.
