@@ -40,6 +40,9 @@ impl Demo {
             ])
             .args(extra)
             .current_dir(dir.path())
+            // The demo's generated config and state go under the test's temp dir, which is
+            // removed even though the process is killed.
+            .env("TMPDIR", dir.path())
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("clone"))
