@@ -119,7 +119,11 @@ fn metric(m: &Value) -> String {
     match m["value"].as_f64() {
         None => format!("{name} n/a"),
         Some(value) => {
-            let op = if m["result"] == "fail" { ">" } else { "≤" };
+            let op = match m["result"].as_str() {
+                Some("fail") => ">",
+                Some("pass") => "≤",
+                _ => "vs",
+            };
             format!("{name} {value:.1}{unit} {op} {threshold}{unit}")
         }
     }
@@ -206,8 +210,12 @@ mod tests {
             .starts_with("FAIL 1/2 error-rate 9.8% > 1%"));
         assert!(t.describe(&fail).0[0].1.starts_with("FAIL 2/2"));
         let none = json!({"kind": "analysis", "details": {"verdict": "inconclusive",
-            "metrics": [{"name": "error-rate", "value": null, "threshold": 1.0}]}});
-        assert!(t.describe(&none).0[0].1.contains("error-rate n/a"));
+            "metrics": [{"name": "error-rate", "value": null, "threshold": 1.0},
+                        {"name": "latency-p99", "value": 400.0, "threshold": 300.0,
+                         "result": "inconclusive"}]}});
+        let line = &t.describe(&none).0[0].1;
+        assert!(line.contains("error-rate n/a"), "{line}");
+        assert!(line.contains("latency-p99 400.0ms vs 300ms"), "{line}");
     }
 
     #[test]
