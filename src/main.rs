@@ -20,9 +20,10 @@ use clap::{Parser, Subcommand, ValueEnum};
     about = "Shift live traffic between versions of a service; roll back a bad release by itself."
 )]
 struct Cli {
-    /// Log level or filter (overridden by RUST_LOG).
-    #[arg(long, global = true, default_value = "info")]
-    log_level: String,
+    /// Log level or filter (overridden by RUST_LOG) [default: info; warn for `demo`, whose
+    /// timeline is the output].
+    #[arg(long, global = true)]
+    log_level: Option<String>,
     /// Log line format.
     #[arg(long, global = true, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -54,14 +55,17 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Self-contained demo: two built-in backends behind the proxy.
+    /// Self-contained demo: a canary rollout that goes bad and is rolled back by itself.
     Demo {
-        /// Data-path port.
+        /// Data-path port (127.0.0.1).
         #[arg(long, default_value_t = 8080)]
         port: u16,
-        /// Admin port.
+        /// Admin port (127.0.0.1): the API and the dashboard.
         #[arg(long, default_value_t = 9901)]
         admin_port: u16,
+        /// Run the same rollout with a good v2, which gets promoted.
+        #[arg(long)]
+        healthy: bool,
     },
     /// Drive a running proxy through its control API (kubectl-like verbs).
     Ctl(ctl::CtlArgs),
@@ -73,7 +77,14 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log_level, cli.log_format);
+    let default_level = match cli.command {
+        Command::Demo { .. } => "warn",
+        _ => "info",
+    };
+    init_logging(
+        cli.log_level.as_deref().unwrap_or(default_level),
+        cli.log_format,
+    );
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Serve {
@@ -87,7 +98,18 @@ fn main() -> ExitCode {
             })
             .await
         }),
-        Command::Demo { port, admin_port } => run(None, demo::run(port, admin_port)),
+        Command::Demo {
+            port,
+            admin_port,
+            healthy,
+        } => run(
+            None,
+            demo::run(demo::Options {
+                port,
+                admin_port,
+                healthy,
+            }),
+        ),
         Command::Ctl(args) => ctl::run(args),
     }
 }

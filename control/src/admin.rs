@@ -1,4 +1,4 @@
-//! The admin listener: health, readiness, status (and later metrics, API, dashboard).
+//! The admin listener: health, readiness, metrics, the control API and the dashboard.
 //!
 //! A separate listener from the data path, loopback by default, HTTP/1.1 with small JSON
 //! bodies. Reads come from snapshots (`ArcSwap`), so a slow admin client never slows the
@@ -77,6 +77,7 @@ pub async fn bind(address: SocketAddr) -> Result<TcpListener, String> {
 async fn route(state: &AdminState, req: Request<Incoming>) -> AdminResponse {
     let path = req.uri().path();
     match (req.method(), path) {
+        (&Method::GET, "/") => crate::dashboard::page(),
         (&Method::GET, "/health") => json_response(StatusCode::OK, &json!({"status": "healthy"})),
         (&Method::GET, "/ready") => {
             if state.status.load().ready {
@@ -101,7 +102,7 @@ async fn route(state: &AdminState, req: Request<Incoming>) -> AdminResponse {
             let rest = p["/api/v1".len()..].to_string();
             crate::api::route(state, req, &rest).await
         }
-        (_, "/health" | "/ready" | "/metrics") => {
+        (_, "/" | "/health" | "/ready" | "/metrics") => {
             let mut response = error_response(
                 StatusCode::METHOD_NOT_ALLOWED,
                 &format!("{} is not allowed on {path}; use GET", req.method()),

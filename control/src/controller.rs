@@ -847,9 +847,14 @@ impl Controller {
         let labels = [("service", service.to_string())];
         metrics::counter!("switchyard_rollbacks_total", "service" => service.to_string(), "reason" => reason_label).increment(1);
         metrics::counter!("switchyard_rollouts_total", "service" => service.to_string(), "result" => "rolled_back").increment(1);
-        if let Some(first) = self.clocks.get(service).and_then(|c| c.first_failure) {
-            metrics::histogram!("switchyard_rollback_detection_seconds", &labels)
-                .record(first.elapsed().as_secs_f64());
+        // First failing check → weight 0; `None` for a rollback no check asked for.
+        let detection_s = self
+            .clocks
+            .get(service)
+            .and_then(|c| c.first_failure)
+            .map(|first| first.elapsed().as_secs_f64());
+        if let Some(seconds) = detection_s {
+            metrics::histogram!("switchyard_rollback_detection_seconds", &labels).record(seconds);
         }
         self.clocks.remove(service);
         self.publish_view();
@@ -862,6 +867,7 @@ impl Controller {
                 "reason": reason_label, "message": message,
                 "from_weights": from, "to_weights": weights,
                 "failed_checks": failed_checks, "evidence": evidence,
+                "detection_s": detection_s.map(|s| (s * 1000.0).round() / 1000.0),
                 "revision": revision, "at": rfc3339(SystemTime::now()),
             }),
         );

@@ -4,10 +4,10 @@
 //! (config reloads, API calls, the rollout clock) into a new routing table, persisting through
 //! [`state`] first; [`rollout`] and [`analysis`] hold the rollout rules, [`telemetry`] the
 //! windows they judge, [`events`] and [`webhooks`] tell people; [`api`] and [`auth`] are the
-//! control API; [`admin`] serves
-//! health, readiness, metrics and the API; [`exporter`] renders `/metrics` from the data
-//! path's recordings; [`health`] probes backends; [`status`] is what the API reports about the process;
-//! [`app`] wires it all together for `switchyard serve`.
+//! control API; [`admin`] serves health, readiness, metrics, the API and the [`dashboard`];
+//! [`exporter`] renders `/metrics` from the data path's recordings; [`health`] probes
+//! backends; [`status`] is what the API reports about the process; [`app`] wires it all
+//! together for `switchyard serve`.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
@@ -17,6 +17,7 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod controller;
+pub mod dashboard;
 pub mod events;
 pub mod exporter;
 pub mod health;

@@ -1,0 +1,74 @@
+//! The dashboard at `GET /` on the admin address (SPEC §10): one self-contained HTML page.
+//!
+//! The page is compiled into the binary (`include_str!`): inline CSS and vanilla JS, inline
+//! SVG sparklines, no external assets and no build step. It reads the same JSON API as every
+//! other client, once a second, and sends mutations with a bearer token the user types (kept
+//! in the page's memory only). The headers below keep it that way: a content security policy
+//! that allows nothing from elsewhere, and no framing (its buttons change live traffic).
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response};
+use http_body_util::Full;
+
+use crate::admin::AdminResponse;
+
+/// The page itself.
+pub const PAGE: &str = include_str!("dashboard.html");
+
+/// Inline script and style only; fetches only to this origin.
+const CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                   connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; \
+                   frame-ancestors 'none'";
+
+/// `GET /`.
+pub fn page() -> AdminResponse {
+    let mut response = Response::new(Full::new(Bytes::from_static(PAGE.as_bytes())));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_loads_nothing_from_elsewhere() {
+        for needle in ["http://", "https://", "src=", "<link", "@import"] {
+            let hits: Vec<&str> = PAGE
+                .lines()
+                .filter(|l| l.contains(needle))
+                // The SVG namespace is an identifier, not a fetch.
+                .filter(|l| !l.contains("http://www.w3.org/2000/svg"))
+                .collect();
+            assert!(hits.is_empty(), "{needle:?} in the dashboard: {hits:?}");
+        }
+    }
+
+    #[test]
+    fn the_page_is_html_with_the_right_headers() {
+        let response = page();
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "text/html; charset=utf-8"
+        );
+        assert!(response.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'none'"));
+        assert!(PAGE.starts_with("<!doctype html>"));
+    }
+}

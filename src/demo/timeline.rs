@@ -1,0 +1,240 @@
+//! The demo's printed timeline: the proxy's own rollout events, read back from its admin API.
+//!
+//! The demo learns what happened the way any operator or pipeline would: by polling
+//! `GET /api/v1/events?since=N` on the admin address. Each event becomes one readable line
+//! stamped with the time since the demo started; analysis checks show every metric's value
+//! against its threshold, and the rollback shows its reason and how long detection took.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+/// How often the demo asks for new events.
+const POLL_EVERY: Duration = Duration::from_millis(200);
+
+/// `  12.3s  ` — the time since `start`, right-aligned so lines line up.
+pub fn stamp(start: Instant) -> String {
+    format!("{:>6.1}s", start.elapsed().as_secs_f64())
+}
+
+/// Prints one timeline line.
+pub fn line(start: Instant, kind: &str, text: &str) {
+    println!("{}  {kind:<9} {text}", stamp(start));
+}
+
+/// What the timeline remembers between events.
+#[derive(Debug, Default)]
+pub struct Timeline {
+    /// Failed checks in the current rollout (for "FAIL 1/2").
+    failed_checks: u32,
+    /// The analysis threshold of the demo's rollout.
+    threshold: u32,
+}
+
+/// What a finished rollout means for the rest of the demo.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    RolledBack,
+    Promoted,
+}
+
+impl Timeline {
+    pub fn new(threshold: u32) -> Timeline {
+        Timeline {
+            failed_checks: 0,
+            threshold,
+        }
+    }
+
+    /// The timeline lines for one event as `(label, text)`, and the outcome it records.
+    pub fn describe(&mut self, event: &Value) -> (Vec<(String, String)>, Option<Outcome>) {
+        let kind = event["kind"].as_str().unwrap_or("event");
+        let message = event["message"].as_str().unwrap_or("").to_string();
+        let details = &event["details"];
+        match kind {
+            "rollout_started" => {
+                self.failed_checks = 0;
+                (vec![("rollout".into(), message)], None)
+            }
+            "analysis" => (vec![("check".into(), self.check(details))], None),
+            "rolled_back" => {
+                let mut lines = vec![("ROLLBACK".to_string(), message)];
+                let mut more = Vec::new();
+                if let Some(weights) = details["to_weights"].as_object() {
+                    let list: Vec<String> = weights
+                        .iter()
+                        .map(|(v, w)| format!("{v} {}%", w.as_u64().unwrap_or(0)))
+                        .collect();
+                    more.push(format!("weights now {}", list.join(", ")));
+                }
+                if let Some(s) = details["detection_s"].as_f64() {
+                    more.push(format!(
+                        "detected in {s:.2}s (first failed check → canary at 0%)"
+                    ));
+                }
+                if !more.is_empty() {
+                    lines.push((String::new(), more.join("; ")));
+                }
+                (lines, Some(Outcome::RolledBack))
+            }
+            "promoted" => (vec![("PROMOTED".into(), message)], Some(Outcome::Promoted)),
+            other => (vec![(other.to_string(), message)], None),
+        }
+    }
+
+    /// `pass  error-rate 0.0% ≤ 1%, latency-p99 3.9ms ≤ 300ms  (21 requests in 1.0s)`
+    fn check(&mut self, details: &Value) -> String {
+        let verdict = details["verdict"].as_str().unwrap_or("?");
+        let requests = details["requests"].as_u64().unwrap_or(0);
+        let window = details["window_s"].as_f64().unwrap_or(0.0);
+        let head = match verdict {
+            "fail" => {
+                self.failed_checks += 1;
+                format!("FAIL {}/{}", self.failed_checks, self.threshold)
+            }
+            "inconclusive" => "inconclusive".to_string(),
+            other => other.to_string(),
+        };
+        let metrics: Vec<String> = details["metrics"]
+            .as_array()
+            .map(|ms| ms.iter().map(metric).collect())
+            .unwrap_or_default();
+        format!(
+            "{head:<8} {}  ({requests} requests in {window:.1}s)",
+            metrics.join(", ")
+        )
+    }
+}
+
+/// `error-rate 9.8% > 1%` / `latency-p99 3.9ms ≤ 300ms` / `error-rate n/a`.
+fn metric(m: &Value) -> String {
+    let name = m["name"].as_str().unwrap_or("?");
+    let unit = if name == "error-rate" { "%" } else { "ms" };
+    let threshold = m["threshold"].as_f64().unwrap_or(0.0);
+    match m["value"].as_f64() {
+        None => format!("{name} n/a"),
+        Some(value) => {
+            let op = match m["result"].as_str() {
+                Some("fail") => ">",
+                Some("pass") => "≤",
+                _ => "vs",
+            };
+            format!("{name} {value:.1}{unit} {op} {threshold}{unit}")
+        }
+    }
+}
+
+/// Polls the admin API's events and prints them until the runtime stops. Calls `finished` once,
+/// when the first rollout ends.
+pub async fn follow(
+    admin: SocketAddr,
+    start: Instant,
+    threshold: u32,
+    finished: impl FnOnce(Outcome),
+) {
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut timeline = Timeline::new(threshold);
+    let mut since = 0u64;
+    let mut finished = Some(finished);
+    loop {
+        if let Some(events) = fetch(&client, admin, since).await {
+            for event in events {
+                since = since.max(event["id"].as_u64().unwrap_or(since));
+                let (lines, outcome) = timeline.describe(&event);
+                for (label, text) in lines {
+                    line(start, &label, &text);
+                }
+                if let Some(outcome) = outcome {
+                    if let Some(done) = finished.take() {
+                        done(outcome);
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+async fn fetch(
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
+    admin: SocketAddr,
+    since: u64,
+) -> Option<Vec<Value>> {
+    let uri: http::Uri = format!("http://{admin}/api/v1/events?since={since}")
+        .parse()
+        .ok()?;
+    let response = tokio::time::timeout(Duration::from_secs(2), client.get(uri))
+        .await
+        .ok()?
+        .ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    let body = response.into_body().collect().await.ok()?.to_bytes();
+    let mut doc: Value = serde_json::from_slice(&body).ok()?;
+    match doc["events"].take() {
+        Value::Array(events) => Some(events),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_check_shows_every_metric_against_its_threshold_and_counts_failures() {
+        let mut t = Timeline::new(2);
+        let pass = json!({"kind": "analysis", "message": "check passed", "details": {
+            "verdict": "pass", "requests": 21, "window_s": 1.0,
+            "metrics": [
+                {"name": "error-rate", "value": 0.0, "threshold": 1.0, "result": "pass"},
+                {"name": "latency-p99", "value": 3.94, "threshold": 300.0, "result": "pass"}]}});
+        let (lines, outcome) = t.describe(&pass);
+        assert_eq!(outcome, None);
+        assert_eq!(
+            lines[0].1,
+            "pass     error-rate 0.0% ≤ 1%, latency-p99 3.9ms ≤ 300ms  (21 requests in 1.0s)"
+        );
+        let fail = json!({"kind": "analysis", "details": {
+            "verdict": "fail", "requests": 98, "window_s": 1.0,
+            "metrics": [{"name": "error-rate", "value": 9.8, "threshold": 1.0, "result": "fail"}]}});
+        assert!(t.describe(&fail).0[0]
+            .1
+            .starts_with("FAIL 1/2 error-rate 9.8% > 1%"));
+        assert!(t.describe(&fail).0[0].1.starts_with("FAIL 2/2"));
+        let none = json!({"kind": "analysis", "details": {"verdict": "inconclusive",
+            "metrics": [{"name": "error-rate", "value": null, "threshold": 1.0},
+                        {"name": "latency-p99", "value": 400.0, "threshold": 300.0,
+                         "result": "inconclusive"}]}});
+        let line = &t.describe(&none).0[0].1;
+        assert!(line.contains("error-rate n/a"), "{line}");
+        assert!(line.contains("latency-p99 400.0ms vs 300ms"), "{line}");
+    }
+
+    #[test]
+    fn a_rollback_shows_its_reason_new_weights_and_detection_time() {
+        let mut t = Timeline::new(2);
+        let event = json!({"kind": "rolled_back", "message": "rolled back v2 2.0: error-rate 9.8% > 1%",
+            "details": {"to_weights": {"v1": 100, "v2": 0}, "detection_s": 1.004}});
+        let (lines, outcome) = t.describe(&event);
+        assert_eq!(outcome, Some(Outcome::RolledBack));
+        assert_eq!(
+            lines[0],
+            (
+                "ROLLBACK".into(),
+                "rolled back v2 2.0: error-rate 9.8% > 1%".into()
+            )
+        );
+        assert_eq!(
+            lines[1].1,
+            "weights now v1 100%, v2 0%; detected in 1.00s (first failed check → canary at 0%)"
+        );
+    }
+}
