@@ -9,7 +9,7 @@ cd "$(dirname "$0")/../fuzz"
 seconds="${FUZZ_SECONDS:-60}"
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(config_parse route)
+  targets=(config_parse route api_body state_load)
 fi
 for target in "${targets[@]}"; do
   mkdir -p "corpus/$target"

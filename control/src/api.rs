@@ -120,7 +120,8 @@ pub async fn route(state: &AdminState, req: http::Request<Incoming>, path: &str)
     match endpoint {
         Endpoint::Status => json_response(StatusCode::OK, &state.status.load().to_json()),
         Endpoint::OpenApi => {
-            let mut response = http::Response::new(Full::new(Bytes::from_static(OPENAPI.as_bytes())));
+            let mut response =
+                http::Response::new(Full::new(Bytes::from_static(OPENAPI.as_bytes())));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
@@ -157,74 +158,32 @@ pub async fn route(state: &AdminState, req: http::Request<Incoming>, path: &str)
         }
         Endpoint::Weights(svc) => {
             mutate(state, req, svc, |body| {
-                parse_weights(body).map(Command::SetWeights)
+                parse_command(CommandKind::Weights, body)
             })
             .await
         }
         Endpoint::Switch(svc) => {
             mutate(state, req, svc, |body| {
-                let mut b = parse_object(body, &["to"], false, r#"{"to":"green"}"#)?;
-                match b.remove("to") {
-                    Some(Value::String(to)) if !to.is_empty() => Ok(Command::Switch { to }),
-                    Some(other) => Err(bad(
-                        format!("\"to\" must be the name of a version, not {other}"),
-                        Some("to"),
-                    )),
-                    None => Err(bad(
-                        "\"to\" is required: the version to send 100% of traffic to",
-                        Some("to"),
-                    )),
-                }
+                parse_command(CommandKind::Switch, body)
             })
             .await
         }
         Endpoint::Rollback(svc) => {
             mutate(state, req, svc, |body| {
-                let mut b = parse_object(body, &["reason"], true, r#"{"reason":"..."}"#)?;
-                let reason = match b.remove("reason") {
-                    None | Some(Value::Null) => None,
-                    Some(Value::String(s)) if s.chars().count() <= MAX_REASON => Some(s),
-                    Some(Value::String(_)) => {
-                        return Err(bad(
-                            format!("\"reason\" may be at most {MAX_REASON} characters"),
-                            Some("reason"),
-                        ))
-                    }
-                    Some(other) => {
-                        return Err(bad(
-                            format!("\"reason\" must be a string, not {other}"),
-                            Some("reason"),
-                        ))
-                    }
-                };
-                Ok(Command::Rollback { reason })
+                parse_command(CommandKind::Rollback, body)
             })
             .await
         }
         Endpoint::Undo(svc) => {
             mutate(state, req, svc, |body| {
-                let mut b = parse_object(body, &["to_revision"], true, r#"{"to_revision":3}"#)?;
-                let to_revision = match b.remove("to_revision") {
-                    None | Some(Value::Null) => None,
-                    Some(Value::Number(n)) if whole(&n).is_some_and(|n| n >= 1) => whole(&n),
-                    Some(other) => {
-                        return Err(bad(
-                            format!(
-                                "\"to_revision\" must be a revision id (a whole number from 1), not {other}"
-                            ),
-                            Some("to_revision"),
-                        ))
-                    }
-                };
-                Ok(Command::Undo { to_revision })
+                parse_command(CommandKind::Undo, body)
             })
             .await
         }
         Endpoint::Rollout(svc, action) => match RolloutAction::parse(action) {
             Some(action) => {
                 mutate(state, req, svc, |body| {
-                    parse_object(body, &[], true, "{}")?;
-                    Ok(Command::Rollout(action))
+                    parse_command(CommandKind::Rollout(action), body)
                 })
                 .await
             }
@@ -255,6 +214,78 @@ fn with_service(
     let table = state.table.load();
     let telemetry = state.readers.telemetry.lock().ok();
     f(svc, &view, sv, &table, telemetry.as_deref())
+}
+
+/// Which mutation a request body is for.
+#[derive(Debug, Clone, Copy)]
+pub enum CommandKind {
+    Weights,
+    Switch,
+    Rollback,
+    Undo,
+    Rollout(RolloutAction),
+}
+
+/// Parses and checks a mutation's JSON body into a controller command. Pure, so the fuzz
+/// target `api_body` can hammer it: any bytes give a command or a 400 naming the field.
+pub fn parse_command(kind: CommandKind, body: &[u8]) -> Result<Command, ApiError> {
+    match kind {
+        CommandKind::Weights => parse_weights(body).map(Command::SetWeights),
+        CommandKind::Switch => {
+            let mut b = parse_object(body, &["to"], false, r#"{"to":"green"}"#)?;
+            match b.remove("to") {
+                Some(Value::String(to)) if !to.is_empty() => Ok(Command::Switch { to }),
+                Some(other) => Err(bad(
+                    format!("\"to\" must be the name of a version, not {other}"),
+                    Some("to"),
+                )),
+                None => Err(bad(
+                    "\"to\" is required: the version to send 100% of traffic to",
+                    Some("to"),
+                )),
+            }
+        }
+        CommandKind::Rollback => {
+            let mut b = parse_object(body, &["reason"], true, r#"{"reason":"..."}"#)?;
+            let reason = match b.remove("reason") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) if s.chars().count() <= MAX_REASON => Some(s),
+                Some(Value::String(_)) => {
+                    return Err(bad(
+                        format!("\"reason\" may be at most {MAX_REASON} characters"),
+                        Some("reason"),
+                    ))
+                }
+                Some(other) => {
+                    return Err(bad(
+                        format!("\"reason\" must be a string, not {other}"),
+                        Some("reason"),
+                    ))
+                }
+            };
+            Ok(Command::Rollback { reason })
+        }
+        CommandKind::Undo => {
+            let mut b = parse_object(body, &["to_revision"], true, r#"{"to_revision":3}"#)?;
+            let to_revision = match b.remove("to_revision") {
+                None | Some(Value::Null) => None,
+                Some(Value::Number(n)) if whole(&n).is_some_and(|n| n >= 1) => whole(&n),
+                Some(other) => {
+                    return Err(bad(
+                        format!(
+                        "\"to_revision\" must be a revision id (a whole number from 1), not {other}"
+                    ),
+                        Some("to_revision"),
+                    ))
+                }
+            };
+            Ok(Command::Undo { to_revision })
+        }
+        CommandKind::Rollout(action) => {
+            parse_object(body, &[], true, "{}")?;
+            Ok(Command::Rollout(action))
+        }
+    }
 }
 
 /// Authorizes, reads and parses the body, sends the command, answers with the service.

@@ -37,6 +37,8 @@ pub async fn serve(options: ServeOptions) -> Result<(), String> {
     let config = switchyard_config::load(&options.config_path).map_err(|e| e.to_string())?;
     // Certificates are read before anything binds: a bad file stops start-up, named.
     let tls = TlsReloader::load(&config)?;
+    // So is the admin token: a public admin address without one never binds at all.
+    let auth = Auth::load(&config.admin)?;
 
     let admin_tcp = admin::bind(config.admin.address).await?;
     let mut listeners = Vec::new();
@@ -50,7 +52,6 @@ pub async fn serve(options: ServeOptions) -> Result<(), String> {
         listeners.push(bound.with_tls(tls.store(&l.name)));
     }
 
-    let auth = Auth::load(&config.admin)?;
     let (store, loaded) = Store::open(config.state_dir.as_deref())?;
     let status = Arc::new(ArcSwap::from_pointee(Status::new(
         options.config_path.clone(),

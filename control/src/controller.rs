@@ -423,6 +423,17 @@ impl Controller {
             changes.push((svc.name.clone(), next, change));
         }
         self.commit_many(changes)?;
+        // Rollout counters exist from the start (at 0), so rate() alerts work before the
+        // first rollback.
+        for svc in config.services.iter().filter(|s| s.rollout.is_some()) {
+            let name = svc.name.clone();
+            for reason in ["error-rate", "latency-p99", "health", "manual", "fast-fail"] {
+                metrics::counter!("switchyard_rollbacks_total", "service" => name.clone(), "reason" => reason).increment(0);
+            }
+            for result in ["promoted", "rolled_back", "aborted"] {
+                metrics::counter!("switchyard_rollouts_total", "service" => name.clone(), "result" => result).increment(0);
+            }
+        }
         // Config-driven rollouts: a canary with a release the last rollout did not settle.
         for svc in &config.services {
             if let Err(e) = self.maybe_start_rollout(&svc.name) {
@@ -1048,6 +1059,9 @@ impl Controller {
             && !canary.backends.is_empty()
             && canary.backends.iter().all(|b| !b.is_healthy())
         {
+            if let Some(c) = self.clocks.get_mut(service) {
+                c.first_failure.get_or_insert(now);
+            }
             self.rollback(
                 service,
                 "health",
