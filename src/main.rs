@@ -152,10 +152,17 @@ fn run(
     workers: Option<usize>,
     main: impl std::future::Future<Output = Result<(), String>>,
 ) -> ExitCode {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = workers {
-        builder.worker_threads(n.max(1));
-    }
+    // One worker: a single-threaded runtime, like one nginx or HAProxy worker — no work
+    // stealing, no cross-thread wake-ups. More: tokio's multi-threaded scheduler.
+    let mut builder = match workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n.max(1));
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {

@@ -71,7 +71,12 @@ async fn switch_storm_under_load_fails_no_request_and_ends_on_the_last_revision(
     let blue = Backend::start("blue-1").await;
     let green = Backend::start("green-1").await;
     let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&two_versions(listen, admin, &blue, &green, (50, 50))).await;
+    // One worker: the single-threaded data path, with the controller on its own thread.
+    let proxy = Proxy::start_with_args(
+        &two_versions(listen, admin, &blue, &green, (50, 50)),
+        &["--workers", "1"],
+    )
+    .await;
     let load = Load::start(proxy.listen, 64);
 
     let switches = async {

@@ -76,7 +76,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), String> {
         loaded,
         Arc::clone(&status),
     )?;
-    tokio::spawn(controller.run());
+    run_controller_thread(controller)?;
     tokio::spawn(crate::health::run(Arc::clone(&table)));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -134,6 +134,21 @@ pub async fn serve(options: ServeOptions) -> Result<(), String> {
         let _ = task.await;
     }
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Runs the controller on its own thread and runtime. Its work — fsync before every
+/// acknowledgement, compiling a table for thousands of services — then never stalls a
+/// data-path worker, and the data path may use a single-threaded runtime.
+fn run_controller_thread(controller: Controller) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the controller's runtime: {e}"))?;
+    std::thread::Builder::new()
+        .name("switchyard-controller".into())
+        .spawn(move || runtime.block_on(controller.run()))
+        .map_err(|e| format!("cannot start the controller thread: {e}"))?;
     Ok(())
 }
 

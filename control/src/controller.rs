@@ -479,7 +479,9 @@ impl Controller {
         }
         let store = self.store.clone();
         let state = &self.state;
-        let persisted = tokio::task::block_in_place(|| {
+        // The controller has a thread of its own (app.rs), so waiting here for the disk blocks
+        // nothing but the controller — which must wait anyway: acknowledged means durable.
+        let persisted = without_stalling_workers(|| {
             for r in &revisions {
                 store.append_revision(r)?;
             }
@@ -1476,6 +1478,15 @@ impl Controller {
                 }
             }
         }
+    }
+}
+
+/// Runs blocking I/O. On a multi-threaded runtime's worker (the first commit at start-up runs
+/// there) other tasks are handed to another worker meanwhile; elsewhere it simply blocks.
+fn without_stalling_workers<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 

@@ -522,7 +522,12 @@ fn spawn_serve(
     cmd.arg("serve")
         .arg("--config")
         .arg(config_path)
-        .args(["--workers", "2"])
+        // Two workers unless the test asks for its own count.
+        .args(if extra_args.iter().any(|a| a == "--workers") {
+            &[][..]
+        } else {
+            &["--workers", "2"][..]
+        })
         .args(extra_args)
         .current_dir(dir)
         .stdin(Stdio::null())
