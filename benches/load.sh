@@ -14,11 +14,14 @@
 # Record-cost mode builds the binary twice — normally and with `--features bench-no-record`
 # (the record phase is a no-op) — starts peers.sh's nginx backends, and alternates the two
 # builds round by round under the same wrk load (proxy on PROXY_CPU, wrk + backends on
-# LOAD_CPU, as peers.sh's layout A). NO_BUILD=1 skips the two builds and reuses the binaries.
-# With --instructions it instead runs each build under valgrind's callgrind for 2,000 and
-# 12,000 requests (h2load --h1, fixed count) and reports the difference per request: an
-# instruction count does not depend on what the neighbours are doing, wall-clock does. It reports median req/s, p99 and req/core (req/s per
+# LOAD_CPU, as peers.sh's layout A). It reports median req/s, p99 and req/core (req/s per
 # fully used proxy core, from the proxy's own CPU time) and the cost of recording.
+# NO_BUILD=1 skips the two builds and reuses the binaries of the last run; PORT moves the
+# proxy's listener (default 47180).
+# With --instructions it instead runs each build under valgrind's callgrind for 2,000 and
+# 12,000 requests (h2load --h1, fixed count, one connection) and reports the difference per
+# request: an instruction count does not depend on what the neighbours are doing; wall-clock
+# numbers do.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PEERS=$ROOT/../shared/bench/peers.sh
