@@ -11,7 +11,8 @@ use std::net::IpAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Headers that never cross a proxy, whatever `Connection` says.
-const HOP_BY_HOP: [HeaderName; 9] = [
+const HOP_COUNT: usize = 9;
+static HOP_BY_HOP: [HeaderName; HOP_COUNT] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -30,9 +31,21 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 
 /// Removes hop-by-hop headers, including those listed in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the names (plain comparisons, no hashing) finds what is there: most
+    // requests carry none of these, and hashing ten names to remove nothing was a visible share
+    // of a request's instructions (docs/PERFORMANCE.md).
+    let mut present = [false; HOP_COUNT];
+    let mut transfer_encoding = false;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[i] = true;
+        } else if name == header::TRANSFER_ENCODING {
+            transfer_encoding = true;
+        }
+    }
     // Names listed in Connection first (they are only known before Connection is removed).
     // The common case, `Connection: keep-alive` or `close`, allocates nothing.
-    if headers.contains_key(header::CONNECTION) {
+    if present[0] {
         let listed: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
@@ -46,10 +59,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    for name in &HOP_BY_HOP {
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
         headers.remove(name);
     }
-    headers.remove(header::TRANSFER_ENCODING);
+    if transfer_encoding {
+        headers.remove(header::TRANSFER_ENCODING);
+    }
 }
 
 /// Adds `X-Forwarded-For` (appending the client), `-Proto` and `-Host`.
@@ -61,7 +76,8 @@ pub fn add_forwarding(headers: &mut HeaderMap, client: IpAddr, proto: &'static s
         buf.extend_from_slice(b", ");
     }
     let _ = write!(buf, "{client}");
-    if let Ok(value) = HeaderValue::from_bytes(&buf) {
+    // Hand the buffer over instead of copying it into a second allocation.
+    if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(buf)) {
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
