@@ -540,6 +540,40 @@ fn round2(x: f64) -> f64 {
 mod tests {
     use super::*;
 
+    /// The fuzz target `api_body`, in miniature: mutated bodies never panic the parser, and
+    /// every refusal is a 400 that says something.
+    #[test]
+    fn mutated_bodies_give_a_command_or_a_400() {
+        let seeds: [&[u8]; 5] = [
+            br#"{"blue":90,"green":"10%"}"#,
+            br#"{"to":"green"}"#,
+            br#"{"reason":"bad canary"}"#,
+            br#"{"to_revision":3}"#,
+            b"{}",
+        ];
+        let kinds = [
+            CommandKind::Weights,
+            CommandKind::Switch,
+            CommandKind::Rollback,
+            CommandKind::Undo,
+            CommandKind::Rollout(RolloutAction::Pause),
+        ];
+        let mut m = crate::mutate::Mutator::new(0x5eed);
+        for i in 0..20_000 {
+            let body = m.mutate(seeds[i % seeds.len()]);
+            match parse_command(kinds[(i / seeds.len()) % kinds.len()], &body) {
+                Ok(Command::SetWeights(w)) => {
+                    assert!(!w.is_empty() && w.values().all(|&v| v <= 1_000_000))
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    assert_eq!(e.status, StatusCode::BAD_REQUEST, "{e:?}");
+                    assert!(!e.message.is_empty());
+                }
+            }
+        }
+    }
+
     #[test]
     fn percentages_are_spelled_like_the_openapi_pattern() {
         assert_eq!(percentage("10%"), Some(10));

@@ -21,6 +21,8 @@ pub mod dashboard;
 pub mod events;
 pub mod exporter;
 pub mod health;
+#[cfg(test)]
+mod mutate;
 pub mod rollout;
 pub mod state;
 pub mod status;

@@ -388,4 +388,35 @@ mod tests {
         assert_eq!(loaded.revisions.len(), 2);
         assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
     }
+
+    /// The fuzz target `state_load`, in miniature: mutated state files never stop the start,
+    /// and whatever is loaded survives a save and a reload unchanged.
+    #[test]
+    fn mutated_state_files_are_loaded_or_kept_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = serde_json::to_vec(&state_with(3, 70, 30)).unwrap();
+        let revisions: Vec<u8> = [
+            revision(1, 100, 0),
+            revision(2, 90, 10),
+            revision(3, 70, 30),
+        ]
+        .iter()
+        .flat_map(|r| {
+            let mut line = serde_json::to_vec(r).unwrap();
+            line.push(b'\n');
+            line
+        })
+        .collect();
+        let mut m = crate::mutate::Mutator::new(0x57a7e);
+        for _ in 0..300 {
+            let _ = fs::remove_dir_all(dir.path());
+            fs::create_dir_all(dir.path()).unwrap();
+            fs::write(dir.path().join(STATE), m.mutate(&state)).unwrap();
+            fs::write(dir.path().join(REVISIONS), m.mutate(&revisions)).unwrap();
+            let (store, loaded) = Store::open(Some(dir.path())).expect("never refuses to start");
+            store.save_state(&loaded.state).unwrap();
+            let (_, again) = Store::open(Some(dir.path())).unwrap();
+            assert_eq!(again.state, loaded.state);
+        }
+    }
 }
