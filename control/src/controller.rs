@@ -1210,6 +1210,36 @@ impl Controller {
 
     // ---- operator commands ---------------------------------------------------------------
 
+    /// Applies weights an operator chose (weights, switch, undo): versions given a share leave
+    /// the rolled-back set (an explicit decision), then one API revision and one event.
+    fn set_operator_weights(
+        &mut self,
+        service: &str,
+        state: &ServiceState,
+        weights: &BTreeMap<String, u32>,
+        kind: &str,
+        reason: String,
+        mut details: Value,
+    ) -> Result<u64, ApiError> {
+        let mut next = state.clone();
+        set_weights(&mut next, weights);
+        if weights_of(&next).values().all(|&w| w == 0) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "weights may not all be 0: give at least one version a share",
+                None,
+            ));
+        }
+        next.rolled_back
+            .retain(|v, _| weights.get(v).is_none_or(|&w| w == 0));
+        let revision = self
+            .commit(service, next, Some((Source::Api, reason.clone())))
+            .map_err(ApiError::internal)?;
+        details["revision"] = json!(revision);
+        self.emit(service, kind, reason, details);
+        Ok(revision)
+    }
+
     fn command(&mut self, service: &str, command: Command) -> Result<u64, ApiError> {
         let cfg = self.config.service(service).cloned().ok_or_else(|| {
             ApiError::new(
@@ -1255,31 +1285,9 @@ impl Controller {
                 if active.is_some() {
                     return Err(busy("setting weights"));
                 }
-                let mut next = state.clone();
-                set_weights(&mut next, &weights);
-                if weights_of(&next).values().all(|&w| w == 0) {
-                    return Err(ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        "weights may not all be 0: give at least one version a share",
-                        None,
-                    ));
-                }
-                for (v, w) in &weights {
-                    if *w > 0 {
-                        next.rolled_back.remove(v);
-                    }
-                }
                 let reason = format!("weights set: {}", describe(&weights));
-                let revision = self
-                    .commit(service, next, Some((Source::Api, reason.clone())))
-                    .map_err(ApiError::internal)?;
-                self.emit(
-                    service,
-                    "weights",
-                    reason,
-                    json!({ "weights": weights, "revision": revision }),
-                );
-                Ok(revision)
+                let details = json!({ "weights": weights });
+                self.set_operator_weights(service, &state, &weights, "weights", reason, details)
             }
             Command::Switch { to } => {
                 if cfg.version(&to).is_none() {
@@ -1293,20 +1301,9 @@ impl Controller {
                     .iter()
                     .map(|v| (v.name.clone(), if v.name == to { 100 } else { 0 }))
                     .collect();
-                let mut next = state.clone();
-                set_weights(&mut next, &weights);
-                next.rolled_back.remove(&to);
                 let reason = format!("switched 100% to {to}");
-                let revision = self
-                    .commit(service, next, Some((Source::Api, reason.clone())))
-                    .map_err(ApiError::internal)?;
-                self.emit(
-                    service,
-                    "switched",
-                    reason,
-                    json!({ "to": to, "revision": revision }),
-                );
-                Ok(revision)
+                let details = json!({ "to": to });
+                self.set_operator_weights(service, &state, &weights, "switched", reason, details)
             }
             Command::Undo { to_revision } => {
                 let history = self.history.get(service).cloned().unwrap_or_default();
@@ -1332,24 +1329,9 @@ impl Controller {
                     return Err(busy("undoing"));
                 }
                 let weights = old.weights.clone();
-                let mut next = state.clone();
-                set_weights(&mut next, &weights);
-                for (v, w) in &weights {
-                    if *w > 0 {
-                        next.rolled_back.remove(v);
-                    }
-                }
                 let reason = format!("undo to revision {target}: {}", describe(&weights));
-                let revision = self
-                    .commit(service, next, Some((Source::Api, reason.clone())))
-                    .map_err(ApiError::internal)?;
-                self.emit(
-                    service,
-                    "undo",
-                    reason,
-                    json!({ "to_revision": target, "revision": revision }),
-                );
-                Ok(revision)
+                let details = json!({ "to_revision": target });
+                self.set_operator_weights(service, &state, &weights, "undo", reason, details)
             }
             Command::Rollback { reason } => {
                 let Some((_, canary)) = self.roles(service) else {
