@@ -113,6 +113,15 @@ fn describe() {
         "switchyard_connections_active",
         "Open client connections per listener."
     );
+    // Beyond SPEC §5 (documented in the README): what the edge refused, and access-log loss.
+    describe_counter!(
+        "switchyard_edge_rejections_total",
+        "Connections or requests refused at the edge, by listener and reason."
+    );
+    describe_counter!(
+        "switchyard_access_log_dropped_total",
+        "Access-log lines dropped because the writer could not keep up."
+    );
 }
 
 /// Copies the data path's counters into the recorder as absolute values.
