@@ -47,7 +47,7 @@ impl ProxyError {
         }
     }
 
-    fn body(&self) -> Bytes {
+    pub(crate) fn body(&self) -> Bytes {
         match self {
             ProxyError::NoRoute => Bytes::from_static(b"no route for this host and path\n"),
             ProxyError::NoHealthyBackend(text) => text.clone(),

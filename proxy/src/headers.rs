@@ -25,9 +25,9 @@ static HOP_BY_HOP: [HeaderName; HOP_COUNT] = [
     HeaderName::from_static("http2-settings"),
 ];
 
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub(crate) static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Removes hop-by-hop headers, including those listed in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -65,6 +65,25 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if transfer_encoding {
         headers.remove(header::TRANSFER_ENCODING);
     }
+}
+
+/// Whether a header never crosses the proxy by its name alone (the byte-level twin of
+/// [`strip_hop_by_hop`], for the fast HTTP/1.1 path; `Transfer-Encoding` included, as the
+/// body is re-framed on each hop).
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .chain(std::iter::once(&header::TRANSFER_ENCODING))
+        .any(|h| h.as_str().as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// Whether a `Connection` header value lists `name` (so it is hop-by-hop too). `close` and
+/// `keep-alive` are options, not names, and list nothing.
+pub fn connection_lists(connection: &[u8], name: &[u8]) -> bool {
+    connection
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .any(|token| token.eq_ignore_ascii_case(name))
 }
 
 /// Adds `X-Forwarded-For` (appending the client), `-Proto` and `-Host`.

@@ -22,18 +22,20 @@ use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use switchyard_config::Limits;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::access_log::AccessLog;
 use crate::framing::{FramingVerdict, ScanIo, Scanner};
+use crate::h1::{self, Prefixed};
 use crate::pipeline::{self, Conn, Edge};
 use crate::tls::CertStore;
 use crate::TableHandle;
@@ -219,11 +221,17 @@ impl Listener {
             tunnels: Tunnels::default(),
             rejections: Rejections::new(&self.name),
         });
+        // The fast path writes no access log lines (yet): with a log, hyper serves everything.
+        let fast = (acceptor.is_none() && edge.access_log.is_none()).then(|| h1::Settings {
+            header_read_timeout: limits.header_read_timeout,
+            max_head: limits.max_header_bytes.max(8192),
+        });
         let setup = Arc::new(ConnSetup {
             builder,
             edge: Arc::clone(&edge),
             handshake_timeout: limits.header_read_timeout,
             max_head: limits.max_header_bytes.max(8192),
+            fast,
         });
         loop {
             let (stream, client) = tokio::select! {
@@ -255,7 +263,13 @@ impl Listener {
             let watcher = graceful.watcher();
             match &acceptor {
                 None => {
-                    tokio::spawn(setup.serve(stream, client, slot, watcher, true));
+                    tokio::spawn(setup.serve_plain(
+                        stream,
+                        client,
+                        slot,
+                        watcher,
+                        shutdown.clone(),
+                    ));
                 }
                 Some(acceptor) => {
                     let acceptor = acceptor.clone();
@@ -299,9 +313,35 @@ struct ConnSetup {
     edge: Arc<Edge>,
     handshake_timeout: Duration,
     max_head: usize,
+    /// Plain HTTP/1.1 requests without a body are served by [`h1`] first.
+    fast: Option<h1::Settings>,
 }
 
 impl ConnSetup {
+    /// Serves a plain-TCP connection: on the fast path while its requests allow, then (if
+    /// ever) on hyper with the bytes read so far put back.
+    async fn serve_plain(
+        self: Arc<Self>,
+        stream: TcpStream,
+        client: SocketAddr,
+        slot: Slot,
+        watcher: Watcher,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        let (stream, read) = match &self.fast {
+            None => (stream, Bytes::new()),
+            // The watcher stays held meanwhile, so a graceful shutdown waits for this
+            // connection too (the fast path closes it at its next idle moment).
+            Some(settings) => match h1::serve(&self.edge, stream, client, settings, shutdown).await
+            {
+                h1::Ended::Closed => return,
+                h1::Ended::Fallback(stream, read) => (stream, read),
+            },
+        };
+        self.serve(Prefixed::new(read, stream), client, slot, watcher, true)
+            .await;
+    }
+
     /// Serves one connection (plain or TLS) to the end. `scan`: read it through the
     /// smuggling scanner (anything that may speak HTTP/1.x).
     async fn serve<I>(

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
@@ -69,11 +69,11 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
-    fn service(&self) -> &ServiceRoute {
+    pub(crate) fn service(&self) -> &ServiceRoute {
         &self.table.services[self.service]
     }
 
-    fn version(&self) -> &VersionRoute {
+    pub(crate) fn version(&self) -> &VersionRoute {
         &self.service().versions[self.version]
     }
 }
@@ -189,30 +189,57 @@ fn check_request(conn: &Conn, req: &Request<Incoming>) -> Result<(), ProxyError>
     Ok(())
 }
 
+/// What routing reads from a request head. The general path reads hyper's parsed
+/// `Request`; the fast HTTP/1.1 path ([`crate::h1`]) reads the client's bytes in place. Both
+/// route through the same phases below.
+pub trait RequestHead {
+    /// The host the request is for (`:authority`, the absolute URI's host, or `Host`).
+    fn host(&self) -> Option<&str>;
+    fn path(&self) -> &str;
+    /// Every value of header `name`, in order.
+    fn header_values<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a [u8]> + 'a;
+}
+
+impl<B> RequestHead for Request<B> {
+    fn host(&self) -> Option<&str> {
+        self.uri().authority().map(|a| a.as_str()).or_else(|| {
+            self.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
+    }
+
+    fn path(&self) -> &str {
+        self.uri().path()
+    }
+
+    fn header_values<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.headers()
+            .get_all(name)
+            .iter()
+            .map(HeaderValue::as_bytes)
+    }
+}
+
 /// The routing decision alone — phases 2 and 3, `(service, version)` indices into `table` —
 /// for fuzzing and tools; the data path runs the same two phases inside [`handle`].
-pub fn route<B>(table: &RoutingTable, req: &Request<B>) -> Option<(usize, usize)> {
+pub fn route(table: &RoutingTable, req: &impl RequestHead) -> Option<(usize, usize)> {
     let service = route_service(table, req)?;
     let version = choose_version(&table.services[service], req)?;
     Some((service, version))
 }
 
 /// Phase 2: which service (SPEC §4.1).
-fn route_service<B>(table: &RoutingTable, req: &Request<B>) -> Option<usize> {
-    let host = req.uri().authority().map(|a| a.as_str()).or_else(|| {
-        req.headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-    });
-    table.matcher.find(host, req.uri().path())
+pub(crate) fn route_service(table: &RoutingTable, req: &impl RequestHead) -> Option<usize> {
+    table.matcher.find(req.host(), req.path())
 }
 
 /// Phase 3: which version — override, then sticky key, then weighted random (SPEC §4.2–3).
-fn choose_version<B>(service: &ServiceRoute, req: &Request<B>) -> Option<usize> {
+pub(crate) fn choose_version(service: &ServiceRoute, req: &impl RequestHead) -> Option<usize> {
     for rule in service.overrides.iter() {
         let hit = match rule {
             OverrideRule::Header { name, value, .. } => {
-                req.headers().get_all(name).iter().any(|v| v == value)
+                req.header_values(name).any(|v| v == value.as_bytes())
             }
             OverrideRule::Cookie { name, value, .. } => cookie(req, name) == Some(&**value),
         };
@@ -225,7 +252,7 @@ fn choose_version<B>(service: &ServiceRoute, req: &Request<B>) -> Option<usize> 
         }
     }
     let key = match &service.sticky {
-        Some(StickyKey::Header(name)) => req.headers().get(name).map(HeaderValue::as_bytes),
+        Some(StickyKey::Header(name)) => req.header_values(name).next(),
         Some(StickyKey::Cookie(name)) => cookie(req, name).map(str::as_bytes),
         None => None,
     };
@@ -236,11 +263,10 @@ fn choose_version<B>(service: &ServiceRoute, req: &Request<B>) -> Option<usize> 
 }
 
 /// Finds a cookie's value without allocating.
-fn cookie<'r, B>(req: &'r Request<B>, name: &str) -> Option<&'r str> {
-    req.headers()
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+fn cookie<'r>(req: &'r impl RequestHead, name: &str) -> Option<&'r str> {
+    static COOKIE: HeaderName = header::COOKIE;
+    req.header_values(&COOKIE)
+        .filter_map(|v| std::str::from_utf8(v).ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(k, _)| *k == name)
@@ -454,24 +480,34 @@ fn record(
     ctx: &RequestCtx,
     result: Result<Response<ResponseBody>, ProxyError>,
 ) -> Response<ResponseBody> {
+    match result {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            record_outcome(
+                ctx,
+                status,
+                (status >= 500).then_some(FailureReason::Status),
+            );
+            r
+        }
+        Err(e) => {
+            record_outcome(ctx, e.status().as_u16(), e.failure());
+            e.into_response()
+        }
+    }
+}
+
+/// Phase 8 for either path: the status the client gets and, if failed, why.
+pub(crate) fn record_outcome(ctx: &RequestCtx, status: u16, failure: Option<FailureReason>) {
     if cfg!(feature = "bench-no-record") {
         // Benchmarks only: measure the proxy without its recordings.
-        return result.unwrap_or_else(ProxyError::into_response);
+        return;
     }
     let version = ctx.version();
     version.stats.record_latency(ctx.arrived.elapsed());
-    let (status, failure, response) = match result {
-        Ok(r) => {
-            let status = r.status().as_u16();
-            let failure = (status >= 500).then_some(FailureReason::Status);
-            (status, failure, r)
-        }
-        Err(e) => (e.status().as_u16(), e.failure(), e.into_response()),
-    };
     let stats = match ctx.backend {
         Some(b) => &version.backend_stats[b],
         None => &version.stats.unassigned,
     };
     stats.record(status, failure);
-    response
 }

@@ -67,12 +67,23 @@ struct IdleConn {
     since: Instant,
 }
 
+/// An HTTP/1.1 connection the fast path ([`crate::h1`]) drives itself: the socket and the
+/// bytes read from it. Pooled only between complete exchanges.
+#[derive(Debug)]
+pub(crate) struct RawConn {
+    pub stream: TcpStream,
+    pub buf: bytes::BytesMut,
+    since: Instant,
+}
+
 /// Keep-alive connections to one backend address.
 pub struct UpstreamPool {
     address: SocketAddr,
     upstream: Upstream,
-    /// HTTP/1.1: idle connections.
+    /// HTTP/1.1: idle connections of the general (hyper) path…
     idle: ArrayQueue<IdleConn>,
+    /// …and of the fast path, which reads and writes the socket itself.
+    raw_idle: ArrayQueue<RawConn>,
     /// HTTP/2: the shared connection.
     shared: ArcSwapOption<http2::SendRequest<RequestBody>>,
     /// `h2`: the TLS client, built on first use (reads the CA file or the system roots).
@@ -108,6 +119,7 @@ impl UpstreamPool {
             address,
             upstream,
             idle: ArrayQueue::new(idle),
+            raw_idle: ArrayQueue::new(idle),
             shared: ArcSwapOption::empty(),
             tls: OnceLock::new(),
         }
@@ -179,16 +191,54 @@ impl UpstreamPool {
         None
     }
 
-    async fn connect(
-        &self,
-        timeout: Duration,
-    ) -> Result<http1::SendRequest<RequestBody>, ConnectFailure> {
+    /// A new TCP connection to the backend, within `timeout`.
+    async fn connect_tcp(&self, timeout: Duration) -> Result<TcpStream, ConnectFailure> {
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(self.address)).await {
             Err(_) => return Err(ConnectFailure::TimedOut),
             Ok(Err(e)) => return Err(ConnectFailure::Refused(e)),
             Ok(Ok(s)) => s,
         };
         let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    /// Fast path: an idle connection that is still open, or `None`.
+    pub(crate) fn take_raw(&self, max_idle: Duration) -> Option<RawConn> {
+        while let Some(conn) = self.raw_idle.pop() {
+            if conn.since.elapsed() >= max_idle {
+                continue;
+            }
+            // A backend that closed the idle connection made it readable (EOF); tokio knows
+            // from its last epoll round, so this costs no system call on a live connection.
+            match conn.stream.try_read(&mut [0u8; 1]) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(conn),
+                _ => continue,
+            }
+        }
+        None
+    }
+
+    /// Fast path: a new connection.
+    pub(crate) async fn connect_raw(&self, timeout: Duration) -> Result<RawConn, ConnectFailure> {
+        Ok(RawConn {
+            stream: self.connect_tcp(timeout).await?,
+            buf: bytes::BytesMut::new(),
+            since: Instant::now(),
+        })
+    }
+
+    /// Fast path: a connection whose last exchange ended cleanly goes back to the pool.
+    pub(crate) fn put_raw(&self, mut conn: RawConn) {
+        conn.buf.clear();
+        conn.since = Instant::now();
+        let _ = self.raw_idle.push(conn);
+    }
+
+    async fn connect(
+        &self,
+        timeout: Duration,
+    ) -> Result<http1::SendRequest<RequestBody>, ConnectFailure> {
+        let stream = self.connect_tcp(timeout).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
