@@ -63,6 +63,12 @@ pub fn snapshot(version: &VersionRoute) -> VersionSnapshot {
         .snapshot(version.backend_stats.iter().map(|s| &**s))
 }
 
+fn snapshot_after(version: &VersionRoute, previous: Option<&VersionSnapshot>) -> VersionSnapshot {
+    version
+        .stats
+        .snapshot_after(version.backend_stats.iter().map(|s| &**s), previous)
+}
+
 impl Telemetry {
     /// Takes this tick's snapshots of every version in `table`.
     pub fn sample(&mut self, table: &RoutingTable, now: Instant) {
@@ -78,7 +84,7 @@ impl Telemetry {
                 );
                 let series = self.series.entry(key).or_default();
                 series.seen = true;
-                let snap = snapshot(version);
+                let snap = snapshot_after(version, series.ticks.back().map(|(_, s)| s));
                 let new_second = series
                     .seconds
                     .back()
@@ -87,7 +93,14 @@ impl Telemetry {
                     if let Some((at, prev)) = series.seconds.back() {
                         let window = snap.since(prev);
                         let secs = now.duration_since(*at).as_secs_f64().max(0.001);
-                        push_bounded(&mut series.points, point(&window, secs), POINTS_KEPT);
+                        let p = point(&window, secs);
+                        if p.rps == 0.0 && series.points.iter().all(|q| q.rps == 0.0) {
+                            // Five idle minutes draw no line: keep nothing for them (a
+                            // config with 10,000 services is mostly idle versions).
+                            series.points = VecDeque::new();
+                        } else {
+                            push_bounded(&mut series.points, p, POINTS_KEPT);
+                        }
                     }
                     push_bounded(&mut series.seconds, (now, snap.clone()), SECONDS_KEPT);
                 }
@@ -98,10 +111,12 @@ impl Telemetry {
     }
 
     fn get(&self, service: &str, version: &VersionRoute) -> Option<&Series> {
-        self.series
-            .iter()
-            .find(|((s, v, r), _)| &**s == service && *v == version.name && *r == version.release)
-            .map(|(_, s)| s)
+        let key = (
+            Arc::from(service),
+            Arc::clone(&version.name),
+            Arc::clone(&version.release),
+        );
+        self.series.get(&key)
     }
 
     /// The version's traffic within the last second: since the oldest tick snapshot that is

@@ -179,7 +179,7 @@ impl Listener {
     pub async fn bind(name: &str, address: SocketAddr) -> std::io::Result<Listener> {
         Ok(Listener {
             name: name.to_string(),
-            tcp: TcpListener::bind(address).await?,
+            tcp: bind_tcp(address)?,
             stats: Arc::default(),
             tls: None,
             access_log: None,
@@ -305,6 +305,23 @@ impl Listener {
             let _ = edge.tunnels.0.close.send(true);
         }
     }
+}
+
+/// Connections the kernel may hold waiting for `accept` (capped by `net.core.somaxconn`).
+/// tokio's default of 1,024 overflows when thousands of clients connect at once: each
+/// dropped SYN costs that client a one-second retransmit.
+const ACCEPT_BACKLOG: u32 = 65_535;
+
+fn bind_tcp(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does: a restarted proxy may rebind while old connections linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(ACCEPT_BACKLOG)
 }
 
 /// What every connection of a listener is served with.

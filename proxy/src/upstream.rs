@@ -6,7 +6,7 @@
 //! backend closed while idle also hands the request back (hyper's `try_send_request`), and we
 //! quietly use a fresh connection instead — a keep-alive race is never the client's error.
 //!
-//! The pool is a bounded `crossbeam` `ArrayQueue` of idle HTTP/1.1 senders: push and pop are
+//! The pool is a bounded lock-free queue of idle HTTP/1.1 connections ([`IdleQueue`]): push and pop are
 //! lock-free, so requests to the same backend never wait on each other. A connection goes back
 //! into the pool once hyper says it is ready for the next request (its response body fully
 //! read), exactly as hyper-util's pool does.
@@ -20,13 +20,14 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use std::sync::OnceLock;
 
 use arc_swap::ArcSwapOption;
-use crossbeam_queue::ArrayQueue;
+use crossbeam_queue::SegQueue;
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, Scheme};
 use http::{Uri, Version};
@@ -76,14 +77,52 @@ pub(crate) struct RawConn {
     since: Instant,
 }
 
+/// Idle connections, at most `cap`: a lock-free `SegQueue` that allocates as it fills and
+/// frees as it drains, so the many backends of a large config that see little traffic cost
+/// next to nothing (an `ArrayQueue` of 256 slots was ~20 KiB per backend up front).
+struct IdleQueue<T> {
+    queue: SegQueue<T>,
+    len: AtomicUsize,
+    cap: usize,
+}
+
+impl<T> IdleQueue<T> {
+    fn new(cap: usize) -> IdleQueue<T> {
+        IdleQueue {
+            queue: SegQueue::new(),
+            len: AtomicUsize::new(0),
+            cap,
+        }
+    }
+
+    fn pop(&self) -> Option<T> {
+        let item = self.queue.pop()?;
+        self.len.fetch_sub(1, Relaxed);
+        Some(item)
+    }
+
+    /// Keeps `item` unless the queue is full (then it is dropped, closing the connection).
+    fn push(&self, item: T) {
+        if self.len.fetch_add(1, Relaxed) < self.cap {
+            self.queue.push(item);
+        } else {
+            self.len.fetch_sub(1, Relaxed);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len.load(Relaxed)
+    }
+}
+
 /// Keep-alive connections to one backend address.
 pub struct UpstreamPool {
     address: SocketAddr,
     upstream: Upstream,
     /// HTTP/1.1: idle connections of the general (hyper) path…
-    idle: ArrayQueue<IdleConn>,
+    idle: IdleQueue<IdleConn>,
     /// …and of the fast path, which reads and writes the socket itself.
-    raw_idle: ArrayQueue<RawConn>,
+    raw_idle: IdleQueue<RawConn>,
     /// HTTP/2: the shared connection.
     shared: ArcSwapOption<http2::SendRequest<RequestBody>>,
     /// `h2`: the TLS client, built on first use (reads the CA file or the system roots).
@@ -118,8 +157,8 @@ impl UpstreamPool {
         UpstreamPool {
             address,
             upstream,
-            idle: ArrayQueue::new(idle),
-            raw_idle: ArrayQueue::new(idle),
+            idle: IdleQueue::new(idle),
+            raw_idle: IdleQueue::new(idle),
             shared: ArcSwapOption::empty(),
             tls: OnceLock::new(),
         }
@@ -229,9 +268,13 @@ impl UpstreamPool {
 
     /// Fast path: a connection whose last exchange ended cleanly goes back to the pool.
     pub(crate) fn put_raw(&self, mut conn: RawConn) {
+        if conn.buf.capacity() > 8 * 1024 {
+            // After a large body: idle connections keep only a head-sized buffer.
+            conn.buf = bytes::BytesMut::new();
+        }
         conn.buf.clear();
         conn.since = Instant::now();
-        let _ = self.raw_idle.push(conn);
+        self.raw_idle.push(conn);
     }
 
     async fn connect(
@@ -396,7 +439,7 @@ impl UpstreamPool {
         let pool = Arc::clone(self);
         tokio::spawn(async move {
             if sender.ready().await.is_ok() {
-                let _ = pool.idle.push(IdleConn {
+                pool.idle.push(IdleConn {
                     sender,
                     since: Instant::now(),
                 });
