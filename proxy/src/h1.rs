@@ -553,7 +553,8 @@ async fn exchange(
         };
         let (mut up, reused) = match pooled {
             Some(up) => (up, true),
-            None => match pool.connect_raw(timeouts.connect).await {
+            // Boxed, as it is rare (no idle connection): the common future stays small.
+            None => match Box::pin(pool.connect_raw(timeouts.connect)).await {
                 Ok(up) => (up, false),
                 Err(why) => {
                     tracing::debug!(backend = %pool.address(), ?why, "upstream connect failed");

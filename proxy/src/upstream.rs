@@ -181,7 +181,11 @@ impl UpstreamPool {
     ) -> Result<Response<Incoming>, SendError> {
         match self.upstream.protocol {
             UpstreamProtocol::Http1 => self.send_http1(req, timeouts).await,
-            UpstreamProtocol::H2c | UpstreamProtocol::H2 => self.send_h2(req, timeouts).await,
+            // Boxed: the HTTP/2 path (TLS client state, handshake) would otherwise make every
+            // request's future — moved and copied whole by the runtime — several KiB larger.
+            UpstreamProtocol::H2c | UpstreamProtocol::H2 => {
+                Box::pin(self.send_h2(req, timeouts)).await
+            }
         }
     }
 
@@ -194,7 +198,8 @@ impl UpstreamPool {
         loop {
             let (mut sender, reused) = match self.take_idle(timeouts.idle) {
                 Some(s) => (s, true),
-                None => match self.connect(timeouts.connect).await {
+                // Boxed, as it is rare (no idle connection) and large.
+                None => match Box::pin(self.connect(timeouts.connect)).await {
                     Ok(s) => (s, false),
                     Err(failure) => return Err(SendError::NotSent(req, failure)),
                 },
