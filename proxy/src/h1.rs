@@ -55,6 +55,8 @@ const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Read sizes: heads, and body chunks streamed to the client.
 const HEAD_READ: usize = 4 * 1024;
 const BODY_READ: usize = 64 * 1024;
+/// How long a kept-alive connection waits before giving its buffers back.
+const IDLE_BUFFERS: Duration = Duration::from_secs(1);
 
 /// How a connection left the fast path.
 pub(crate) enum Ended {
@@ -153,11 +155,21 @@ pub(crate) async fn serve(
                 }
                 Parsed::Partial => {}
             }
-            if s.buf.is_empty() {
-                // Idle keep-alive connections hold no buffers.
-                s.buf = BytesMut::new();
-                s.request = Vec::new();
-                s.out = Vec::new();
+            if s.buf.is_empty() && s.buf.capacity() > 0 {
+                // A busy connection keeps its buffers from request to request; one idle for a
+                // second gives them back, so idle keep-alive connections hold none.
+                let soon = deadline.min(Instant::now() + IDLE_BUFFERS);
+                tokio::select! {
+                    biased;
+                    _ = &mut stopping => return Ended::Closed,
+                    ready = tokio::time::timeout_at(soon, stream.readable()) => {
+                        if ready.is_err() {
+                            s.buf = BytesMut::new();
+                            s.request = Vec::new();
+                            s.out = Vec::new();
+                        }
+                    }
+                }
             }
             let read = tokio::select! {
                 biased;
@@ -272,6 +284,10 @@ async fn close(mut stream: TcpStream) -> Ended {
 
 /// Reads more bytes into `buf`, growing it a head-read at a time.
 async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    if buf.capacity() == 0 {
+        // An idle connection gave its buffer back: take one only when there is input.
+        stream.readable().await?;
+    }
     if buf.capacity() - buf.len() < 512 {
         buf.reserve(HEAD_READ);
     }

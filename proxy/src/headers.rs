@@ -71,11 +71,25 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// [`strip_hop_by_hop`], for the fast HTTP/1.1 path; `Transfer-Encoding` included, as the
 /// body is re-framed on each hop).
 pub fn is_hop_by_hop(name: &[u8]) -> bool {
-    HOP_BY_HOP
+    HOP_BY_HOP_NAMES
         .iter()
-        .chain(std::iter::once(&header::TRANSFER_ENCODING))
-        .any(|h| h.as_str().as_bytes().eq_ignore_ascii_case(name))
+        .any(|h| h.len() == name.len() && h.eq_ignore_ascii_case(name))
 }
+
+/// [`HOP_BY_HOP`] and `Transfer-Encoding` as bytes: this runs for every header line on the
+/// fast path, where turning each `HeaderName` back into a string was a visible cost.
+static HOP_BY_HOP_NAMES: [&[u8]; HOP_COUNT + 1] = [
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",
+    b"proxy-authenticate",
+    b"proxy-authorization",
+    b"te",
+    b"trailer",
+    b"upgrade",
+    b"http2-settings",
+    b"transfer-encoding",
+];
 
 /// Whether a `Connection` header value lists `name` (so it is hop-by-hop too). `close` and
 /// `keep-alive` are options, not names, and list nothing.
@@ -125,6 +139,17 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn byte_names_are_the_header_names() {
+        let names: Vec<&[u8]> = HOP_BY_HOP
+            .iter()
+            .chain([&header::TRANSFER_ENCODING])
+            .map(|h| h.as_str().as_bytes())
+            .collect();
+        assert_eq!(names, HOP_BY_HOP_NAMES);
+        assert!(is_hop_by_hop(b"Keep-Alive") && !is_hop_by_hop(b"keep-alivex"));
     }
 
     #[test]
