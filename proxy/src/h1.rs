@@ -52,7 +52,9 @@ const MAX_HEADERS: usize = 100;
 const MAX_RESPONSE_HEADERS: usize = 128;
 /// Bytes in an upstream response head.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
-/// Read sizes: heads, and body chunks streamed to the client.
+/// Read sizes: a client's head (most fit in 1 KiB, as nginx's default header buffer assumes;
+/// the buffer doubles as needed), an upstream's head, and body chunks streamed to the client.
+const CLIENT_HEAD_READ: usize = 1024;
 const HEAD_READ: usize = 4 * 1024;
 const BODY_READ: usize = 64 * 1024;
 /// How long a kept-alive connection waits before giving its buffers back.
@@ -288,8 +290,8 @@ async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usi
         // An idle connection gave its buffer back: take one only when there is input.
         stream.readable().await?;
     }
-    if buf.capacity() - buf.len() < 512 {
-        buf.reserve(HEAD_READ);
+    if buf.capacity() - buf.len() < 256 {
+        buf.reserve(CLIENT_HEAD_READ.max(buf.capacity()));
     }
     stream.read_buf(buf).await
 }
