@@ -73,6 +73,16 @@ struct Line {
     backend: Option<SocketAddr>,
 }
 
+/// What a line says about the request itself.
+pub(crate) struct LoggedRequest {
+    pub method: Method,
+    pub uri: Uri,
+    pub protocol: Version,
+    pub host: Option<HeaderValue>,
+    pub referer: Option<HeaderValue>,
+    pub user_agent: Option<HeaderValue>,
+}
+
 /// A line being filled in while its request is served; sent when dropped.
 #[derive(Debug)]
 pub struct Pending {
@@ -91,21 +101,47 @@ impl Pending {
         arrived: Instant,
     ) -> Pending {
         let h = req.headers();
+        let request = LoggedRequest {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            protocol: req.version(),
+            host: h
+                .get(header::HOST)
+                .cloned()
+                .or_else(|| req.uri().authority().and_then(|a| a.as_str().parse().ok())),
+            referer: h.get(header::REFERER).cloned(),
+            user_agent: h.get(header::USER_AGENT).cloned(),
+        };
+        Pending::new(log, client, request, arrived)
+    }
+
+    /// A line for a request described field by field (the fast path's raw head).
+    pub(crate) fn new(
+        log: &Arc<AccessLog>,
+        client: SocketAddr,
+        request: LoggedRequest,
+        arrived: Instant,
+    ) -> Pending {
+        let LoggedRequest {
+            method,
+            uri,
+            protocol,
+            host,
+            referer,
+            user_agent,
+        } = request;
         Pending {
             log: Arc::clone(log),
             arrived,
             line: Line {
                 time: SystemTime::now(),
                 client,
-                method: req.method().clone(),
-                uri: req.uri().clone(),
-                protocol: req.version(),
-                host: h
-                    .get(header::HOST)
-                    .cloned()
-                    .or_else(|| req.uri().authority().and_then(|a| a.as_str().parse().ok())),
-                referer: h.get(header::REFERER).cloned(),
-                user_agent: h.get(header::USER_AGENT).cloned(),
+                method,
+                uri,
+                protocol,
+                host,
+                referer,
+                user_agent,
                 status: 0,
                 bytes: 0,
                 duration: Duration::ZERO,

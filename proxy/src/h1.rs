@@ -33,12 +33,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderName};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Uri, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::access_log::{LoggedRequest, Pending};
 use crate::error::ProxyError;
 use crate::headers::{self, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
 use crate::listener::Rejection;
@@ -198,9 +200,17 @@ pub(crate) async fn serve(
             head: &head,
             headers: &s.headers,
         };
+        let mut log = edge
+            .access_log
+            .as_ref()
+            .map(|log| Pending::new(log, client, logged_request(&view), arrived));
         let Some(service) = pipeline::route_service(&table, &view) else {
             s.buf.advance(head.len);
-            write_error(&mut s.out, &ProxyError::NoRoute, head.close);
+            let bytes = write_error(&mut s.out, &ProxyError::NoRoute, head.close);
+            if let Some(log) = &mut log {
+                log.set(404, None, None, None);
+                log.bytes = bytes;
+            }
             if stream.write_all(&s.out).await.is_err() || head.close {
                 return close(stream).await;
             }
@@ -215,7 +225,11 @@ pub(crate) async fn serve(
         let idempotent = is_idempotent(&s.buf[head.method.clone()]);
         let Some(version) = version else {
             s.buf.advance(head.len);
-            write_error(&mut s.out, &ProxyError::NoRoute, head.close);
+            let bytes = write_error(&mut s.out, &ProxyError::NoRoute, head.close);
+            if let Some(log) = &mut log {
+                log.set(404, None, None, None);
+                log.bytes = bytes;
+            }
             if stream.write_all(&s.out).await.is_err() || head.close {
                 return close(stream).await;
             }
@@ -243,11 +257,25 @@ pub(crate) async fn serve(
             client_close: head.close,
         };
         let sent = send(&mut ctx, asked, &mut s.out).await;
+        if let Some(log) = &mut log {
+            let status = sent
+                .as_ref()
+                .map_or_else(|e| e.status().as_u16(), |(_, r)| r.status);
+            log.set(
+                status,
+                Some(Arc::clone(&ctx.service().name)),
+                Some(Arc::clone(&ctx.version().name)),
+                ctx.backend.map(|b| ctx.version().backends[b].address),
+            );
+        }
         let (mut up, response) = match sent {
             Ok(ok) => ok,
             Err(e) => {
                 pipeline::record_outcome(&ctx, e.status().as_u16(), e.failure());
-                write_error(&mut s.out, &e, head.close);
+                let bytes = write_error(&mut s.out, &e, head.close);
+                if let Some(log) = &mut log {
+                    log.bytes = bytes;
+                }
                 if stream.write_all(&s.out).await.is_err() || head.close {
                     return close(stream).await;
                 }
@@ -263,7 +291,18 @@ pub(crate) async fn serve(
         let pool = &ctx.version().backends[ctx.backend.expect("sent")].pool;
 
         // The body, streamed as the upstream framed it.
-        let streamed = stream_body(&mut up, response.framing, &mut stream, &mut s.out).await;
+        let mut bytes = 0;
+        let streamed = stream_body(
+            &mut up,
+            response.framing,
+            &mut stream,
+            &mut s.out,
+            &mut bytes,
+        )
+        .await;
+        if let Some(log) = &mut log {
+            log.bytes = bytes;
+        }
         match streamed {
             Streamed::Done { reusable } => {
                 if reusable && response.upstream_keep_alive {
@@ -376,6 +415,24 @@ fn parse_request(buf: &[u8], spans: &mut Vec<(Range<usize>, Range<usize>)>) -> P
     Parsed::Head(head)
 }
 
+/// What the access log says about a request, from its raw head.
+fn logged_request(req: &View<'_>) -> LoggedRequest {
+    let buf = req.buf;
+    let value = |name: &HeaderName| {
+        req.header_values(name)
+            .next()
+            .and_then(|v| HeaderValue::from_bytes(v).ok())
+    };
+    LoggedRequest {
+        method: Method::from_bytes(&buf[req.head.method.clone()]).unwrap_or_default(),
+        uri: Uri::try_from(&buf[req.head.target.clone()]).unwrap_or_default(),
+        protocol: Version::HTTP_11,
+        host: HeaderValue::from_bytes(&buf[req.head.host.clone()]).ok(),
+        referer: value(&header::REFERER),
+        user_agent: value(&header::USER_AGENT),
+    }
+}
+
 /// Target bytes this path forwards as they are: RFC 3986 path and query characters (a
 /// subset of what the general path accepts; anything else goes there).
 fn is_plain_target(b: u8) -> bool {
@@ -437,8 +494,9 @@ fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// A proxy-made response (DESIGN §5: the same status and text as the general path).
-fn write_error(out: &mut Vec<u8>, e: &ProxyError, close: bool) {
+/// A proxy-made response (DESIGN §5: the same status and text as the general path); returns
+/// the body's length.
+fn write_error(out: &mut Vec<u8>, e: &ProxyError, close: bool) -> u64 {
     let status = e.status();
     let body = e.body();
     out.clear();
@@ -455,6 +513,7 @@ fn write_error(out: &mut Vec<u8>, e: &ProxyError, close: bool) {
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(&body);
+    body.len() as u64
 }
 
 fn push_status_line(out: &mut Vec<u8>, status: u16, reason: &str) {
@@ -759,16 +818,19 @@ enum Streamed {
 
 /// Streams the response body from the upstream to the client. `out` holds the response head;
 /// the first body bytes join it so a small response is one write.
+/// `sent` counts the body bytes written (for chunked bodies: as framed on the wire).
 async fn stream_body(
     up: &mut RawConn,
     mut framing: Framing,
     client: &mut TcpStream,
     out: &mut Vec<u8>,
+    sent: &mut u64,
 ) -> Streamed {
     let Ok((n, mut done)) = framing.feed(&up.buf) else {
         return Streamed::Broken;
     };
     out.extend_from_slice(&up.buf[..n]);
+    *sent += n as u64;
     let mut reusable = n == up.buf.len();
     up.buf.clear();
     if client.write_all(out).await.is_err() {
@@ -791,6 +853,7 @@ async fn stream_body(
         if client.write_all(&up.buf[..n]).await.is_err() {
             return Streamed::Broken;
         }
+        *sent += n as u64;
         reusable &= n == up.buf.len();
         done = finished;
         up.buf.clear();

@@ -221,8 +221,7 @@ impl Listener {
             tunnels: Tunnels::default(),
             rejections: Rejections::new(&self.name),
         });
-        // The fast path writes no access log lines (yet): with a log, hyper serves everything.
-        let fast = (acceptor.is_none() && edge.access_log.is_none()).then(|| h1::Settings {
+        let fast = acceptor.is_none().then(|| h1::Settings {
             header_read_timeout: limits.header_read_timeout,
             max_head: limits.max_header_bytes.max(8192),
         });
