@@ -623,21 +623,14 @@ async fn exchange(
 ) -> Result<(RawConn, ResponseHead), Attempt> {
     let mut stale_retry = true;
     loop {
-        let pooled = if stale_retry {
-            pool.take_raw(timeouts.idle)
-        } else {
-            None
-        };
-        let (mut up, reused) = match pooled {
-            Some(up) => (up, true),
-            // Boxed, as it is rare (no idle connection): the common future stays small.
-            None => match Box::pin(pool.connect_raw(timeouts.connect)).await {
-                Ok(up) => (up, false),
-                Err(why) => {
-                    tracing::debug!(backend = %pool.address(), ?why, "upstream connect failed");
-                    return Err(Attempt::NotSent);
-                }
-            },
+        let acquired = tokio::time::timeout_at(deadline, pool.acquire_raw(timeouts, !stale_retry));
+        let (mut up, reused) = match acquired.await {
+            Err(_elapsed) => return Err(Attempt::Timeout),
+            Ok(Ok(acquired)) => acquired,
+            Ok(Err(why)) => {
+                tracing::debug!(backend = %pool.address(), ?why, "upstream connect failed");
+                return Err(Attempt::NotSent);
+            }
         };
         let result =
             tokio::time::timeout_at(deadline, write_and_read_head(&mut up, asked, out)).await;

@@ -77,6 +77,22 @@ pub(crate) struct RawConn {
     since: Instant,
 }
 
+/// Connections being opened to one backend at once (fast path). A burst of requests meeting
+/// an empty pool — at start-up, after a spike — would otherwise open a connection each, all at
+/// once, and overflow the backend's accept queue: a dropped SYN costs a second, or the connect
+/// timeout. Beyond this many, requests wait for a connection to come back or a slot to free.
+const MAX_CONNECTING: usize = 32;
+
+/// One of the [`MAX_CONNECTING`] slots, released however the connect ends (or is dropped).
+struct ConnectSlot<'a>(&'a UpstreamPool);
+
+impl Drop for ConnectSlot<'_> {
+    fn drop(&mut self) {
+        self.0.connecting.fetch_sub(1, Relaxed);
+        self.0.returned.notify_one();
+    }
+}
+
 /// Idle connections, at most `cap`: a lock-free `SegQueue` that allocates as it fills and
 /// frees as it drains, so the many backends of a large config that see little traffic cost
 /// next to nothing (an `ArrayQueue` of 256 slots was ~20 KiB per backend up front).
@@ -123,6 +139,9 @@ pub struct UpstreamPool {
     idle: IdleQueue<IdleConn>,
     /// …and of the fast path, which reads and writes the socket itself.
     raw_idle: IdleQueue<RawConn>,
+    /// Fast path: connects under way, and a wake-up when a connection or a slot comes back.
+    connecting: AtomicUsize,
+    returned: tokio::sync::Notify,
     /// HTTP/2: the shared connection.
     shared: ArcSwapOption<http2::SendRequest<RequestBody>>,
     /// `h2`: the TLS client, built on first use (reads the CA file or the system roots).
@@ -159,6 +178,8 @@ impl UpstreamPool {
             upstream,
             idle: IdleQueue::new(idle),
             raw_idle: IdleQueue::new(idle),
+            connecting: AtomicUsize::new(0),
+            returned: tokio::sync::Notify::new(),
             shared: ArcSwapOption::empty(),
             tls: OnceLock::new(),
         }
@@ -262,8 +283,33 @@ impl UpstreamPool {
         None
     }
 
+    /// Fast path: a connection for one exchange, and whether it was pooled — an idle one
+    /// (unless `fresh`), else a new one, else (when [`MAX_CONNECTING`] are already being
+    /// opened to this backend) the next one to come back. The caller bounds the wait.
+    pub(crate) async fn acquire_raw(
+        &self,
+        timeouts: &SendTimeouts,
+        fresh: bool,
+    ) -> Result<(RawConn, bool), ConnectFailure> {
+        loop {
+            if !fresh {
+                if let Some(conn) = self.take_raw(timeouts.idle) {
+                    return Ok((conn, true));
+                }
+            }
+            if self.connecting.fetch_add(1, Relaxed) < MAX_CONNECTING {
+                let _slot = ConnectSlot(self);
+                // Boxed, as it is rare: the common future stays small.
+                let conn = Box::pin(self.connect_raw(timeouts.connect)).await?;
+                return Ok((conn, false));
+            }
+            self.connecting.fetch_sub(1, Relaxed);
+            self.returned.notified().await;
+        }
+    }
+
     /// Fast path: a new connection.
-    pub(crate) async fn connect_raw(&self, timeout: Duration) -> Result<RawConn, ConnectFailure> {
+    async fn connect_raw(&self, timeout: Duration) -> Result<RawConn, ConnectFailure> {
         Ok(RawConn {
             stream: self.connect_tcp(timeout).await?,
             buf: bytes::BytesMut::new(),
@@ -280,6 +326,7 @@ impl UpstreamPool {
         conn.buf.clear();
         conn.since = Instant::now();
         self.raw_idle.push(conn);
+        self.returned.notify_one();
     }
 
     async fn connect(
