@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Why a request's framing was refused.
@@ -367,16 +368,28 @@ fn parse_length(value: &[u8]) -> Option<u64> {
     std::str::from_utf8(value).ok()?.parse().ok()
 }
 
-/// The client connection as hyper sees it: reads pass through the [`Scanner`] first.
+/// The client connection as hyper sees it: reads pass through the [`Scanner`] first, and
+/// bytes the fast path (`h1.rs`) already read come before the socket's.
 pub struct ScanIo<I> {
     inner: I,
     scanner: Option<Scanner>,
+    read_before: Bytes,
 }
 
 impl<I> ScanIo<I> {
     /// `scanner: None` passes bytes through untouched (HTTP/2 by ALPN).
     pub fn new(inner: I, scanner: Option<Scanner>) -> ScanIo<I> {
-        ScanIo { inner, scanner }
+        ScanIo {
+            inner,
+            scanner,
+            read_before: Bytes::new(),
+        }
+    }
+
+    /// Puts back bytes already read from `inner`: they are read (and scanned) first.
+    pub fn with_read_before(mut self, bytes: Bytes) -> ScanIo<I> {
+        self.read_before = bytes;
+        self
     }
 }
 
@@ -388,7 +401,13 @@ impl<I: AsyncRead + Unpin> AsyncRead for ScanIo<I> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
-        let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let poll = if this.read_before.is_empty() {
+            Pin::new(&mut this.inner).poll_read(cx, buf)
+        } else {
+            let n = this.read_before.len().min(buf.remaining());
+            buf.put_slice(&this.read_before.split_to(n));
+            Poll::Ready(Ok(()))
+        };
         if let (Poll::Ready(Ok(())), Some(scanner)) = (&poll, &mut this.scanner) {
             scanner.feed(&buf.filled()[before..]);
             if scanner.state == State::Off {

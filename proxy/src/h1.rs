@@ -27,15 +27,13 @@
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Uri, Version};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -204,26 +202,16 @@ pub(crate) async fn serve(
             .access_log
             .as_ref()
             .map(|log| Pending::new(log, client, logged_request(&view), arrived));
-        let Some(service) = pipeline::route_service(&table, &view) else {
-            s.buf.advance(head.len);
-            let bytes = write_error(&mut s.out, &ProxyError::NoRoute, head.close);
-            if let Some(log) = &mut log {
-                log.set(404, None, None, None);
-                log.bytes = bytes;
-            }
-            if stream.write_all(&s.out).await.is_err() || head.close {
-                return close(stream).await;
-            }
-            continue;
-        };
-        if !table.services[service].upstream_is_http1 {
+        let route = pipeline::route_service(&table, &view);
+        if route.is_some_and(|i| !table.services[i].upstream_is_http1) {
             // HTTP/2 upstreams are hyper's; it re-reads this request from the start.
             return Ended::Fallback(stream, s.buf.freeze());
         }
-        let version = pipeline::choose_version(&table.services[service], &view);
+        let routed =
+            route.and_then(|i| Some((i, pipeline::choose_version(&table.services[i], &view)?)));
         let head_method = &s.buf[head.method.clone()] == b"HEAD";
         let idempotent = is_idempotent(&s.buf[head.method.clone()]);
-        let Some(version) = version else {
+        let Some((service, version)) = routed else {
             s.buf.advance(head.len);
             let bytes = write_error(&mut s.out, &ProxyError::NoRoute, head.close);
             if let Some(log) = &mut log {
@@ -579,12 +567,7 @@ async fn send(
     let table = Arc::clone(&ctx.table);
     let service = &table.services[ctx.service];
     let version = &service.versions[ctx.version];
-    let Some(first) = version.pick_backend(None) else {
-        return Err(ProxyError::NoHealthyBackend(
-            version.no_healthy_body.clone(),
-        ));
-    };
-    ctx.backend = Some(first);
+    ctx.choose_backend()?;
     let deadline = Instant::now() + service.timeouts.request;
     let mut retried = false;
     loop {
@@ -592,20 +575,7 @@ async fn send(
         let attempt = exchange(&backend.pool, asked, &service.timeouts, deadline, out).await;
         match attempt {
             Ok(ok) => return Ok(ok),
-            Err(Attempt::NotSent) => {
-                let next = if retried {
-                    None
-                } else {
-                    version.pick_backend(ctx.backend)
-                };
-                match next {
-                    Some(next) => {
-                        retried = true;
-                        ctx.backend = Some(next);
-                    }
-                    None => return Err(ProxyError::Connect),
-                }
-            }
+            Err(Attempt::NotSent) => ctx.retry_backend(&mut retried)?,
             Err(Attempt::Timeout) => return Err(ProxyError::Timeout),
             Err(Attempt::ClosedEarly | Attempt::Invalid) => return Err(ProxyError::Reset),
         }
@@ -954,66 +924,6 @@ impl Chunked {
             };
         }
         Ok((i, false))
-    }
-}
-
-/// A stream with bytes already read from it put back in front: how a connection the fast
-/// path read from reaches hyper.
-pub(crate) struct Prefixed<I> {
-    prefix: Bytes,
-    inner: I,
-}
-
-impl<I> Prefixed<I> {
-    pub(crate) fn new(prefix: Bytes, inner: I) -> Prefixed<I> {
-        Prefixed { prefix, inner }
-    }
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if !this.prefix.is_empty() {
-            let n = this.prefix.len().min(buf.remaining());
-            buf.put_slice(&this.prefix[..n]);
-            this.prefix.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 

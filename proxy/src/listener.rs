@@ -35,7 +35,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::access_log::AccessLog;
 use crate::framing::{FramingVerdict, ScanIo, Scanner};
-use crate::h1::{self, Prefixed};
+use crate::h1;
 use crate::pipeline::{self, Conn, Edge};
 use crate::tls::CertStore;
 use crate::TableHandle;
@@ -288,7 +288,9 @@ impl Listener {
                                 }
                             };
                         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                        setup.serve(tls, client, slot, watcher, !h2).await;
+                        setup
+                            .serve(tls, Bytes::new(), client, slot, watcher, !h2)
+                            .await;
                     });
                 }
             }
@@ -354,15 +356,16 @@ impl ConnSetup {
                 h1::Ended::Fallback(stream, read) => (stream, read),
             },
         };
-        self.serve(Prefixed::new(read, stream), client, slot, watcher, true)
-            .await;
+        self.serve(stream, read, client, slot, watcher, true).await;
     }
 
-    /// Serves one connection (plain or TLS) to the end. `scan`: read it through the
-    /// smuggling scanner (anything that may speak HTTP/1.x).
+    /// Serves one connection (plain or TLS) to the end. `read_before`: bytes the fast path
+    /// already read from `io`. `scan`: read it through the smuggling scanner (anything that
+    /// may speak HTTP/1.x).
     async fn serve<I>(
         self: Arc<Self>,
         io: I,
+        read_before: Bytes,
         client: SocketAddr,
         slot: Slot,
         watcher: Watcher,
@@ -384,10 +387,10 @@ impl ConnSetup {
             let conn = Arc::clone(&conn);
             async move { Ok::<_, std::convert::Infallible>(pipeline::handle(&conn, req).await) }
         });
-        let served = watcher.watch(
-            self.builder
-                .serve_connection_with_upgrades(TokioIo::new(ScanIo::new(io, scanner)), service),
-        );
+        let served = watcher.watch(self.builder.serve_connection_with_upgrades(
+            TokioIo::new(ScanIo::new(io, scanner).with_read_before(read_before)),
+            service,
+        ));
         if let Err(e) = served.await {
             let reason = e.downcast_ref::<hyper::Error>().and_then(|e| {
                 if e.is_timeout() {

@@ -76,6 +76,32 @@ impl RequestCtx {
     pub(crate) fn version(&self) -> &VersionRoute {
         &self.service().versions[self.version]
     }
+
+    /// Phase 5: a healthy backend of the chosen version (round-robin), or the 503.
+    pub(crate) fn choose_backend(&mut self) -> Result<(), ProxyError> {
+        let version = self.version();
+        match version.pick_backend(None) {
+            Some(b) => {
+                self.backend = Some(b);
+                Ok(())
+            }
+            None => Err(ProxyError::NoHealthyBackend(
+                version.no_healthy_body.clone(),
+            )),
+        }
+    }
+
+    /// The request never reached its backend: another backend of the same version, once per
+    /// request (SPEC §4). Not counted as a request: the client never sees the failed attempt.
+    pub(crate) fn retry_backend(&mut self, retried: &mut bool) -> Result<(), ProxyError> {
+        let next = match *retried {
+            true => None,
+            false => self.version().pick_backend(self.backend),
+        };
+        *retried = true;
+        self.backend = Some(next.ok_or(ProxyError::Connect)?);
+        Ok(())
+    }
 }
 
 /// Handles one request end to end. Never fails: errors become proxy-made responses.
@@ -316,12 +342,7 @@ async fn forward(
     let table = Arc::clone(&ctx.table);
     let service = &table.services[ctx.service];
     let version = &service.versions[ctx.version];
-    let Some(first) = version.pick_backend(None) else {
-        return Err(ProxyError::NoHealthyBackend(
-            version.no_healthy_body.clone(),
-        ));
-    };
-    ctx.backend = Some(first);
+    ctx.choose_backend()?;
     let (upgrade_value, client_upgrade) = match upgrade {
         Some((v, on)) => (Some(v), Some(on)),
         None => (None, None),
@@ -344,20 +365,8 @@ async fn forward(
             }
             Err(SendError::NotSent(back, why)) => {
                 tracing::debug!(backend = %backend.address, ?why, "upstream connect failed");
-                let next = if retried {
-                    None
-                } else {
-                    version.pick_backend(ctx.backend)
-                };
-                match next {
-                    Some(next) => {
-                        // Not counted as a request: the client never sees this attempt.
-                        retried = true;
-                        ctx.backend = Some(next);
-                        req = back;
-                    }
-                    None => return Err(ProxyError::Connect),
-                }
+                ctx.retry_backend(&mut retried)?;
+                req = back;
             }
             Err(SendError::Timeout) => return Err(ProxyError::Timeout),
             Err(SendError::Reset(e)) => {
