@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Instructions per proxied request (valgrind callgrind, whole process, all threads): the
+# measure this repo's optimization log uses, because unlike wall clock it does not depend on
+# what the neighbours on this shared machine are doing. Never run in CI.
+#
+#   benches/instructions.sh [BIN] [h1|h2c]      # default: target/release/switchyard, h1
+#
+# Starts nginx backends (../shared/bench/templates/backends.nginx.conf, 19001/19002), runs BIN
+# under callgrind with a 90/10 split and one worker, sends 2,000 and then 12,000 requests on
+# one connection (h2load: --h1 sequential, or h2c with 10 streams in flight) and prints the
+# difference ÷ 10,000, so start-up and shutdown cancel out. The controller's 250 ms tick runs
+# on its own thread and is counted too (a few hundred instructions per request of noise);
+# runs of one binary vary by about ±1,000. Caveat: callgrind counts a `rep movsb` memcpy
+# per byte, so copy-heavy code looks worse here than it runs.
+# Output files (callgrind_annotate them): $OUT/cg-{2000,12000}.out. PORT (default 29190).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${1:-$ROOT/target/release/switchyard}; MODE=${2:-h1}
+PORT=${PORT:-29190}; ADMIN=$((PORT + 1))
+for tool in valgrind h2load nginx curl; do
+  command -v $tool >/dev/null || { echo "$tool missing" >&2; exit 1; }
+done
+for p in $PORT $ADMIN 19001 19002 19011; do
+  ss -Hltn "sport = :$p" | grep -q . && { echo "port $p is in use; free it or set PORT" >&2; exit 1; }
+done
+OUT=$(mktemp -d /tmp/switchyard-instructions.XXXXXX)
+PIDS=()
+cleanup() { local p; for p in "${PIDS[@]}"; do kill -TERM -- "-$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+sed -e "s|@DIR@|$OUT|g" "$ROOT/../shared/bench/templates/backends.nginx.conf" >"$OUT/backends.conf"
+setsid nginx -p "$OUT" -c "$OUT/backends.conf" -e "$OUT/backends.err" >/dev/null 2>&1 </dev/null &
+PIDS+=($!)
+cat >"$OUT/config.yaml" <<CFG
+listeners: [{ name: public, address: "127.0.0.1:$PORT" }]
+admin: { address: "127.0.0.1:$ADMIN" }
+services:
+  api:
+    versions:
+      blue:  { release: v1, backends: ["127.0.0.1:19001"], weight: 90 }
+      green: { release: v2, backends: ["127.0.0.1:19002"], weight: 10 }
+CFG
+case $MODE in
+  h1) LOAD=(--h1 -c1 -t1); STREAMS="sequential HTTP/1.1";;
+  h2c) LOAD=(-c1 -m10 -t1); STREAMS="h2c, 10 streams in flight";;
+  *) echo "mode must be h1 or h2c" >&2; exit 2;;
+esac
+declare -A TOTAL
+for n in 2000 12000; do
+  RUST_LOG=warn setsid valgrind --tool=callgrind --callgrind-out-file="$OUT/cg-$n.out" \
+    "$BIN" serve --config "$OUT/config.yaml" --workers 1 >"$OUT/proxy-$n.log" 2>&1 </dev/null &
+  pid=$!; PIDS+=($pid)
+  for _ in $(seq 300); do curl -sf -o /dev/null "http://127.0.0.1:$ADMIN/ready" && break; sleep 0.2; done
+  h2load "${LOAD[@]}" -n"$n" "http://127.0.0.1:$PORT/" | grep -E "^requests:"
+  kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+  TOTAL[$n]=$(awk '/^(summary|totals):/ {print $2; exit}' "$OUT/cg-$n.out")
+done
+echo "$(basename "$BIN") $MODE ($STREAMS): $(( (TOTAL[12000] - TOTAL[2000]) / 10000 )) instructions per request  (files: $OUT)"
