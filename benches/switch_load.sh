@@ -40,7 +40,11 @@
 # A-run spread over rounds is the noise yardstick for "no dip beyond noise".
 # --quick = rounds 1, duration 4 s, warm-up 1 s (smoke run, < 1 min; numbers not meaningful;
 # the R run's reloads may then spill past the 4 s). Default run (3 rounds x 10 s): ~3 min plus
-# the build. --only runs one part.
+# the build, up to ~5 min when the quiet gate below has to wait. --only runs one part.
+# API_EVERY (s, default 0.05) and RELOAD_EVERY (s, default 1) set B's change rates; 0 turns
+# that kind of change off (to tell which one costs what).
+# Noise: before each run, wait up to QUIET_WAIT s (default 10) for the box to be idle (below
+# QUIET_MAX %, default 15, of one core), else say so; runs with others > 10% are starred.
 # Env: PROXY_CPU, LOAD_CPU, PORT (proxy listener, default 29500; admin = PORT+1, backends
 # PORT+11 and PORT+12; all on 127.0.0.1), NO_BUILD=1 (skip cargo build), BIN (switchyard
 # binary), CTRL_CPU (diagnostic: after start, move the proxy's controller thread — which
@@ -110,6 +114,18 @@ ticks() {  # ticks PID: "all main" = utime+stime (clock ticks) of the whole proc
 }
 cpu_busy() { awk -v c="cpu$1" '$1==c {t=$2+$3+$4+$5+$6+$7+$8+$9; print t-$5-$6, t}' /proc/stat; }
 HZ=$(getconf CLK_TCK)
+QUIET_MAX=${QUIET_MAX:-15}; QUIET_WAIT=${QUIET_WAIT:-10}
+quiet_gate() {  # before a run: wait (QUIET_WAIT s at most) until the box was idle (< QUIET_MAX % of one
+  # core, all CPUs together) for 1 s; only our idle backends run at that point
+  local a b busy=0
+  for _ in $(seq "$QUIET_WAIT"); do
+    a=$(awk '$1=="cpu" {t=$2+$3+$4+$5+$6+$7+$8+$9; print t-$5-$6, t}' /proc/stat); sleep 1
+    b=$(awk '$1=="cpu" {t=$2+$3+$4+$5+$6+$7+$8+$9; print t-$5-$6, t}' /proc/stat)
+    busy=$(echo "$a $b" | awk -v n="$(nproc)" '{printf "%.0f", ($4>$2) ? n*100*($3-$1)/($4-$2) : 0}')
+    [ "$busy" -lt "$QUIET_MAX" ] && return 0
+  done
+  echo "  (box not quiet: ${busy}% of a core busy before this run after ${QUIET_WAIT}s of waiting)"
+}
 
 # ---- helper (Python): config rendering, drivers, parsing, report ------------------------------
 PY=$OUT/switch_load.py
@@ -197,6 +213,8 @@ def churn(pid, data, duration, interval, reload_every, out):
     steps = [("PUT", W_PATH, {"blue": 90, "green": 10}), ("POST", S_PATH, {"to": "green"}),
              ("PUT", W_PATH, {"blue": 10, "green": 90}), ("POST", S_PATH, {"to": "blue"})]
     before = adm.reload_counts()
+    api = interval > 0
+    interval = interval if api else 0.05  # API_EVERY=0: reloads only
     codes, lat, bad, skipped, hups, alt = collections.Counter(), [], [], 0, 0, 0
     t0 = time.monotonic()
     k, next_reload = 0, reload_every
@@ -213,14 +231,15 @@ def churn(pid, data, duration, interval, reload_every, out):
             os.kill(pid, signal.SIGHUP)
             hups += 1
             next_reload += reload_every
-        method, path, body = steps[k % len(steps)]
-        s = time.monotonic()
-        code, resp = adm.req(method, path, body)
-        lat.append((time.monotonic() - s) * 1000)
-        codes[code] += 1
-        if not 200 <= code < 300 and len(bad) < 10:
-            bad.append({"t": round(s - t0, 3), "call": "%s %s %s" % (method, path, json.dumps(body)),
-                        "code": code, "body": resp.decode(errors="replace")[:300]})
+        if api:
+            method, path, body = steps[k % len(steps)]
+            s = time.monotonic()
+            code, resp = adm.req(method, path, body)
+            lat.append((time.monotonic() - s) * 1000)
+            codes[code] += 1
+            if not 200 <= code < 300 and len(bad) < 10:
+                bad.append({"t": round(s - t0, 3), "call": "%s %s %s" % (method, path, json.dumps(body)),
+                            "code": code, "body": resp.decode(errors="replace")[:300]})
         # No catching up in bursts: a late call moves the schedule to the next free slot.
         nk = int((time.monotonic() - t0) / interval) + 1
         skipped += max(0, nk - (k + 1))
@@ -236,7 +255,7 @@ def churn(pid, data, duration, interval, reload_every, out):
         "reloads_ok": after[0] - before[0] if before and after else None,
         "reloads_err": after[1] - before[1] if before and after else None,
         "last_reload_error": after[2] if after else "status unavailable",
-        "bad": bad,
+        "bad": bad, "driver_cpu_s": round(sum(os.times()[:2]), 2),
     }
     json.dump(res, open(out, "w"), indent=1)
 
@@ -376,16 +395,17 @@ def report(runs_path, cmdline, load0, load1):
             continue
         o.append("\n### " + title + "\n")
         if part == "switch":
-            o.append("| round | run | req/s | p50 ms | p99 ms | p99.9 ms | p99.99 ms | max ms | wrk non-2xx | wrk socket err | proxy non-2xx | proxy CPU %: data path + controller | others on its CPU % | API 2xx / sent | API ms p50 / p99 / max | reloads ok / err | reload ms (log) p50 / max |")
-            o.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+            o.append("| round | run | req/s | p50 ms | p99 ms | p99.9 ms | p99.99 ms | max ms | wrk non-2xx | wrk socket err | proxy non-2xx | proxy CPU %: data path + controller | others on its CPU % | load CPU busy % | API 2xx / sent | API ms p50 / p99 / max | reloads ok / err | reload ms (log) p50 / max |")
+            o.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         else:
-            o.append("| round | run | req/s | p50 ms | p99 ms | p99.9 ms | p99.99 ms | max ms | wrk non-2xx | wrk socket err | proxy non-2xx | proxy CPU %: data path + controller | others on its CPU % | reload ms visible (log) |")
-            o.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+            o.append("| round | run | req/s | p50 ms | p99 ms | p99.9 ms | p99.99 ms | max ms | wrk non-2xx | wrk socket err | proxy non-2xx | proxy CPU %: data path + controller | others on its CPU % | load CPU busy % | reload ms visible (log) |")
+            o.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in rs:
-            row = "| %s | %s | %.0f | %s | %s | %s | %s | %s | %d | %d | %s | %s | %s |" % (
-                r["round"], r["variant"], r["rps"], f(r.get("p50_ms")), f(r.get("p99_ms")), f(r.get("p999_ms")),
+            row = "| %s | %s%s | %.0f | %s | %s | %s | %s | %s | %d | %d | %s | %s | %s | %s |" % (
+                r["round"], r["variant"], "*" if (r.get("other_pct") or 0) > 10 else "", r["rps"], f(r.get("p50_ms")), f(r.get("p99_ms")), f(r.get("p999_ms")),
                 f(r.get("p9999_ms")), f(r.get("max_ms")), r["non2xx"], r["sock_err"], r.get("proxy_non2xx", "-"),
-                "%s + %s" % (f(r.get("main_pct"), 0), f(r.get("side_pct"), 0)), f(r.get("other_pct"), 0))
+                "%s + %s" % (f(r.get("main_pct"), 0), f(r.get("side_pct"), 0)), f(r.get("other_pct"), 0),
+                f(r.get("load_busy_pct"), 0))
             if part == "switch":
                 c = r.get("churn") or {}
                 lr = [x[0] for x in r.get("log_reloads", [])]
@@ -409,6 +429,13 @@ def report(runs_path, cmdline, load0, load1):
         errs = sum(r["non2xx"] + r["sock_err"] for r in rs)
         o.append("\nmedians: %s %.0f req/s, p99 %s ms, max %s ms | %s %.0f req/s, p99 %s ms, max %s ms  " %
                  (a, ra or 0, f(pa), f(xa), b, rb or 0, f(pb), f(xb)))
+        pairs = [(x, y) for x in A for y in B if x["round"] == y["round"]]
+        if pairs:
+            o.append("per round %s/%s: req/s %s; p99 %s  " % (b, a,
+                     ", ".join(f(y["rps"] / x["rps"] if x["rps"] else None, 3) for x, y in pairs),
+                     ", ".join(f(y["p99_ms"] / x["p99_ms"] if x.get("p99_ms") else None, 3) for x, y in pairs)))
+        if any((r.get("other_pct") or 0) > 10 for r in rs):
+            o.append("(* = more than 10% of the proxy's CPU went to other processes during that run: noisy)  ")
         o.append("**%s/%s: req/s %s, p99 %s** (noise: %s-run spread of req/s %s%%, of p99 %s%%, over %d rounds); wrk errors in all runs: %d  " %
                  (b, a, f(rb / ra if ra else None, 3), f(pb / pa if pa else None, 3), a,
                   f(spread([r["rps"] for r in A]), 1), f(spread([r.get("p99_ms") or 0 for r in A]), 1), len(A), errs))
@@ -449,10 +476,10 @@ if __name__ == "__main__":
     elif cmd == "log-reloads":
         print(json.dumps(log_reloads(a[0])))
     elif cmd == "record":
-        # record PART ROUND VARIANT WRKFILE "PROXY% MAIN% BUSY%" LOG [EXTRA_JSON_FILE KEY]...
-        cpu, main, busy = (float(x) for x in a[4].split())
+        # record PART ROUND VARIANT WRKFILE "PROXY% MAIN% BUSY% LOADBUSY%" LOG [EXTRA_JSON_FILE KEY]...
+        cpu, main, busy, lbusy = (float(x) for x in a[4].split())
         r = {"part": a[0], "round": int(a[1]), "variant": a[2], "cpu_pct": cpu, "main_pct": main,
-             "side_pct": round(max(0.0, cpu - main), 1), "busy_pct": busy}
+             "side_pct": round(max(0.0, cpu - main), 1), "busy_pct": busy, "load_busy_pct": lbusy}
         # Others = whatever else ran on PROXY_CPU (the whole proxy is pinned there unless CTRL_CPU
         # moved its controller away).
         r["other_pct"] = round(max(0.0, busy - (main if E.get("CTRL_CPU") else cpu)), 1)
@@ -513,23 +540,24 @@ start_proxy() {  # start_proxy KIND LOGNAME -> $PROXY, $STARTUP_MS
 WRK_HOST=()
 measure() {  # measure PART ROUND VARIANT [DRIVER ARGS...]: warm-up, measured wrk (+ driver), record
   local part=$1 r=$2 v=$3 log=$1-$3-r$2; shift 3
-  local raw=$OUT/wrk-$log.txt drv=$OUT/driver-$log.json t0 t1 s0 s1 l0 l1 cpu dpid=""
+  local raw=$OUT/wrk-$log.txt drv=$OUT/driver-$log.json t0 t1 s0 s1 l0 l1 g0 g1 cpu dpid=""
   taskset -c "$LOAD_CPU" wrk -t1 -c64 -d"${WARM}s" "${WRK_HOST[@]}" "http://$LISTEN/" >/dev/null 2>&1 || true
-  t0=$(ticks "$PROXY"); l0=$(cpu_busy "$PROXY_CPU"); s0=$(date +%s.%N)
+  t0=$(ticks "$PROXY"); l0=$(cpu_busy "$PROXY_CPU"); g0=$(cpu_busy "$LOAD_CPU"); s0=$(date +%s.%N)
   if [ $# -gt 0 ]; then
     taskset -c "$LOAD_CPU" python3 "$PY" "$@" "$drv" >"$OUT/driver-$log.err" 2>&1 & dpid=$!
   fi
   taskset -c "$LOAD_CPU" timeout $((DUR + 30)) wrk -t1 -c64 -d"${DUR}s" --timeout 10s --latency -s "$OUT/stats.lua" \
     "${WRK_HOST[@]}" "http://$LISTEN/" >"$raw" 2>&1 || true
-  t1=$(ticks "$PROXY"); l1=$(cpu_busy "$PROXY_CPU"); s1=$(date +%s.%N)
+  t1=$(ticks "$PROXY"); l1=$(cpu_busy "$PROXY_CPU"); g1=$(cpu_busy "$LOAD_CPU"); s1=$(date +%s.%N)
   if [ -n "$dpid" ]; then
     local n=0; while kill -0 "$dpid" 2>/dev/null && [ $n -lt 300 ]; do sleep 0.1; n=$((n + 1)); done
     kill "$dpid" 2>/dev/null || true; wait "$dpid" 2>/dev/null || true
     [ -s "$OUT/driver-$log.err" ] && { echo "  driver said:"; sed 's/^/    /' "$OUT/driver-$log.err"; }
   fi
-  # -> "proxy% main-thread% CPU-busy%" over the measured run
-  cpu=$(echo "$t0 $t1 $l0 $l1 $s0 $s1" | awk -v hz="$HZ" '{s=$10-$9
-    printf "%.1f %.1f %.1f", 100*($3-$1)/hz/s, 100*($4-$2)/hz/s, ($8>$6) ? 100*($7-$5)/($8-$6) : 0}')
+  # -> "proxy% main-thread% PROXY_CPU-busy% LOAD_CPU-busy%" over the measured run
+  cpu=$(echo "$t0 $t1 $l0 $l1 $s0 $s1 $g0 $g1" | awk -v hz="$HZ" '{s=$10-$9
+    printf "%.1f %.1f %.1f %.1f", 100*($3-$1)/hz/s, 100*($4-$2)/hz/s, ($8>$6) ? 100*($7-$5)/($8-$6) : 0,
+      ($14>$12) ? 100*($13-$11)/($14-$12) : 0}')
   py record "$part" "$r" "$v" "$raw" "$cpu" "$OUT/$log.log" "$drv" "$([ "$part" = switch ] && echo churn || echo reloads)" \
     >>"$OUT/runs.jsonl"
   python3 - "$OUT/runs.jsonl" <<'EOF'
@@ -538,13 +566,13 @@ r = [json.loads(l) for l in open(sys.argv[1])][-1]
 c = r.get("churn") or {}
 rl = r.get("reloads") or []
 extra = ""
-if c: extra = "  api 2xx %s/%s reloads ok %s err %s" % (c["api_2xx"], c["api_calls"], c["reloads_ok"], c["reloads_err"])
+if c: extra = "  api 2xx %s/%s reloads ok %s err %s driver cpu %ss" % (c["api_2xx"], c["api_calls"], c["reloads_ok"], c["reloads_err"], c["driver_cpu_s"])
 if rl: extra = "  reloads visible ms " + ",".join("%.0f" % x["visible_ms"] for x in rl)
 lr = r.get("log_reloads") or []
 if lr: extra += "  log ms max %.0f" % max(x[0] for x in lr)
-print("  %-6s r%-2s %-2s %8.0f req/s  p50 %6.2f  p99 %6.2f  p99.9 %6.2f  max %7.2f ms  errs %d/%d  proxy non-2xx %s  cpu %s+%s%% others %s%%%s" % (
+print("  %-6s r%-2s %-2s %8.0f req/s  p50 %6.2f  p99 %6.2f  p99.9 %6.2f  max %7.2f ms  errs %d/%d  proxy non-2xx %s  cpu %s+%s%% others %s%% load-cpu %s%%%s" % (
     r["part"], r["round"], r["variant"], r["rps"], r.get("p50_ms", -1), r.get("p99_ms", -1), r.get("p999_ms", -1),
-    r.get("max_ms", -1), r["non2xx"], r["sock_err"], r.get("proxy_non2xx"), r["main_pct"], r["side_pct"], r["other_pct"], extra))
+    r.get("max_ms", -1), r["non2xx"], r["sock_err"], r.get("proxy_non2xx"), r["main_pct"], r["side_pct"], r["other_pct"], r["load_busy_pct"], extra))
 EOF
 }
 
@@ -560,9 +588,9 @@ if [ "$ONLY" != big ]; then
   for r in $(seq "$ROUNDS"); do
     if [ $((r % 2)) = 1 ]; then order="A B"; else order="B A"; fi
     for v in $order; do
-      start_proxy small "switch-$v-r$r"
+      quiet_gate; start_proxy small "switch-$v-r$r"
       if [ "$v" = A ]; then measure switch "$r" A
-      else measure switch "$r" B churn "$PROXY" "$DATA" "$DUR" 0.05 1; fi
+      else measure switch "$r" B churn "$PROXY" "$DATA" "$DUR" "${API_EVERY:-0.05}" "${RELOAD_EVERY:-1}"; fi
       stop "$PROXY"
     done
   done
@@ -610,7 +638,7 @@ EOF
   for r in $(seq "$ROUNDS"); do
     if [ $((r % 2)) = 1 ]; then order="N R"; else order="R N"; fi
     for v in $order; do
-      start_proxy big "big-$v-r$r"
+      quiet_gate; start_proxy big "big-$v-r$r"
       if [ "$v" = N ]; then measure big "$r" N
       else measure big "$r" R reloads "$PROXY" "$DATA" "$offs"; fi
       stop "$PROXY"
