@@ -113,6 +113,7 @@ ticks() {  # ticks PID: "all main" = utime+stime (clock ticks) of the whole proc
   m=$(sed 's/.*) //' "/proc/$1/task/$1/stat" 2>/dev/null | awk '{print $12+$13}'); echo "${a:-0} ${m:-0}"
 }
 cpu_busy() { awk -v c="cpu$1" '$1==c {t=$2+$3+$4+$5+$6+$7+$8+$9; print t-$5-$6, t}' /proc/stat; }
+opens() { awk '$1=="Tcp:" { if (!n) { for (i=2; i<=NF; i++) if ($i=="ActiveOpens") c=i; n=1 } else print $c }' /proc/net/snmp; }
 HZ=$(getconf CLK_TCK)
 QUIET_MAX=${QUIET_MAX:-15}; QUIET_WAIT=${QUIET_WAIT:-10}
 quiet_gate() {  # before a run: wait (QUIET_WAIT s at most) until the box was idle (< QUIET_MAX % of one
@@ -395,17 +396,17 @@ def report(runs_path, cmdline, load0, load1):
             continue
         o.append("\n### " + title + "\n")
         if part == "switch":
-            o.append("| round | run | req/s | p50 ms | p99 ms | p99.9 ms | p99.99 ms | max ms | wrk non-2xx | wrk socket err | proxy non-2xx | proxy CPU %: data path + controller | others on its CPU % | load CPU busy % | API 2xx / sent | API ms p50 / p99 / max | reloads ok / err | reload ms (log) p50 / max |")
-            o.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+            o.append("| round | run | req/s | p50 ms | p99 ms | p99.9 ms | p99.99 ms | max ms | wrk non-2xx | wrk socket err | proxy non-2xx | proxy CPU %: data path + controller | others on its CPU % | load CPU busy % | TCP connects | API 2xx / sent | API ms p50 / p99 / max | reloads ok / err | reload ms (log) p50 / max |")
+            o.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         else:
-            o.append("| round | run | req/s | p50 ms | p99 ms | p99.9 ms | p99.99 ms | max ms | wrk non-2xx | wrk socket err | proxy non-2xx | proxy CPU %: data path + controller | others on its CPU % | load CPU busy % | reload ms visible (log) |")
-            o.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+            o.append("| round | run | req/s | p50 ms | p99 ms | p99.9 ms | p99.99 ms | max ms | wrk non-2xx | wrk socket err | proxy non-2xx | proxy CPU %: data path + controller | others on its CPU % | load CPU busy % | TCP connects | reload ms visible (log) |")
+            o.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in rs:
-            row = "| %s | %s%s | %.0f | %s | %s | %s | %s | %s | %d | %d | %s | %s | %s | %s |" % (
+            row = "| %s | %s%s | %.0f | %s | %s | %s | %s | %s | %d | %d | %s | %s | %s | %s | %s |" % (
                 r["round"], r["variant"], "*" if (r.get("other_pct") or 0) > 10 else "", r["rps"], f(r.get("p50_ms")), f(r.get("p99_ms")), f(r.get("p999_ms")),
                 f(r.get("p9999_ms")), f(r.get("max_ms")), r["non2xx"], r["sock_err"], r.get("proxy_non2xx", "-"),
                 "%s + %s" % (f(r.get("main_pct"), 0), f(r.get("side_pct"), 0)), f(r.get("other_pct"), 0),
-                f(r.get("load_busy_pct"), 0))
+                f(r.get("load_busy_pct"), 0), r.get("tcp_opens", "-"))
             if part == "switch":
                 c = r.get("churn") or {}
                 lr = [x[0] for x in r.get("log_reloads", [])]
@@ -477,9 +478,10 @@ if __name__ == "__main__":
         print(json.dumps(log_reloads(a[0])))
     elif cmd == "record":
         # record PART ROUND VARIANT WRKFILE "PROXY% MAIN% BUSY% LOADBUSY%" LOG [EXTRA_JSON_FILE KEY]...
-        cpu, main, busy, lbusy = (float(x) for x in a[4].split())
+        cpu, main, busy, lbusy, opens = (float(x) for x in a[4].split())
         r = {"part": a[0], "round": int(a[1]), "variant": a[2], "cpu_pct": cpu, "main_pct": main,
-             "side_pct": round(max(0.0, cpu - main), 1), "busy_pct": busy, "load_busy_pct": lbusy}
+             "side_pct": round(max(0.0, cpu - main), 1), "busy_pct": busy, "load_busy_pct": lbusy,
+             "tcp_opens": int(opens)}
         # Others = whatever else ran on PROXY_CPU (the whole proxy is pinned there unless CTRL_CPU
         # moved its controller away).
         r["other_pct"] = round(max(0.0, busy - (main if E.get("CTRL_CPU") else cpu)), 1)
@@ -540,15 +542,15 @@ start_proxy() {  # start_proxy KIND LOGNAME -> $PROXY, $STARTUP_MS
 WRK_HOST=()
 measure() {  # measure PART ROUND VARIANT [DRIVER ARGS...]: warm-up, measured wrk (+ driver), record
   local part=$1 r=$2 v=$3 log=$1-$3-r$2; shift 3
-  local raw=$OUT/wrk-$log.txt drv=$OUT/driver-$log.json t0 t1 s0 s1 l0 l1 g0 g1 cpu dpid=""
+  local raw=$OUT/wrk-$log.txt drv=$OUT/driver-$log.json t0 t1 s0 s1 l0 l1 g0 g1 o0 o1 cpu dpid=""
   taskset -c "$LOAD_CPU" wrk -t1 -c64 -d"${WARM}s" "${WRK_HOST[@]}" "http://$LISTEN/" >/dev/null 2>&1 || true
-  t0=$(ticks "$PROXY"); l0=$(cpu_busy "$PROXY_CPU"); g0=$(cpu_busy "$LOAD_CPU"); s0=$(date +%s.%N)
+  t0=$(ticks "$PROXY"); l0=$(cpu_busy "$PROXY_CPU"); g0=$(cpu_busy "$LOAD_CPU"); o0=$(opens); s0=$(date +%s.%N)
   if [ $# -gt 0 ]; then
     taskset -c "$LOAD_CPU" python3 "$PY" "$@" "$drv" >"$OUT/driver-$log.err" 2>&1 & dpid=$!
   fi
   taskset -c "$LOAD_CPU" timeout $((DUR + 30)) wrk -t1 -c64 -d"${DUR}s" --timeout 10s --latency -s "$OUT/stats.lua" \
     "${WRK_HOST[@]}" "http://$LISTEN/" >"$raw" 2>&1 || true
-  t1=$(ticks "$PROXY"); l1=$(cpu_busy "$PROXY_CPU"); g1=$(cpu_busy "$LOAD_CPU"); s1=$(date +%s.%N)
+  t1=$(ticks "$PROXY"); l1=$(cpu_busy "$PROXY_CPU"); g1=$(cpu_busy "$LOAD_CPU"); o1=$(opens); s1=$(date +%s.%N)
   if [ -n "$dpid" ]; then
     local n=0; while kill -0 "$dpid" 2>/dev/null && [ $n -lt 300 ]; do sleep 0.1; n=$((n + 1)); done
     kill "$dpid" 2>/dev/null || true; wait "$dpid" 2>/dev/null || true
@@ -558,7 +560,7 @@ measure() {  # measure PART ROUND VARIANT [DRIVER ARGS...]: warm-up, measured wr
   cpu=$(echo "$t0 $t1 $l0 $l1 $s0 $s1 $g0 $g1" | awk -v hz="$HZ" '{s=$10-$9
     printf "%.1f %.1f %.1f %.1f", 100*($3-$1)/hz/s, 100*($4-$2)/hz/s, ($8>$6) ? 100*($7-$5)/($8-$6) : 0,
       ($14>$12) ? 100*($13-$11)/($14-$12) : 0}')
-  py record "$part" "$r" "$v" "$raw" "$cpu" "$OUT/$log.log" "$drv" "$([ "$part" = switch ] && echo churn || echo reloads)" \
+  py record "$part" "$r" "$v" "$raw" "$cpu $((o1 - o0))" "$OUT/$log.log" "$drv" "$([ "$part" = switch ] && echo churn || echo reloads)" \
     >>"$OUT/runs.jsonl"
   python3 - "$OUT/runs.jsonl" <<'EOF'
 import json, sys
@@ -570,9 +572,9 @@ if c: extra = "  api 2xx %s/%s reloads ok %s err %s driver cpu %ss" % (c["api_2x
 if rl: extra = "  reloads visible ms " + ",".join("%.0f" % x["visible_ms"] for x in rl)
 lr = r.get("log_reloads") or []
 if lr: extra += "  log ms max %.0f" % max(x[0] for x in lr)
-print("  %-6s r%-2s %-2s %8.0f req/s  p50 %6.2f  p99 %6.2f  p99.9 %6.2f  max %7.2f ms  errs %d/%d  proxy non-2xx %s  cpu %s+%s%% others %s%% load-cpu %s%%%s" % (
+print("  %-6s r%-2s %-2s %8.0f req/s  p50 %6.2f  p99 %6.2f  p99.9 %6.2f  max %7.2f ms  errs %d/%d  proxy non-2xx %s  cpu %s+%s%% others %s%% load-cpu %s%% tcp-opens %s%s" % (
     r["part"], r["round"], r["variant"], r["rps"], r.get("p50_ms", -1), r.get("p99_ms", -1), r.get("p999_ms", -1),
-    r.get("max_ms", -1), r["non2xx"], r["sock_err"], r.get("proxy_non2xx"), r["main_pct"], r["side_pct"], r["other_pct"], r["load_busy_pct"], extra))
+    r.get("max_ms", -1), r["non2xx"], r["sock_err"], r.get("proxy_non2xx"), r["main_pct"], r["side_pct"], r["other_pct"], r["load_busy_pct"], r["tcp_opens"], extra))
 EOF
 }
 
@@ -653,6 +655,8 @@ cat <<EOF
 
 # wrk errors = "Non-2xx or 3xx responses" + "Socket errors" (must be 0); proxy non-2xx = the
 # proxy's own switchyard_requests_total with a code other than 2xx over the whole proxy lifetime
-# (warm-up included). p99.9/p99.99/max come from wrk's done() hook (stats.lua).
+# (warm-up included). p99.9/p99.99/max come from wrk's done() hook (stats.lua). TCP connects =
+# the box's TCP ActiveOpens during the measured run (wrk's own 64 at its start + the proxy's new
+# upstream connections + the drivers' admin connections; anything else on the box too).
 # Raw wrk outputs, driver JSON, proxy logs (JSON), configs: $OUT   table: $OUT/table.md
 EOF
