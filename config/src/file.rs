@@ -35,14 +35,9 @@ pub(crate) fn config(d: &mut Decoder, root: &Node) -> Option<Config> {
         check_admin_address(d, &admin, admin_address, listeners, root);
     }
 
-    Some(Config {
-        listeners: listeners?,
-        admin,
-        state_dir,
-        limits,
-        access_log,
-        services,
-    })
+    Some(Config::new(
+        listeners?, admin, state_dir, limits, access_log, services,
+    ))
 }
 
 // ---- listeners --------------------------------------------------------------------------

@@ -20,11 +20,56 @@ pub struct Config {
     pub access_log: Option<AccessLog>,
     /// Services in file order. Names are unique.
     pub services: Vec<Service>,
+    /// Name → position in `services`, built on first use: the control plane looks services
+    /// up by name once per service on every reload, which a scan made quadratic (10,000
+    /// services: seconds).
+    service_index: ServiceIndex,
 }
 
 impl Config {
+    pub fn new(
+        listeners: Vec<Listener>,
+        admin: Admin,
+        state_dir: Option<PathBuf>,
+        limits: Limits,
+        access_log: Option<AccessLog>,
+        services: Vec<Service>,
+    ) -> Config {
+        Config {
+            listeners,
+            admin,
+            state_dir,
+            limits,
+            access_log,
+            services,
+            service_index: ServiceIndex::default(),
+        }
+    }
+
     pub fn service(&self, name: &str) -> Option<&Service> {
-        self.services.iter().find(|s| s.name == name)
+        let index = self.service_index.0.get_or_init(|| {
+            self.services
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.name.clone(), i))
+                .collect()
+        });
+        // `services` is public: an index built before an edit may be stale, so a hit is
+        // checked and a miss falls back to the scan.
+        match index.get(name).and_then(|&i| self.services.get(i)) {
+            Some(s) if s.name == name => Some(s),
+            _ => self.services.iter().find(|s| s.name == name),
+        }
+    }
+}
+
+/// See [`Config::service`]. Not part of what a config means: always equal.
+#[derive(Debug, Clone, Default)]
+struct ServiceIndex(std::sync::OnceLock<std::collections::HashMap<String, usize>>);
+
+impl PartialEq for ServiceIndex {
+    fn eq(&self, _: &ServiceIndex) -> bool {
+        true
     }
 }
 

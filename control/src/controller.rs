@@ -213,6 +213,8 @@ pub struct Controller {
     events: EventLog,
     webhooks: EventWebhooks,
     telemetry: Arc<Mutex<Telemetry>>,
+    /// Replaced tables some request may still hold (see [`Controller::retire`]).
+    retired: Mutex<Vec<Arc<RoutingTable>>>,
     tx: mpsc::Sender<Intent>,
     rx: mpsc::Receiver<Intent>,
 }
@@ -258,6 +260,7 @@ impl Controller {
             events,
             webhooks: EventWebhooks::start(),
             telemetry: Arc::clone(&readers.telemetry),
+            retired: Mutex::default(),
             tx: tx.clone(),
             rx,
         };
@@ -422,7 +425,8 @@ impl Controller {
             };
             changes.push((svc.name.clone(), next, change));
         }
-        self.commit_many(changes)?;
+        // One table compile for the whole reload, at the end (10,000 services: ~90 ms each).
+        self.commit_many(changes, false)?;
         // Rollout counters exist from the start (at 0), so rate() alerts work before the
         // first rollback.
         for svc in config.services.iter().filter(|s| s.rollout.is_some()) {
@@ -456,11 +460,13 @@ impl Controller {
         next: ServiceState,
         change: Option<(Source, String)>,
     ) -> Result<u64, String> {
-        self.commit_many(vec![(service.to_string(), next, change)])?;
+        self.commit_many(vec![(service.to_string(), next, change)], true)?;
         Ok(self.state.services.get(service).map_or(0, |s| s.revision))
     }
 
-    fn commit_many(&mut self, changes: Vec<Change>) -> Result<(), String> {
+    /// `apply`: compile and swap the table now (a caller that commits again, or swaps itself
+    /// at the end, passes `false`).
+    fn commit_many(&mut self, changes: Vec<Change>, apply: bool) -> Result<(), String> {
         let mut previous = Vec::new();
         let mut revisions = Vec::new();
         for (name, mut next, change) in changes {
@@ -502,8 +508,10 @@ impl Controller {
             let h = self.history.entry(r.service.clone()).or_default();
             Arc::make_mut(h).push(r);
         }
-        self.swap_table();
-        self.publish_view();
+        if apply {
+            self.swap_table();
+            self.publish_view();
+        }
         Ok(())
     }
 
@@ -526,9 +534,20 @@ impl Controller {
     }
 
     fn swap_table(&self) {
-        let previous = self.table.load();
+        let previous = self.table.load_full();
         let next = RoutingTable::compile(&self.config, &self.traffic(), Some(&previous));
         self.table.store(Arc::new(next));
+        self.retire(previous);
+    }
+
+    /// Keeps a replaced table until no request holds it, so the last reference — and freeing
+    /// it, ~30 ms for 10,000 services — is the controller's, never a request's on the data
+    /// path. Requests only get tables from the handle, which no longer points here.
+    fn retire(&self, table: Arc<RoutingTable>) {
+        if let Ok(mut retired) = self.retired.lock() {
+            retired.retain(|t| Arc::strong_count(t) > 1);
+            retired.push(table);
+        }
     }
 
     fn publish_view(&self) {
@@ -997,6 +1016,9 @@ impl Controller {
     }
 
     fn tick(&mut self) {
+        if let Ok(mut retired) = self.retired.lock() {
+            retired.retain(|t| Arc::strong_count(t) > 1);
+        }
         let table = self.table.load_full();
         let now = Instant::now();
         if let Ok(mut t) = self.telemetry.lock() {
