@@ -116,11 +116,11 @@ async fn sni_picks_the_certificate_and_alpn_negotiates_h2() {
         "{err}"
     );
 
-    // Only http/1.1 offered → HTTP/1.1.
+    // Only http/1.1 offered → HTTP/1.1 (the fast path, over TLS).
     let (reply, info) = tls_request(
         proxy.listen,
         Some("api.test"),
-        api_only,
+        api_only.clone(),
         get_host("api.test"),
     )
     .await
@@ -128,7 +128,21 @@ async fn sni_picks_the_certificate_and_alpn_negotiates_h2() {
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(info.alpn.as_deref(), Some(&b"http/1.1"[..]));
     assert_eq!(reply.echo().0["http_version"], "HTTP/1.1");
-    assert_eq!(backend.hits(), 3);
+    assert_eq!(
+        reply.echo().header("x-forwarded-proto").as_deref(),
+        Some("https")
+    );
+    // A request with a body takes the general path over TLS too.
+    let post = Request::post("https://api.test/tls")
+        .header("host", "api.test")
+        .body(full("hello"))
+        .unwrap();
+    let (reply, _) = tls_request(proxy.listen, Some("api.test"), api_only, post)
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.echo().0["body_len"], 5);
+    assert_eq!(backend.hits(), 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

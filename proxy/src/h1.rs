@@ -11,7 +11,8 @@
 //! bytes (hop-by-hop headers out, `X-Forwarded-*` in), and streams the response back on the
 //! same task over a pooled upstream socket it owns.
 //!
-//! It takes only what it can do exactly: an HTTP/1.1 request with no body (no
+//! It serves plain-TCP connections and TLS connections that chose HTTP/1.1 (ALPN), and takes
+//! only what it can do exactly: an HTTP/1.1 request with no body (no
 //! `Transfer-Encoding`, `Content-Length` absent or 0), no `Upgrade`/`Expect`, one `Host`, a
 //! plain origin-form target, to a service whose upstream speaks HTTP/1.1. Anything else — a
 //! body, an upgrade, HTTP/1.0, h2c's preface, a head it cannot parse or that is too large —
@@ -33,7 +34,8 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Uri, Version};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::future::Future;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -61,11 +63,31 @@ const BODY_READ: usize = 64 * 1024;
 const IDLE_BUFFERS: Duration = Duration::from_secs(1);
 
 /// How a connection left the fast path.
-pub(crate) enum Ended {
+pub(crate) enum Ended<S> {
     /// Closed: by either side, a timeout, shutdown, or a broken response.
     Closed,
-    /// For the general path: the socket and the bytes already read from it.
-    Fallback(TcpStream, Bytes),
+    /// For the general path: the stream and the bytes already read from it.
+    Fallback(S, Bytes),
+}
+
+/// A client connection the fast path can serve: plain TCP, or TLS (HTTP/1.1 by ALPN).
+pub(crate) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {
+    /// Waits for input without reading, where the socket alone can tell (plain TCP): lets an
+    /// idle connection hold no buffer. `None` for TLS, which may hold decrypted bytes the
+    /// socket no longer shows — it must be read to find out.
+    fn readable(&self) -> Option<impl Future<Output = io::Result<()>> + Send + '_>;
+}
+
+impl ClientStream for TcpStream {
+    fn readable(&self) -> Option<impl Future<Output = io::Result<()>> + Send + '_> {
+        Some(TcpStream::readable(self))
+    }
+}
+
+impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
+    fn readable(&self) -> Option<impl Future<Output = io::Result<()>> + Send + '_> {
+        None::<std::future::Pending<io::Result<()>>>
+    }
 }
 
 /// What every connection of a listener needs to know on this path.
@@ -128,14 +150,14 @@ impl RequestHead for View<'_> {
     }
 }
 
-/// Serves requests on a plain-TCP connection until it closes or must fall back.
-pub(crate) async fn serve(
+/// Serves requests on a client connection until it closes or must fall back.
+pub(crate) async fn serve<S: ClientStream>(
     edge: &Edge,
-    mut stream: TcpStream,
+    mut stream: S,
     client: SocketAddr,
     settings: &Settings,
     mut shutdown: watch::Receiver<bool>,
-) -> Ended {
+) -> Ended<S> {
     let client_ip = client.ip().to_string();
     let mut s = Scratch {
         buf: BytesMut::new(),
@@ -157,14 +179,15 @@ pub(crate) async fn serve(
                 }
                 Parsed::Partial => {}
             }
-            if s.buf.is_empty() && s.buf.capacity() > 0 {
+            let idle = s.buf.is_empty() && s.buf.capacity() > 0;
+            if let Some(readable) = idle.then(|| stream.readable()).flatten() {
                 // A busy connection keeps its buffers from request to request; one idle for a
                 // second gives them back, so idle keep-alive connections hold none.
                 let soon = deadline.min(Instant::now() + IDLE_BUFFERS);
                 tokio::select! {
                     biased;
                     _ = &mut stopping => return Ended::Closed,
-                    ready = tokio::time::timeout_at(soon, stream.readable()) => {
+                    ready = tokio::time::timeout_at(soon, readable) => {
                         if ready.is_err() {
                             s.buf = BytesMut::new();
                             s.request = Vec::new();
@@ -306,16 +329,16 @@ pub(crate) async fn serve(
 }
 
 /// Closes the client connection with a FIN after what was written.
-async fn close(mut stream: TcpStream) -> Ended {
+async fn close<S: ClientStream>(mut stream: S) -> Ended<S> {
     let _ = stream.shutdown().await;
     Ended::Closed
 }
 
 /// Reads more bytes into `buf`, growing it a head-read at a time.
-async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
-    if buf.capacity() == 0 {
+async fn read_more<S: ClientStream>(stream: &mut S, buf: &mut BytesMut) -> io::Result<usize> {
+    if let Some(readable) = (buf.capacity() == 0).then(|| stream.readable()).flatten() {
         // An idle connection gave its buffer back: take one only when there is input.
-        stream.readable().await?;
+        readable.await?;
     }
     if buf.capacity() - buf.len() < 256 {
         buf.reserve(CLIENT_HEAD_READ.max(buf.capacity()));
@@ -785,7 +808,7 @@ enum Streamed {
 async fn stream_body(
     up: &mut RawConn,
     mut framing: Framing,
-    client: &mut TcpStream,
+    client: &mut impl ClientStream,
     out: &mut Vec<u8>,
     sent: &mut u64,
 ) -> Streamed {

@@ -1,7 +1,7 @@
 //! Switchyard's data path: from an accepted connection to an upstream response.
 //!
 //! The request's journey, module by module:
-//! [`listener`] accepts and speaks HTTP/1.1 + h2c (plain HTTP/1.1 requests without a body
+//! [`listener`] accepts and speaks HTTP/1.1 + h2c (HTTP/1.1 requests without a body
 //! take the fast path in `h1`, which runs the same phases on raw bytes) → [`pipeline`] runs the phases over the
 //! current [`table::RoutingTable`]: [`route`] finds the service, [`pick`] the version,
 //! the table's version route the backend, [`headers`] rewrites, [`upstream`] sends over a

@@ -29,7 +29,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use switchyard_config::Limits;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
@@ -221,10 +221,10 @@ impl Listener {
             tunnels: Tunnels::default(),
             rejections: Rejections::new(&self.name),
         });
-        let fast = acceptor.is_none().then(|| h1::Settings {
+        let fast = h1::Settings {
             header_read_timeout: limits.header_read_timeout,
             max_head: limits.max_header_bytes.max(8192),
-        });
+        };
         let setup = Arc::new(ConnSetup {
             builder,
             edge: Arc::clone(&edge),
@@ -262,7 +262,7 @@ impl Listener {
             let watcher = graceful.watcher();
             match &acceptor {
                 None => {
-                    tokio::spawn(setup.serve_plain(
+                    tokio::spawn(setup.serve_http1(
                         stream,
                         client,
                         slot,
@@ -272,6 +272,7 @@ impl Listener {
                 }
                 Some(acceptor) => {
                     let acceptor = acceptor.clone();
+                    let shutdown = shutdown.clone();
                     tokio::spawn(async move {
                         let handshake = acceptor.accept(stream);
                         let tls =
@@ -287,10 +288,15 @@ impl Listener {
                                     return;
                                 }
                             };
-                        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                        setup
-                            .serve(tls, Bytes::new(), client, slot, watcher, !h2)
-                            .await;
+                        if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                            setup
+                                .serve(tls, Bytes::new(), client, slot, watcher, false)
+                                .await;
+                        } else {
+                            setup
+                                .serve_http1(tls, client, slot, watcher, shutdown)
+                                .await;
+                        }
                     });
                 }
             }
@@ -331,32 +337,29 @@ struct ConnSetup {
     edge: Arc<Edge>,
     handshake_timeout: Duration,
     max_head: usize,
-    /// Plain HTTP/1.1 requests without a body are served by [`h1`] first.
-    fast: Option<h1::Settings>,
+    /// HTTP/1.1 requests without a body are served by [`h1`] first.
+    fast: h1::Settings,
 }
 
 impl ConnSetup {
-    /// Serves a plain-TCP connection: on the fast path while its requests allow, then (if
-    /// ever) on hyper with the bytes read so far put back.
-    async fn serve_plain(
+    /// Serves an HTTP/1.x connection (plain TCP, or TLS that chose HTTP/1.1): on the fast path
+    /// while its requests allow, then (if ever) on hyper with the bytes read so far put back.
+    async fn serve_http1<S: h1::ClientStream + 'static>(
         self: Arc<Self>,
-        stream: TcpStream,
+        stream: S,
         client: SocketAddr,
         slot: Slot,
         watcher: Watcher,
         shutdown: watch::Receiver<bool>,
     ) {
-        let (stream, read) = match &self.fast {
-            None => (stream, Bytes::new()),
-            // The watcher stays held meanwhile, so a graceful shutdown waits for this
-            // connection too (the fast path closes it at its next idle moment).
-            Some(settings) => match h1::serve(&self.edge, stream, client, settings, shutdown).await
-            {
-                h1::Ended::Closed => return,
-                h1::Ended::Fallback(stream, read) => (stream, read),
-            },
-        };
-        self.serve(stream, read, client, slot, watcher, true).await;
+        // The watcher stays held meanwhile, so a graceful shutdown waits for this connection
+        // too (the fast path closes it at its next idle moment).
+        match h1::serve(&self.edge, stream, client, &self.fast, shutdown).await {
+            h1::Ended::Closed => {}
+            h1::Ended::Fallback(stream, read) => {
+                self.serve(stream, read, client, slot, watcher, true).await;
+            }
+        }
     }
 
     /// Serves one connection (plain or TLS) to the end. `read_before`: bytes the fast path
