@@ -335,3 +335,21 @@ async fn a_backend_closing_idle_keep_alive_connections_costs_no_request() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_made_answers_say_what_failed_and_when() {
+    let proxy = proxy_to(refusing_addr()).await;
+    let mut stream = TcpStream::connect(proxy.listen).await.unwrap();
+    let mut buf = Vec::new();
+    stream.write_all(&get("/")).await.unwrap();
+    let r = read_response(&mut stream, &mut buf, false).await;
+    assert_eq!(r.status, 502, "{}", r.head);
+    assert!(r.head.contains("\r\ndate: "), "{}", r.head);
+    assert_eq!(r.body, b"upstream connect failed\n");
+    // The connection stays usable after a proxy-made answer.
+    stream.write_all(&get("/")).await.unwrap();
+    assert_eq!(
+        read_response(&mut stream, &mut buf, false).await.status,
+        502
+    );
+}

@@ -516,6 +516,13 @@ fn write_error(out: &mut Vec<u8>, e: &ProxyError, close: bool) -> u64 {
         status.as_u16(),
         status.canonical_reason().unwrap_or(""),
     );
+    // As hyper adds to the general path's responses (RFC 9110 §6.6.1); a rare path, so the
+    // date is formatted here rather than cached.
+    push_header(
+        out,
+        b"date",
+        httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes(),
+    );
     out.extend_from_slice(b"content-type: text/plain; charset=utf-8\r\ncontent-length: ");
     push_decimal(out, body.len() as u64);
     out.extend_from_slice(b"\r\n");
