@@ -51,23 +51,7 @@ if [ -z "${NO_BUILD:-}" ]; then (cd "$ROOT" && cargo build --release --quiet); f
 OUT=$(mktemp -d /tmp/switchyard-memory.XXXXXX); chmod 755 "$OUT"
 export LISTEN=127.0.0.1:$PORT BLUE=127.0.0.1:$BPORT GREEN=127.0.0.1:$GPORT BLUE_WEIGHT=90 GREEN_WEIGHT=10
 export BENCH_DIR=$OUT RUST_LOG=${RUST_LOG:-warn}
-PIDS=()
-start() {  # start LOGNAME CMD... -> $LASTPID (own session, so stop() can kill the group)
-  local log=$1; shift
-  setsid "$@" >>"$OUT/$log.log" 2>&1 </dev/null & LASTPID=$!; PIDS+=("$LASTPID")
-}
-stop() {
-  kill -TERM -- "-$1" 2>/dev/null || true
-  for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL -- "-$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true
-  local keep=() p; for p in "${PIDS[@]}"; do [ "$p" != "$1" ] && keep+=("$p"); done; PIDS=("${keep[@]}")
-}
-cleanup() { local p; for p in "${PIDS[@]}"; do stop "$p"; done; }
-trap cleanup EXIT; trap 'exit 130' INT TERM
-up() {  # up URL PID: wait (10 s at most) until URL answers 2xx; give up early if PID exited
-  for _ in $(seq 100); do curl -sf -o /dev/null --max-time 1 "$1" && return 0; kill -0 "$2" 2>/dev/null || return 1; sleep 0.1; done
-  return 1
-}
+. "$ROOT/benches/procs.sh"
 listening() {  # listening PORT TIMEOUT_S: wait until something listens on 127.0.0.1:PORT
   for _ in $(seq $(($2 * 20))); do ss -Hltn "sport = :$1" | grep -q . && return 0; sleep 0.05; done; return 1
 }
@@ -100,7 +84,7 @@ http {
     server { listen $GREEN; location / { return 200 "green"; } }
 }
 EOF
-start backends nginx -p "$OUT" -c "$OUT/backends.conf" -e "$OUT/backends.err"
+start any backends nginx -p "$OUT" -c "$OUT/backends.conf" -e "$OUT/backends.err"
 for u in "http://$BLUE/" "http://$GREEN/"; do up "$u" "$LASTPID" || { echo "backends did not start: $OUT/backends.err" >&2; exit 1; }; done
 
 HA_STRICT=""; [ "$NOFILE" -lt 20300 ] && HA_STRICT='s|^global$|global\n    no strict-limits|;'
@@ -113,9 +97,9 @@ render() {  # as peers.sh's render(), connection limits raised for $CONNS client
 render nginx.conf >"$OUT/proxy-nginx.conf"; render haproxy.cfg >"$OUT/haproxy.cfg"
 start_proxy() {  # start_proxy NAME -> $PPID_
   case $1 in
-    nginx)      start nginx nginx -p "$OUT" -c "$OUT/proxy-nginx.conf" -e "$OUT/proxy-nginx.err";;
-    haproxy)    start haproxy haproxy -db -f "$OUT/haproxy.cfg";;
-    switchyard) start switchyard "$ROOT/benches/candidate.sh" "$BIN" "$ADMIN";;
+    nginx)      start any nginx nginx -p "$OUT" -c "$OUT/proxy-nginx.conf" -e "$OUT/proxy-nginx.err";;
+    haproxy)    start any haproxy haproxy -db -f "$OUT/haproxy.cfg";;
+    switchyard) start any switchyard "$ROOT/benches/candidate.sh" "$BIN" "$ADMIN";;
     *) echo "unknown proxy $1" >&2; exit 2;;
   esac
   PPID_=$LASTPID
@@ -141,7 +125,7 @@ for p in $PROXIES; do
   curl -s "http://$LISTEN/?[1-100]" >/dev/null   # warm: first requests, upstream pool
   settle "$PPID_" 30; before=$SETTLED; t0=$SECONDS
   rm -f "$OUT/ready-$p"
-  start "client-$p" python3 "$ROOT/benches/idle_conns.py" 127.0.0.1 "$PORT" "$CONNS" "$OUT/ready-$p" 60; cpid=$LASTPID
+  start any "client-$p" python3 "$ROOT/benches/idle_conns.py" 127.0.0.1 "$PORT" "$CONNS" "$OUT/ready-$p" 60; cpid=$LASTPID
   for _ in $(seq 600); do [ -s "$OUT/ready-$p" ] && break; kill -0 "$cpid" 2>/dev/null || break; sleep 0.1; done
   [ -s "$OUT/ready-$p" ] || { echo "client did not finish in 60 s: $OUT/client-$p.log" >&2; exit 1; }
   read -r ok failed <"$OUT/ready-$p"; sleep 1
@@ -172,7 +156,7 @@ backends_yaml() {  # backends_yaml N: one service, one version with N backends (
 measure_cfg() {  # measure_cfg FILE -> $s (start-up s), $r1 (VmRSS KiB 1 s later), $r (settled), $cpu (% idle)
   local t0 t1 c0 c1 pid
   t0=$(date +%s.%N)
-  start cfg "$BIN" serve --config "$1" --workers 1; pid=$LASTPID
+  start any cfg "$BIN" serve --config "$1" --workers 1; pid=$LASTPID
   listening "$PORT" 60 || { echo "switchyard did not start with $1: $OUT/cfg.log" >&2; exit 1; }
   t1=$(date +%s.%N); sleep 1; r1=$(rss "$pid")
   c0=$(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12+$13}')

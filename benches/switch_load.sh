@@ -90,23 +90,7 @@ export NSVC OUT
 CFG=$OUT/cfg/switchyard.yaml   # symlink -> $OUT/cfgdata/live.yaml (see the header)
 DATA=$OUT/cfgdata/live.yaml
 ln -s "$DATA" "$CFG"
-PIDS=()
-start() {  # start CPU LOGNAME CMD... -> $LASTPID (own session, so stop() can kill the group)
-  local cpu=$1 log=$2; shift 2
-  setsid taskset -c "$cpu" "$@" >>"$OUT/$log.log" 2>&1 </dev/null & LASTPID=$!; PIDS+=("$LASTPID")
-}
-stop() {
-  kill -TERM -- "-$1" 2>/dev/null || true
-  for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL -- "-$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true
-  local keep=() p; for p in "${PIDS[@]}"; do [ "$p" != "$1" ] && keep+=("$p"); done; PIDS=("${keep[@]}")
-}
-cleanup() { local p; for p in "${PIDS[@]}"; do stop "$p"; done; }
-trap cleanup EXIT; trap 'exit 130' INT TERM
-up() {  # up URL PID: wait (10 s at most) until URL answers 2xx; give up early if PID exited
-  for _ in $(seq 100); do curl -sf -o /dev/null --max-time 1 "$1" && return 0; kill -0 "$2" 2>/dev/null || return 1; sleep 0.1; done
-  return 1
-}
+. "$ROOT/benches/procs.sh"
 ticks() {  # ticks PID: "all main" = utime+stime (clock ticks) of the whole process (exited threads
   # included) and of its main thread (with --workers 1 the data path runs there)
   local a m; a=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $12+$13}')
