@@ -7,12 +7,8 @@ use http::StatusCode;
 
 async fn start() -> (Backend, Proxy) {
     let backend = Backend::start("blue-1").await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&format!(
+    let proxy = Proxy::start_services(&format!(
         r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
-        admin: {{ address: "127.0.0.1:{admin}" }}
-        services:
           api:
             versions:
               blue: {{ release: v1, backends: ["{addr}"], weight: 100 }}

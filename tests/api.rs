@@ -928,12 +928,8 @@ async fn a_hundred_concurrent_weight_updates_leave_a_hundred_revisions_and_the_l
 async fn weights_and_switch_move_real_traffic() {
     let blue = Backend::start("blue-1").await;
     let green = Backend::start("green-1").await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&format!(
+    let proxy = Proxy::start_services(&format!(
         r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
-        admin: {{ address: "127.0.0.1:{admin}" }}
-        services:
           api:
             versions:
               blue:  {{ release: v1, backends: ["{}"], weight: 100 }}

@@ -143,12 +143,8 @@ async fn version_without_healthy_backend_is_503() {
 async fn proxy_keeps_serving_after_upstream_errors() {
     let dead = refusing_addr();
     let live = Backend::start("green-1").await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&format!(
+    let proxy = Proxy::start_services(&format!(
         r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
-        admin: {{ address: "127.0.0.1:{admin}" }}
-        services:
           broken:
             match: {{ path_prefix: /broken }}
             versions: {{ blue: {{ release: v1, backends: ["{dead}"], weight: 1 }} }}

@@ -8,12 +8,8 @@ use http::StatusCode;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prior_knowledge_h2_client_is_served() {
     let backend = Backend::start("blue-1").await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&format!(
+    let proxy = Proxy::start_services(&format!(
         r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
-        admin: {{ address: "127.0.0.1:{admin}" }}
-        services:
           api:
             match: {{ hosts: ["api.example.com"] }}
             versions:
@@ -42,12 +38,8 @@ async fn prior_knowledge_h2_client_is_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_and_h2c_share_one_port() {
     let backend = Backend::start("blue-1").await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&format!(
+    let proxy = Proxy::start_services(&format!(
         r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
-        admin: {{ address: "127.0.0.1:{admin}" }}
-        services:
           api:
             versions:
               blue: {{ release: v1, backends: ["{addr}"], weight: 100 }}

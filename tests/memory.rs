@@ -75,12 +75,8 @@ async fn send(addr: SocketAddr, n: usize, conns: usize) {
 async fn rss_stays_flat_over_200k_requests_without_scrapes() {
     let blue = plain_backend("blue-1").await;
     let green = plain_backend("green-1").await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&format!(
+    let proxy = Proxy::start_services(&format!(
         r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
-        admin: {{ address: "127.0.0.1:{admin}" }}
-        services:
           api:
             versions:
               blue:  {{ release: v1, backends: ["{blue}"], weight: 90 }}

@@ -136,12 +136,8 @@ async fn every_spec_metric_has_its_labels_after_traffic() {
     let failing = status_backend(StatusCode::INTERNAL_SERVER_ERROR).await;
     let hang_up = hang_up_backend().await;
     let (refused, down) = (refusing_addr(), refusing_addr());
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&format!(
+    let proxy = Proxy::start_services(&format!(
         r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
-        admin: {{ address: "127.0.0.1:{admin}" }}
-        services:
           status:
             match: {{ path_prefix: /status }}
             versions: {{ blue: {{ release: v1, backends: ["{failing}"], weight: 1 }} }}

@@ -154,12 +154,8 @@ fn lookup(values: &[(String, f64)], key: &str) -> f64 {
 async fn prometheus_sees_the_split_and_the_p99() {
     let blue = Backend::start("blue-1").await;
     let green = Backend::start_with_delay("green-1", Duration::from_millis(200)).await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&format!(
+    let proxy = Proxy::start_services(&format!(
         r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
-        admin: {{ address: "127.0.0.1:{admin}" }}
-        services:
           api:
             versions:
               blue:  {{ release: v1, backends: ["{blue}"], weight: 80 }}

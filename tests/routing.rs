@@ -71,12 +71,8 @@ async fn exact_host_beats_wildcard_beats_no_host() {
 async fn host_match_ignores_port_and_case() {
     let exact = Backend::start("exact").await;
     let anyhost = Backend::start("anyhost").await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&format!(
+    let proxy = Proxy::start_services(&format!(
         r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
-        admin: {{ address: "127.0.0.1:{admin}" }}
-        services:
           exact:
             match: {{ hosts: ["api.example.com"] }}
             versions: {{ v: {{ release: r1, backends: ["{exact}"], weight: 1 }} }}
@@ -91,7 +87,12 @@ async fn host_match_ignores_port_and_case() {
 
     // What curl sends to a proxy on a non-default port.
     assert_eq!(
-        served_by(&mut client, &format!("api.example.com:{listen}"), "/").await,
+        served_by(
+            &mut client,
+            &format!("api.example.com:{}", proxy.listen.port()),
+            "/"
+        )
+        .await,
         "exact"
     );
     assert_eq!(
@@ -104,12 +105,8 @@ async fn host_match_ignores_port_and_case() {
 async fn host_specificity_is_decided_before_path_length() {
     let exact = Backend::start("exact").await;
     let anyhost = Backend::start("anyhost").await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&format!(
+    let proxy = Proxy::start_services(&format!(
         r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
-        admin: {{ address: "127.0.0.1:{admin}" }}
-        services:
           anyhost:
             match: {{ path_prefix: /api/v2 }}
             versions: {{ v: {{ release: r1, backends: ["{anyhost}"], weight: 1 }} }}
@@ -138,12 +135,8 @@ async fn longest_path_prefix_wins() {
     let root = Backend::start("root").await;
     let api = Backend::start("api").await;
     let v2 = Backend::start("v2").await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&format!(
+    let proxy = Proxy::start_services(&format!(
         r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
-        admin: {{ address: "127.0.0.1:{admin}" }}
-        services:
           root:
             match: {{ path_prefix: / }}
             versions: {{ v: {{ release: r1, backends: ["{root}"], weight: 1 }} }}
@@ -179,12 +172,8 @@ async fn longest_path_prefix_wins() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn path_and_query_reach_the_backend_unchanged() {
     let api = Backend::start("api").await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&format!(
+    let proxy = Proxy::start_services(&format!(
         r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
-        admin: {{ address: "127.0.0.1:{admin}" }}
-        services:
           api:
             match: {{ path_prefix: /api }}
             versions: {{ v: {{ release: r1, backends: ["{api}"], weight: 1 }} }}
@@ -206,12 +195,8 @@ async fn path_and_query_reach_the_backend_unchanged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unmatched_request_is_404_without_a_default_service() {
     let api = Backend::start("api").await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&format!(
+    let proxy = Proxy::start_services(&format!(
         r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
-        admin: {{ address: "127.0.0.1:{admin}" }}
-        services:
           api:
             match: {{ hosts: ["api.example.com"], path_prefix: /api }}
             versions: {{ v: {{ release: r1, backends: ["{api}"], weight: 1 }} }}
@@ -249,12 +234,8 @@ async fn unmatched_request_is_404_without_a_default_service() {
 async fn service_without_match_is_the_default() {
     let api = Backend::start("api").await;
     let fallback = Backend::start("fallback").await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&format!(
+    let proxy = Proxy::start_services(&format!(
         r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
-        admin: {{ address: "127.0.0.1:{admin}" }}
-        services:
           fallback:
             versions: {{ v: {{ release: r1, backends: ["{fallback}"], weight: 1 }} }}
           api:

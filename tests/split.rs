@@ -8,12 +8,8 @@ use common::*;
 async fn ninety_ten_split_is_within_three_points() {
     let blue = Backend::start("blue-1").await;
     let green = Backend::start("green-1").await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&format!(
+    let proxy = Proxy::start_services(&format!(
         r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
-        admin: {{ address: "127.0.0.1:{admin}" }}
-        services:
           api:
             versions:
               blue:  {{ release: v1, backends: ["{blue}"], weight: 90 }}
@@ -36,12 +32,8 @@ async fn ninety_ten_split_is_within_three_points() {
 async fn zero_hundred_sends_everything_to_one_version() {
     let blue = Backend::start("blue-1").await;
     let green = Backend::start("green-1").await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&format!(
+    let proxy = Proxy::start_services(&format!(
         r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
-        admin: {{ address: "127.0.0.1:{admin}" }}
-        services:
           api:
             versions:
               blue:  {{ release: v1, backends: ["{blue}"], weight: 0 }}
@@ -63,12 +55,8 @@ async fn three_versions_split_fifty_thirty_twenty() {
     let blue = Backend::start("blue-1").await;
     let green = Backend::start("green-1").await;
     let red = Backend::start("red-1").await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&format!(
+    let proxy = Proxy::start_services(&format!(
         r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
-        admin: {{ address: "127.0.0.1:{admin}" }}
-        services:
           api:
             versions:
               blue:  {{ release: v1, backends: ["{blue}"], weight: 50 }}
@@ -92,12 +80,8 @@ async fn three_versions_split_fifty_thirty_twenty() {
 async fn backends_of_one_version_share_its_traffic() {
     let blue1 = Backend::start("blue-1").await;
     let blue2 = Backend::start("blue-2").await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&format!(
+    let proxy = Proxy::start_services(&format!(
         r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
-        admin: {{ address: "127.0.0.1:{admin}" }}
-        services:
           api:
             versions:
               blue: {{ release: v1, backends: ["{b1}", "{b2}"], weight: 100 }}

@@ -110,12 +110,8 @@ async fn growing_the_canary_keeps_its_keys_and_reaches_the_new_share() {
 async fn same_cookie_lands_on_same_version_and_cookies_spread_over_versions() {
     let blue = Backend::start("blue-1").await;
     let green = Backend::start("green-1").await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&format!(
+    let proxy = Proxy::start_services(&format!(
         r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
-        admin: {{ address: "127.0.0.1:{admin}" }}
-        services:
           api:
             versions:
               blue:  {{ release: v1, backends: ["{blue}"], weight: 50 }}

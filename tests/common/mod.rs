@@ -285,6 +285,22 @@ impl Proxy {
         Proxy::start_with_args(yaml, &[]).await
     }
 
+    /// The usual test proxy: a `public` listener and the admin API on free ports, and
+    /// `services` (the YAML under `services:`, indented as you like).
+    pub async fn start_services(services: &str) -> Proxy {
+        let (listen, admin) = (free_port(), free_port());
+        let services: String = dedent(services)
+            .lines()
+            .map(|l| format!("  {l}\n"))
+            .collect();
+        Proxy::start(&format!(
+            "listeners: [{{ name: public, address: \"127.0.0.1:{listen}\" }}]\n\
+             admin: {{ address: \"127.0.0.1:{admin}\" }}\n\
+             services:\n{services}"
+        ))
+        .await
+    }
+
     pub async fn start_with_args(yaml: &str, extra_args: &[&str]) -> Proxy {
         Proxy::start_with_env(yaml, extra_args, &[]).await
     }
