@@ -14,17 +14,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 async fn proxy_to(backend: SocketAddr) -> Proxy {
-    let (listen, admin) = (free_port(), free_port());
-    Proxy::start(&format!(
+    Proxy::start_services(&format!(
         r#"
-        listeners:
-          - {{ name: public, address: "127.0.0.1:{listen}" }}
-        admin:
-          address: "127.0.0.1:{admin}"
-        services:
-          api:
-            versions:
-              blue: {{ release: v1, backends: ["{backend}"], weight: 100 }}
+        api:
+          versions:
+            blue: {{ release: v1, backends: ["{backend}"], weight: 100 }}
         "#
     ))
     .await
