@@ -1,0 +1,130 @@
+//! `switchyard check`: exit 0 with a summary for a valid file; every error with
+//! `file:line:col` and exit 1 otherwise (SPEC §2, §3).
+
+use crate::harness::*;
+
+const VALID: &str = r#"
+    listeners:
+      - name: public
+        address: 127.0.0.1:18080
+    admin:
+      address: 127.0.0.1:19901
+    services:
+      api:
+        match: { hosts: ["api.example.com"], path_prefix: / }
+        versions:
+          blue:  { release: v1.0, backends: ["127.0.0.1:9001", "127.0.0.1:9002"], weight: 90 }
+          green: { release: v2.0, backends: ["127.0.0.1:9003"], weight: "10%" }
+        sticky: { header: x-user-id }
+        overrides:
+          - { header: x-canary, value: always, version: green }
+          - { cookie: canary, value: "1", version: green }
+        timeouts: { connect: 1s, request: 30s, idle: 60s }
+"#;
+
+/// Three independent mistakes, on lines 13, 16 and 19 of the dedented file.
+const THREE_MISTAKES: &str = r#"
+    listeners:
+      - name: public
+        address: 127.0.0.1:18080
+    admin:
+      address: 127.0.0.1:19901
+    services:
+      api:
+        versions:
+          blue:
+            release: v1
+            backends: ["127.0.0.1:9001"]
+            weight: 100
+            colour: blue
+          green:
+            release: v2
+            backends: ["10.0.1.1"]
+            weight: 0
+        overrides:
+          - { header: x-canary, value: always, version: purple }
+"#;
+
+#[tokio::test]
+async fn valid_file_exits_zero_with_a_one_line_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "ok.yaml", VALID);
+
+    let (status, stdout, stderr) = run_cli(&["check", "--config", path.to_str().unwrap()]).await;
+
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "stdout {stdout:?} stderr {stderr:?}"
+    );
+    assert_eq!(
+        stdout.trim().lines().count(),
+        1,
+        "one-line summary, got {stdout:?}"
+    );
+}
+
+#[tokio::test]
+async fn every_mistake_is_reported_with_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "bad.yaml", THREE_MISTAKES);
+    let file = path.to_str().unwrap();
+
+    let (status, stdout, stderr) = run_cli(&["check", "--config", file]).await;
+    let output = format!("{stdout}{stderr}");
+
+    assert_eq!(status.code(), Some(1), "output: {output}");
+    let line_reporting = |line: usize| -> Option<&str> {
+        let prefix = format!("{file}:{line}:");
+        output.lines().find(|l| {
+            l.find(&prefix).is_some_and(|at| {
+                let rest = &l[at + prefix.len()..];
+                let col: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                !col.is_empty() && col != "0" && rest[col.len()..].starts_with(':')
+            })
+        })
+    };
+    let unknown = line_reporting(13).unwrap_or_else(|| {
+        panic!("no `{file}:13:<col>:` error for the unknown field in:\n{output}")
+    });
+    let address = line_reporting(16)
+        .unwrap_or_else(|| panic!("no `{file}:16:<col>:` error for the bad address in:\n{output}"));
+    let version = line_reporting(19).unwrap_or_else(|| {
+        panic!("no `{file}:19:<col>:` error for the unknown version in:\n{output}")
+    });
+    assert!(unknown.contains("colour"), "{unknown}");
+    assert!(
+        address.contains("services.api.versions.green.backends[0]"),
+        "{address}"
+    );
+    assert!(version.contains("purple"), "{version}");
+}
+
+#[tokio::test]
+async fn missing_config_flag_is_a_usage_error() {
+    let (status, stdout, stderr) = run_cli(&["check"]).await;
+
+    assert_eq!(
+        status.code(),
+        Some(2),
+        "stdout {stdout:?} stderr {stderr:?}"
+    );
+}
+
+#[tokio::test]
+async fn serve_refuses_an_invalid_file_with_exit_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "bad.yaml", THREE_MISTAKES);
+
+    let (status, stdout, stderr) = run_cli(&["serve", "--config", path.to_str().unwrap()]).await;
+
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "stdout {stdout:?} stderr {stderr:?}"
+    );
+    assert!(
+        format!("{stdout}{stderr}").contains("purple"),
+        "the errors are printed: {stderr}"
+    );
+}

@@ -1,0 +1,37 @@
+//! Switchyard's black-box tests, in one crate (the shape of linkerd2-proxy's integration
+//! crate): every module drives the real `switchyard` binary over real sockets on 127.0.0.x,
+//! through the shared [`harness`]. One crate means the harness compiles once, not once per
+//! test file.
+//!
+//! Run one area with `cargo test --test it rollout::`, one test by its name as usual.
+
+mod harness;
+
+mod access_log;
+mod admin;
+mod api;
+mod check;
+mod ctl;
+mod dashboard;
+mod demo;
+mod fast_path;
+mod faults;
+mod h2_upstream;
+mod h2c;
+mod headers;
+mod limits;
+mod memory;
+mod metrics;
+mod overrides;
+mod prometheus;
+mod reliability;
+mod reload;
+mod rollout;
+mod routing;
+mod schemathesis;
+mod shutdown;
+mod split;
+mod sticky;
+mod tls;
+mod upstream_faults;
+mod websocket;
