@@ -1,4 +1,5 @@
-//! The request's journey through the proxy, phase by phase, in one place.
+//! The general transport: hyper serves every request the fast path does not (bodies,
+//! upgrades, HTTP/1.0, HTTP/2, h2c), through the same phases ([`crate::phases`]).
 //!
 //! ```text
 //! check_request → route_service → choose_version → take_upgrade → choose_backend
@@ -6,101 +7,85 @@
 //!      → downstream_response (→ tunnel on 101) → record → access log
 //! ```
 //!
-//! Each phase is a small function over the per-request [`RequestCtx`] (Pingora-style), so a
-//! reader can name every step and find it here. Every proxy-made failure is a
-//! [`ProxyError`]; it becomes a response in exactly one place ([`ProxyError::into_response`]).
-//! The whole request works on the one routing table that was current when it arrived.
+//! Every proxy-made failure is a [`ProxyError`]; it becomes a response in exactly one place
+//! ([`ProxyError::into_response`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use http::header::{self, HeaderName, HeaderValue};
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
+use hyper::service::service_fn;
 use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::Watcher;
+use switchyard_config::Limits;
+use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::access_log::{AccessLog, Pending};
+use crate::access_log::Pending;
 use crate::body::{BodyError, RequestBody, ResponseBody};
+use crate::edge::{Conn, Edge, Rejection, Slot};
 use crate::error::ProxyError;
-use crate::framing::FramingVerdict;
+use crate::framing::{FramingVerdict, ScanIo, Scanner};
 use crate::headers;
-use crate::listener::{Rejection, Rejections, Slot, Tunnels};
-use crate::pick::sticky_bucket;
+use crate::phases::{choose_version, record_outcome, route_service, RequestCtx};
 use crate::stats::FailureReason;
-use crate::table::{OverrideRule, RoutingTable, ServiceRoute, StickyKey, VersionRoute};
+use crate::table::ServiceRoute;
 use crate::upstream::SendError;
-use crate::TableHandle;
 
-/// What every connection of one listener shares.
-#[derive(Debug)]
-pub struct Edge {
-    pub table: TableHandle,
-    /// `http` or `https`, for `X-Forwarded-Proto`.
-    pub scheme: &'static str,
-    pub max_request_body: Option<u64>,
-    pub access_log: Option<Arc<AccessLog>>,
-    pub tunnels: Tunnels,
-    pub rejections: Rejections,
-}
-
-/// One client connection; lives as long as the connection (and any tunnel made from it).
-#[derive(Debug)]
-pub struct Conn {
-    pub client: SocketAddr,
-    pub edge: Arc<Edge>,
-    /// The smuggling scanner's findings for HTTP/1.x connections (framing.rs).
-    pub framing: Option<Arc<FramingVerdict>>,
-    /// Released when the connection and its tunnel are gone (connection cap, active gauge).
-    pub(crate) _slot: Slot,
-}
-
-/// What the proxy knows about one request while it is being handled.
-pub struct RequestCtx {
-    pub arrived: Instant,
-    pub client: SocketAddr,
-    /// `http` or `https`, for `X-Forwarded-Proto`.
-    pub scheme: &'static str,
-    pub table: Arc<RoutingTable>,
-    pub service: usize,
-    pub version: usize,
-    pub backend: Option<usize>,
-}
-
-impl RequestCtx {
-    pub(crate) fn service(&self) -> &ServiceRoute {
-        &self.table.services[self.service]
-    }
-
-    pub(crate) fn version(&self) -> &VersionRoute {
-        &self.service().versions[self.version]
-    }
-
-    /// Phase 5: a healthy backend of the chosen version (round-robin), or the 503.
-    pub(crate) fn choose_backend(&mut self) -> Result<(), ProxyError> {
-        let version = self.version();
-        match version.pick_backend(None) {
-            Some(b) => {
-                self.backend = Some(b);
-                Ok(())
+/// Serves one connection (plain or TLS) to the end with hyper. `read_before`: bytes the fast
+/// path already read from `io`. `scan`: read it through the smuggling scanner (anything that
+/// may speak HTTP/1.x).
+pub(crate) async fn serve<I>(
+    edge: Arc<Edge>,
+    io: I,
+    read_before: Bytes,
+    client: SocketAddr,
+    slot: Slot,
+    watcher: Watcher,
+    scan: bool,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let framing = scan.then(|| Arc::new(FramingVerdict::default()));
+    let scanner = framing
+        .as_ref()
+        .map(|v| Scanner::new(edge.max_head, Arc::clone(v)));
+    let conn = Arc::new(Conn {
+        client,
+        edge: Arc::clone(&edge),
+        framing,
+        _slot: slot,
+    });
+    let service = service_fn(move |req| {
+        let conn = Arc::clone(&conn);
+        async move { Ok::<_, std::convert::Infallible>(handle(&conn, req).await) }
+    });
+    let served = watcher.watch(edge.http.serve_connection_with_upgrades(
+        TokioIo::new(ScanIo::new(io, scanner).with_read_before(read_before)),
+        service,
+    ));
+    if let Err(e) = served.await {
+        let reason = e.downcast_ref::<hyper::Error>().and_then(|e| {
+            if e.is_timeout() {
+                Some(Rejection::HeaderTimeout)
+            } else if e.is_parse_too_large() {
+                Some(Rejection::HeaderTooLarge)
+            } else if e.is_parse() {
+                Some(Rejection::BadRequest)
+            } else {
+                None
             }
-            None => Err(ProxyError::NoHealthyBackend(
-                version.no_healthy_body.clone(),
-            )),
+        });
+        if let Some(reason) = reason {
+            edge.rejections.count(reason);
         }
-    }
-
-    /// The request never reached its backend: another backend of the same version, once per
-    /// request (SPEC §4). Not counted as a request: the client never sees the failed attempt.
-    pub(crate) fn retry_backend(&mut self, retried: &mut bool) -> Result<(), ProxyError> {
-        let next = match *retried {
-            true => None,
-            false => self.version().pick_backend(self.backend),
-        };
-        *retried = true;
-        self.backend = Some(next.ok_or(ProxyError::Connect)?);
-        Ok(())
+        tracing::debug!(%client, error = %e, "connection ended with an error");
     }
 }
 
@@ -213,90 +198,6 @@ fn check_request(conn: &Conn, req: &Request<Incoming>) -> Result<(), ProxyError>
         }
     }
     Ok(())
-}
-
-/// What routing reads from a request head. The general path reads hyper's parsed
-/// `Request`; the fast HTTP/1.1 path ([`crate::h1`]) reads the client's bytes in place. Both
-/// route through the same phases below.
-pub trait RequestHead {
-    /// The host the request is for (`:authority`, the absolute URI's host, or `Host`).
-    fn host(&self) -> Option<&str>;
-    fn path(&self) -> &str;
-    /// Every value of header `name`, in order.
-    fn header_values<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a [u8]> + 'a;
-}
-
-impl<B> RequestHead for Request<B> {
-    fn host(&self) -> Option<&str> {
-        self.uri().authority().map(|a| a.as_str()).or_else(|| {
-            self.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-        })
-    }
-
-    fn path(&self) -> &str {
-        self.uri().path()
-    }
-
-    fn header_values<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.headers()
-            .get_all(name)
-            .iter()
-            .map(HeaderValue::as_bytes)
-    }
-}
-
-/// The routing decision alone — phases 2 and 3, `(service, version)` indices into `table` —
-/// for fuzzing and tools; the data path runs the same two phases inside [`handle`].
-pub fn route(table: &RoutingTable, req: &impl RequestHead) -> Option<(usize, usize)> {
-    let service = route_service(table, req)?;
-    let version = choose_version(&table.services[service], req)?;
-    Some((service, version))
-}
-
-/// Phase 2: which service (SPEC §4.1).
-pub(crate) fn route_service(table: &RoutingTable, req: &impl RequestHead) -> Option<usize> {
-    table.matcher.find(req.host(), req.path())
-}
-
-/// Phase 3: which version — override, then sticky key, then weighted random (SPEC §4.2–3).
-pub(crate) fn choose_version(service: &ServiceRoute, req: &impl RequestHead) -> Option<usize> {
-    for rule in service.overrides.iter() {
-        let hit = match rule {
-            OverrideRule::Header { name, value, .. } => {
-                req.header_values(name).any(|v| v == value.as_bytes())
-            }
-            OverrideRule::Cookie { name, value, .. } => cookie(req, name) == Some(&**value),
-        };
-        if hit {
-            return Some(match rule {
-                OverrideRule::Header { version, .. } | OverrideRule::Cookie { version, .. } => {
-                    *version
-                }
-            });
-        }
-    }
-    let key = match &service.sticky {
-        Some(StickyKey::Header(name)) => req.header_values(name).next(),
-        Some(StickyKey::Cookie(name)) => cookie(req, name).map(str::as_bytes),
-        None => None,
-    };
-    match key {
-        Some(key) => service.pick.pick_bucket(sticky_bucket(key)),
-        None => service.pick.pick_random(rand::random()),
-    }
-}
-
-/// Finds a cookie's value without allocating.
-fn cookie<'r>(req: &'r impl RequestHead, name: &str) -> Option<&'r str> {
-    static COOKIE: HeaderName = header::COOKIE;
-    req.header_values(&COOKIE)
-        .filter_map(|v| std::str::from_utf8(v).ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim_matches('"'))
 }
 
 /// Phase 4: an HTTP/1.1 `Upgrade` (WebSocket…) request to an HTTP/1.1 upstream keeps its
@@ -506,17 +407,33 @@ fn record(
     }
 }
 
-/// Phase 8 for either path: the status the client gets and, if failed, why.
-pub(crate) fn record_outcome(ctx: &RequestCtx, status: u16, failure: Option<FailureReason>) {
-    if cfg!(feature = "bench-no-record") {
-        // Benchmarks only: measure the proxy without its recordings.
-        return;
-    }
-    let version = ctx.version();
-    version.stats.record_latency(ctx.arrived.elapsed());
-    let stats = match ctx.backend {
-        Some(b) => &version.backend_stats[b],
-        None => &version.stats.unassigned,
-    };
-    stats.record(status, failure);
+/// hyper's limits, set explicitly rather than left to defaults that may change.
+pub(crate) fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // Runs from the moment the connection waits for a request head, so it bounds both a
+        // slow head (slowloris) and an idle kept-alive connection.
+        .header_read_timeout(limits.header_read_timeout)
+        // hyper answers 431 when a request head does not fit; its minimum buffer is 8 KiB.
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_headers(100)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        // Rapid reset (CVE-2023-44487): at most this many streams reset by the client before
+        // being accepted, and at most this many locally reset for errors, then GOAWAY.
+        .max_pending_accept_reset_streams(64)
+        .max_local_error_reset_streams(256)
+        // CONTINUATION floods: the h2 codec stops decoding a header block at this size (and
+        // bounds the CONTINUATION frames it buffers for it).
+        .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32)
+        .max_send_buf_size(1024 * 1024)
+        // Dead peers: ping an idle connection, drop it if the ping is not answered.
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20));
+    builder
 }

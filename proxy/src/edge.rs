@@ -1,0 +1,179 @@
+//! What the connections of one listener share, and what one connection carries.
+//!
+//! Both transports — the fast HTTP/1.1 path ([`crate::http1`]) and the general hyper path
+//! ([`crate::general`]) — serve a connection with one [`Edge`]: the routing table, the edge
+//! limits, the access log, the rejection counters and the upgraded tunnels to wait for at
+//! shutdown. The listener builds it once; nothing in it changes while it serves.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::TokioExecutor;
+use hyper_util::server::conn::auto;
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit};
+
+use crate::access_log::AccessLog;
+use crate::framing::FramingVerdict;
+use crate::TableHandle;
+
+/// What every connection of one listener shares.
+#[derive(Debug)]
+pub struct Edge {
+    pub table: TableHandle,
+    /// `http` or `https`, for `X-Forwarded-Proto`.
+    pub scheme: &'static str,
+    pub max_request_body: Option<u64>,
+    /// A request head (and a TLS handshake) must arrive within this.
+    pub header_read_timeout: Duration,
+    /// The largest request head read (the fast path's buffer limit, hyper's `max_buf_size`).
+    pub max_head: usize,
+    pub access_log: Option<Arc<AccessLog>>,
+    pub tunnels: Tunnels,
+    pub rejections: Rejections,
+    /// hyper's server settings for the general path (limits set in `general::http_builder`).
+    pub(crate) http: auto::Builder<TokioExecutor>,
+}
+
+/// One client connection; lives as long as the connection (and any tunnel made from it).
+#[derive(Debug)]
+pub struct Conn {
+    pub client: SocketAddr,
+    pub edge: Arc<Edge>,
+    /// The smuggling scanner's findings for HTTP/1.x connections (framing.rs).
+    pub framing: Option<Arc<FramingVerdict>>,
+    /// Released when the connection and its tunnel are gone (connection cap, active gauge).
+    pub(crate) _slot: Slot,
+}
+
+/// Live numbers about one listener, read by the exporter.
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    pub active: AtomicI64,
+    pub accepted: AtomicU64,
+    /// Connections closed at once because `max_connections` was reached.
+    pub refused: AtomicU64,
+}
+
+/// Why the edge refused a connection or a request.
+#[derive(Debug, Clone, Copy)]
+pub enum Rejection {
+    MaxConnections = 0,
+    HeaderTimeout = 1,
+    HeaderTooLarge = 2,
+    BadRequest = 3,
+    BodyTooLarge = 4,
+    TlsHandshake = 5,
+}
+
+const REJECTION_REASONS: [&str; 6] = [
+    "max_connections",
+    "header_timeout",
+    "header_too_large",
+    "bad_request",
+    "body_too_large",
+    "tls_handshake",
+];
+
+/// `switchyard_edge_rejections_total{listener, reason}`, resolved once per listener.
+#[derive(Debug)]
+pub struct Rejections([metrics::Counter; 6]);
+
+impl Rejections {
+    pub(crate) fn new(listener: &str) -> Rejections {
+        Rejections(REJECTION_REASONS.map(|reason| {
+            let c = metrics::counter!(
+                "switchyard_edge_rejections_total",
+                "listener" => listener.to_string(),
+                "reason" => reason
+            );
+            c.absolute(0);
+            c
+        }))
+    }
+
+    pub fn count(&self, why: Rejection) {
+        self.0[why as usize].increment(1);
+    }
+}
+
+/// Upgraded (WebSocket…) tunnels of one listener: counted so shutdown can wait for them, and
+/// told to close when the drain deadline passes.
+#[derive(Debug, Clone)]
+pub struct Tunnels(Arc<TunnelsInner>);
+
+#[derive(Debug)]
+struct TunnelsInner {
+    open: AtomicUsize,
+    all_closed: Notify,
+    close: watch::Sender<bool>,
+}
+
+impl Default for Tunnels {
+    fn default() -> Self {
+        Tunnels(Arc::new(TunnelsInner {
+            open: AtomicUsize::new(0),
+            all_closed: Notify::new(),
+            close: watch::channel(false).0,
+        }))
+    }
+}
+
+/// Held by one tunnel; [`TunnelGuard::wait`] resolves when it must close.
+pub struct TunnelGuard {
+    tunnels: Tunnels,
+    close: watch::Receiver<bool>,
+}
+
+impl Tunnels {
+    pub fn enter(&self) -> TunnelGuard {
+        self.0.open.fetch_add(1, Relaxed);
+        TunnelGuard {
+            tunnels: self.clone(),
+            close: self.0.close.subscribe(),
+        }
+    }
+
+    /// Tells every open tunnel to close (the drain deadline passed).
+    pub(crate) fn close_all(&self) {
+        let _ = self.0.close.send(true);
+    }
+
+    pub(crate) async fn all_closed(&self) {
+        loop {
+            let notified = self.0.all_closed.notified();
+            if self.0.open.load(Relaxed) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl TunnelGuard {
+    pub async fn wait(&mut self) {
+        let _ = self.close.wait_for(|closing| *closing).await;
+    }
+}
+
+impl Drop for TunnelGuard {
+    fn drop(&mut self) {
+        if self.tunnels.0.open.fetch_sub(1, Relaxed) == 1 {
+            self.tunnels.0.all_closed.notify_waiters();
+        }
+    }
+}
+
+/// Frees the connection's slot when the connection (and its tunnel, if any) is gone.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub(crate) _permit: OwnedSemaphorePermit,
+    pub(crate) stats: Arc<ListenerStats>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.stats.active.fetch_sub(1, Relaxed);
+    }
+}

@@ -1,0 +1,470 @@
+//! The fast HTTP/1.1 path: the common request proxied on one task, from bytes to bytes.
+//!
+//! Why: through hyper, a proxied request costs ~42k instructions, and most of them are not
+//! proxying — the request and response cross two tasks and three channels (server connection,
+//! client connection, body), every header is hashed into a `HeaderMap` and serialized back out,
+//! and a task is spawned to return the upstream connection to its pool (docs/PERFORMANCE.md).
+//! nginx and HAProxy do none of that. So, like them (and Pingora), this path parses the
+//! client's head in place with `httparse`, routes it with the very same phases as the general
+//! path ([`phases::route_service`], [`phases::choose_version`], `pick_backend`,
+//! [`phases::record_outcome`]), writes the upstream request head straight from the client's
+//! bytes (hop-by-hop headers out, `X-Forwarded-*` in), and streams the response back on the
+//! same task over a pooled upstream socket it owns.
+//!
+//! It serves plain-TCP connections and TLS connections that chose HTTP/1.1 (ALPN), and takes
+//! only what it can do exactly: an HTTP/1.1 request with no body (no
+//! `Transfer-Encoding`, `Content-Length` absent or 0), no `Upgrade`/`Expect`, one `Host`, a
+//! plain origin-form target, to a service whose upstream speaks HTTP/1.1. Anything else — a
+//! body, an upgrade, HTTP/1.0, h2c's preface, a head it cannot parse or that is too large —
+//! hands the connection to the general path (hyper, with the smuggling scanner) with the bytes
+//! read so far put back in front, at a request boundary, for the rest of the connection's life.
+//! hyper then answers exactly as it always did (400, 431, 413…).
+//!
+//! Responses: 1xx are skipped; the body is framed as the upstream framed it (`Content-Length`
+//! or chunked, passed through verbatim while the chunk framing is checked) or, without either,
+//! read until the upstream closes and sent with `Connection: close`. An upstream that breaks
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::access_log::Pending;
+use crate::edge::{Edge, Rejection};
+use crate::error::ProxyError;
+use crate::phases::{self, RequestCtx};
+use crate::stats::FailureReason;
+use crate::upstream::{RawConn, SendTimeouts, UpstreamPool};
+
+mod chunked;
+mod parse;
+
+use parse::{
+    is_idempotent, logged_request, parse_request, parse_response, write_error, write_upstream_head,
+    Framing, Parsed, ParsedResponse, ResponseHead, View,
+};
+
+/// Bytes in an upstream response head.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Read sizes: a client's head (most fit in 1 KiB, as nginx's default header buffer assumes;
+/// the buffer doubles as needed), an upstream's head, and body chunks streamed to the client.
+const CLIENT_HEAD_READ: usize = 1024;
+const HEAD_READ: usize = 4 * 1024;
+const BODY_READ: usize = 64 * 1024;
+/// How long a kept-alive connection waits before giving its buffers back.
+const IDLE_BUFFERS: Duration = Duration::from_secs(1);
+
+/// How a connection left the fast path.
+pub(crate) enum Ended<S> {
+    /// Closed: by either side, a timeout, shutdown, or a broken response.
+    Closed,
+    /// For the general path: the stream and the bytes already read from it.
+    Fallback(S, Bytes),
+}
+
+/// A client connection the fast path can serve: plain TCP, or TLS (HTTP/1.1 by ALPN).
+pub(crate) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {
+    /// Waits for input without reading, where the socket alone can tell (plain TCP): lets an
+    /// idle connection hold no buffer. `None` for TLS, which may hold decrypted bytes the
+    /// socket no longer shows — it must be read to find out.
+    fn readable(&self) -> Option<impl Future<Output = io::Result<()>> + Send + '_>;
+}
+
+impl ClientStream for TcpStream {
+    fn readable(&self) -> Option<impl Future<Output = io::Result<()>> + Send + '_> {
+        Some(TcpStream::readable(self))
+    }
+}
+
+impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
+    fn readable(&self) -> Option<impl Future<Output = io::Result<()>> + Send + '_> {
+        None::<std::future::Pending<io::Result<()>>>
+    }
+}
+
+/// Per-connection buffers, reused by every request on it.
+struct Scratch {
+    /// Bytes read from the client and not yet consumed.
+    buf: BytesMut,
+    /// `(name, value)` spans of the current head in `buf`.
+    headers: Vec<(Range<usize>, Range<usize>)>,
+    /// The upstream request head (kept until the response head came: a retry resends it).
+    request: Vec<u8>,
+    /// The client's response head and the first body bytes, or a proxy-made response.
+    out: Vec<u8>,
+}
+
+/// Serves requests on a client connection until it closes or must fall back.
+pub(crate) async fn serve<S: ClientStream>(
+    edge: &Edge,
+    mut stream: S,
+    client: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) -> Ended<S> {
+    let client_ip = client.ip().to_string();
+    let mut s = Scratch {
+        buf: BytesMut::new(),
+        headers: Vec::new(),
+        request: Vec::new(),
+        out: Vec::new(),
+    };
+    let stopping = shutdown.changed();
+    tokio::pin!(stopping);
+    loop {
+        // Phase 0: a whole request head (or a reason to leave this path).
+        let deadline = Instant::now() + edge.header_read_timeout;
+        let head = loop {
+            match parse_request(&s.buf, &mut s.headers) {
+                Parsed::Head(head) => break head,
+                Parsed::Fallback => return Ended::Fallback(stream, s.buf.freeze()),
+                Parsed::Partial if s.buf.len() >= edge.max_head => {
+                    return Ended::Fallback(stream, s.buf.freeze());
+                }
+                Parsed::Partial => {}
+            }
+            let idle = s.buf.is_empty() && s.buf.capacity() > 0;
+            if let Some(readable) = idle.then(|| stream.readable()).flatten() {
+                // A busy connection keeps its buffers from request to request; one idle for a
+                // second gives them back, so idle keep-alive connections hold none.
+                let soon = deadline.min(Instant::now() + IDLE_BUFFERS);
+                tokio::select! {
+                    biased;
+                    _ = &mut stopping => return Ended::Closed,
+                    ready = tokio::time::timeout_at(soon, readable) => {
+                        if ready.is_err() {
+                            s.buf = BytesMut::new();
+                            s.request = Vec::new();
+                            s.out = Vec::new();
+                        }
+                    }
+                }
+            }
+            let read = tokio::select! {
+                biased;
+                _ = &mut stopping => return Ended::Closed,
+                read = tokio::time::timeout_at(deadline, read_more(&mut stream, &mut s.buf)) => read,
+            };
+            match read {
+                Ok(Ok(0)) | Ok(Err(_)) => return Ended::Closed,
+                Ok(Ok(_)) => {}
+                Err(_elapsed) => {
+                    if !s.buf.is_empty() {
+                        edge.rejections.count(Rejection::HeaderTimeout);
+                    }
+                    return Ended::Closed;
+                }
+            }
+        };
+
+        // Phases 2–3: route with the general path's phases.
+        let arrived = std::time::Instant::now();
+        let table = edge.table.load_full();
+        let view = View {
+            buf: &s.buf,
+            head: &head,
+            headers: &s.headers,
+        };
+        let mut log = edge
+            .access_log
+            .as_ref()
+            .map(|log| Pending::new(log, client, logged_request(&view), arrived));
+        let route = phases::route_service(&table, &view);
+        if route.is_some_and(|i| !table.services[i].upstream_is_http1) {
+            // HTTP/2 upstreams are hyper's; it re-reads this request from the start.
+            return Ended::Fallback(stream, s.buf.freeze());
+        }
+        let routed =
+            route.and_then(|i| Some((i, phases::choose_version(&table.services[i], &view)?)));
+        let head_method = &s.buf[head.method.clone()] == b"HEAD";
+        let idempotent = is_idempotent(&s.buf[head.method.clone()]);
+        let Some((service, version)) = routed else {
+            s.buf.advance(head.len);
+            let bytes = write_error(&mut s.out, &ProxyError::NoRoute, head.close);
+            if let Some(log) = &mut log {
+                log.set(404, None, None, None);
+                log.bytes = bytes;
+            }
+            if stream.write_all(&s.out).await.is_err() || head.close {
+                return close(stream).await;
+            }
+            continue;
+        };
+        let mut ctx = RequestCtx {
+            arrived,
+            client,
+            scheme: edge.scheme,
+            table,
+            service,
+            version,
+            backend: None,
+        };
+
+        // Phase 6: the upstream request head, straight from the client's bytes.
+        write_upstream_head(&mut s.request, &view, &client_ip, edge.scheme);
+        s.buf.advance(head.len);
+
+        // Phases 5 and 7: a backend, the exchange, the response head (into `out`).
+        let asked = Asked {
+            request: &s.request,
+            head_method,
+            idempotent,
+            client_close: head.close,
+        };
+        let sent = send(&mut ctx, asked, &mut s.out).await;
+        if let Some(log) = &mut log {
+            let status = sent
+                .as_ref()
+                .map_or_else(|e| e.status().as_u16(), |(_, r)| r.status);
+            log.set(
+                status,
+                Some(Arc::clone(&ctx.service().name)),
+                Some(Arc::clone(&ctx.version().name)),
+                ctx.backend.map(|b| ctx.version().backends[b].address),
+            );
+        }
+        let (mut up, response) = match sent {
+            Ok(ok) => ok,
+            Err(e) => {
+                phases::record_outcome(&ctx, e.status().as_u16(), e.failure());
+                let bytes = write_error(&mut s.out, &e, head.close);
+                if let Some(log) = &mut log {
+                    log.bytes = bytes;
+                }
+                if stream.write_all(&s.out).await.is_err() || head.close {
+                    return close(stream).await;
+                }
+                continue;
+            }
+        };
+        let status = response.status;
+        phases::record_outcome(
+            &ctx,
+            status,
+            (status >= 500).then_some(FailureReason::Status),
+        );
+        let pool = &ctx.version().backends[ctx.backend.expect("sent")].pool;
+
+        // The body, streamed as the upstream framed it.
+        let mut bytes = 0;
+        let streamed = stream_body(
+            &mut up,
+            response.framing,
+            &mut stream,
+            &mut s.out,
+            &mut bytes,
+        )
+        .await;
+        if let Some(log) = &mut log {
+            log.bytes = bytes;
+        }
+        match streamed {
+            Streamed::Done { reusable } => {
+                if reusable && response.upstream_keep_alive {
+                    pool.put_raw(up);
+                }
+            }
+            Streamed::Broken => return Ended::Closed,
+        }
+        if head.close || response.close_client {
+            return close(stream).await;
+        }
+    }
+}
+
+/// Closes the client connection with a FIN after what was written.
+async fn close<S: ClientStream>(mut stream: S) -> Ended<S> {
+    let _ = stream.shutdown().await;
+    Ended::Closed
+}
+
+/// Reads more bytes into `buf`, growing it a head-read at a time.
+async fn read_more<S: ClientStream>(stream: &mut S, buf: &mut BytesMut) -> io::Result<usize> {
+    if let Some(readable) = (buf.capacity() == 0).then(|| stream.readable()).flatten() {
+        // An idle connection gave its buffer back: take one only when there is input.
+        readable.await?;
+    }
+    if buf.capacity() - buf.len() < 256 {
+        buf.reserve(CLIENT_HEAD_READ.max(buf.capacity()));
+    }
+    stream.read_buf(buf).await
+}
+
+/// What the client asked the upstream, and how.
+#[derive(Clone, Copy)]
+struct Asked<'a> {
+    request: &'a [u8],
+    head_method: bool,
+    idempotent: bool,
+    client_close: bool,
+}
+
+/// Why an attempt on one upstream connection got no usable response head.
+enum Attempt {
+    /// The request did not reach the backend: another backend may take it.
+    NotSent,
+    /// The connection closed before any response byte (a stale keep-alive connection, or a
+    /// backend that gave up): for a reused connection and an idempotent request, a fresh
+    /// connection may be tried.
+    ClosedEarly,
+    Timeout,
+    Invalid,
+}
+
+/// Phases 5 and 7: pick a backend, send, read the response head; retry once on another
+/// backend when the request never reached the first one (SPEC §4), like the general path.
+async fn send(
+    ctx: &mut RequestCtx,
+    asked: Asked<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(RawConn, ResponseHead), ProxyError> {
+    let table = Arc::clone(&ctx.table);
+    let service = &table.services[ctx.service];
+    let version = &service.versions[ctx.version];
+    ctx.choose_backend()?;
+    let deadline = Instant::now() + service.timeouts.request;
+    let mut retried = false;
+    loop {
+        let backend = &version.backends[ctx.backend.expect("set above")];
+        let attempt = exchange(&backend.pool, asked, &service.timeouts, deadline, out).await;
+        match attempt {
+            Ok(ok) => return Ok(ok),
+            Err(Attempt::NotSent) => ctx.retry_backend(&mut retried)?,
+            Err(Attempt::Timeout) => return Err(ProxyError::Timeout),
+            Err(Attempt::ClosedEarly | Attempt::Invalid) => return Err(ProxyError::Reset),
+        }
+    }
+}
+
+/// One backend: a pooled connection (or a fresh one if the pooled one turns out stale), the
+/// request written, the response head read.
+async fn exchange(
+    pool: &UpstreamPool,
+    asked: Asked<'_>,
+    timeouts: &SendTimeouts,
+    deadline: Instant,
+    out: &mut Vec<u8>,
+) -> Result<(RawConn, ResponseHead), Attempt> {
+    let mut stale_retry = true;
+    loop {
+        let acquired = tokio::time::timeout_at(deadline, pool.acquire_raw(timeouts, !stale_retry));
+        let (mut up, reused) = match acquired.await {
+            Err(_elapsed) => return Err(Attempt::Timeout),
+            Ok(Ok(acquired)) => acquired,
+            Ok(Err(why)) => {
+                tracing::debug!(backend = %pool.address(), ?why, "upstream connect failed");
+                return Err(Attempt::NotSent);
+            }
+        };
+        let result =
+            tokio::time::timeout_at(deadline, write_and_read_head(&mut up, asked, out)).await;
+        match result {
+            Err(_elapsed) => return Err(Attempt::Timeout),
+            Ok(Ok(head)) => return Ok((up, head)),
+            Ok(Err(Attempt::NotSent)) if !reused => return Err(Attempt::NotSent),
+            Ok(Err(Attempt::NotSent | Attempt::ClosedEarly))
+                if reused && stale_retry && asked.idempotent =>
+            {
+                // A keep-alive race: the backend closed the idle connection as we used it.
+                stale_retry = false;
+            }
+            Ok(Err(Attempt::NotSent)) => return Err(Attempt::ClosedEarly),
+            Ok(Err(e)) => return Err(e),
+        }
+    }
+}
+
+async fn write_and_read_head(
+    up: &mut RawConn,
+    asked: Asked<'_>,
+    out: &mut Vec<u8>,
+) -> Result<ResponseHead, Attempt> {
+    up.stream
+        .write_all(asked.request)
+        .await
+        .map_err(|_| Attempt::NotSent)?;
+    let mut any = false;
+    loop {
+        if !up.buf.is_empty() {
+            match parse_response(&up.buf, asked.head_method, asked.client_close, out) {
+                ParsedResponse::Head(len, head) => {
+                    up.buf.advance(len);
+                    return Ok(head);
+                }
+                ParsedResponse::Informational(len) => {
+                    up.buf.advance(len);
+                    continue;
+                }
+                ParsedResponse::Partial if up.buf.len() < MAX_RESPONSE_HEAD => {}
+                ParsedResponse::Partial | ParsedResponse::Invalid => return Err(Attempt::Invalid),
+            }
+        }
+        if up.buf.capacity() - up.buf.len() < 512 {
+            up.buf.reserve(HEAD_READ);
+        }
+        match up.stream.read_buf(&mut up.buf).await {
+            Ok(0) | Err(_) if !any => return Err(Attempt::ClosedEarly),
+            Ok(0) | Err(_) => return Err(Attempt::Invalid),
+            Ok(_) => any = true,
+        }
+    }
+}
+
+enum Streamed {
+    /// The whole body reached the client; `reusable`: the upstream sent nothing after it.
+    Done { reusable: bool },
+    /// Either side broke off mid-body: the client connection must close.
+    Broken,
+}
+
+/// Streams the response body from the upstream to the client. `out` holds the response head;
+/// the first body bytes join it so a small response is one write.
+/// `sent` counts the body bytes written (for chunked bodies: as framed on the wire).
+async fn stream_body(
+    up: &mut RawConn,
+    mut framing: Framing,
+    client: &mut impl ClientStream,
+    out: &mut Vec<u8>,
+    sent: &mut u64,
+) -> Streamed {
+    let Ok((n, mut done)) = framing.feed(&up.buf) else {
+        return Streamed::Broken;
+    };
+    out.extend_from_slice(&up.buf[..n]);
+    *sent += n as u64;
+    let mut reusable = n == up.buf.len();
+    up.buf.clear();
+    if client.write_all(out).await.is_err() {
+        return Streamed::Broken;
+    }
+    while !done {
+        if up.buf.capacity() < BODY_READ {
+            up.buf.reserve(BODY_READ);
+        }
+        match up.stream.read_buf(&mut up.buf).await {
+            Ok(0) if matches!(framing, Framing::UntilClose) => {
+                return Streamed::Done { reusable: false };
+            }
+            Ok(0) | Err(_) => return Streamed::Broken,
+            Ok(_) => {}
+        }
+        let Ok((n, finished)) = framing.feed(&up.buf) else {
+            return Streamed::Broken;
+        };
+        if client.write_all(&up.buf[..n]).await.is_err() {
+            return Streamed::Broken;
+        }
+        *sent += n as u64;
+        reusable &= n == up.buf.len();
+        done = finished;
+        up.buf.clear();
+    }
+    Streamed::Done { reusable }
+}

@@ -1,0 +1,223 @@
+//! HTTP/1.1 to a backend: keep-alive connections for both transports.
+//!
+//! The general path sends through hyper's client connection (`http1::SendRequest`); the
+//! fast path ([`crate::http1`]) reads and writes the socket itself ([`RawConn`]). Each kind
+//! has its own lock-free idle queue. A connection goes back into its queue only after a
+//! complete exchange: for hyper, once it says the connection is ready for the next request
+//! (its response body fully read), exactly as hyper-util's pool does.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::pool::{connect_tcp, ConnectFailure, IdleQueue, SendError, SendTimeouts};
+use crate::body::RequestBody;
+
+/// Idle connections kept per backend; more are closed after use.
+const MAX_IDLE_PER_BACKEND: usize = 256;
+
+/// Connections being opened to one backend at once (fast path). A burst of requests meeting
+/// an empty pool — at start-up, after a spike — would otherwise open a connection each, all at
+/// once, and overflow the backend's accept queue: a dropped SYN costs a second, or the connect
+/// timeout. Beyond this many, requests wait for a connection to come back or a slot to free.
+const MAX_CONNECTING: usize = 32;
+
+struct IdleConn {
+    sender: http1::SendRequest<RequestBody>,
+    since: Instant,
+}
+
+/// An HTTP/1.1 connection the fast path ([`crate::http1`]) drives itself: the socket and the
+/// bytes read from it. Pooled only between complete exchanges.
+#[derive(Debug)]
+pub(crate) struct RawConn {
+    pub stream: TcpStream,
+    pub buf: bytes::BytesMut,
+    since: Instant,
+}
+
+/// The HTTP/1.1 connections to one backend.
+pub(super) struct Http1Conns {
+    address: SocketAddr,
+    /// Idle connections of the general (hyper) path…
+    idle: IdleQueue<IdleConn>,
+    /// …and of the fast path, which reads and writes the socket itself.
+    raw_idle: IdleQueue<RawConn>,
+    /// Fast path: connects under way, and a wake-up when a connection or a slot comes back.
+    connecting: AtomicUsize,
+    returned: tokio::sync::Notify,
+}
+
+/// One of the [`MAX_CONNECTING`] slots, released however the connect ends (or is dropped).
+struct ConnectSlot<'a>(&'a Http1Conns);
+
+impl Drop for ConnectSlot<'_> {
+    fn drop(&mut self) {
+        self.0.connecting.fetch_sub(1, Relaxed);
+        self.0.returned.notify_one();
+    }
+}
+
+impl Http1Conns {
+    pub(super) fn new(address: SocketAddr, idle: usize) -> Http1Conns {
+        let idle = idle.min(MAX_IDLE_PER_BACKEND);
+        Http1Conns {
+            address,
+            idle: IdleQueue::new(idle),
+            raw_idle: IdleQueue::new(idle),
+            connecting: AtomicUsize::new(0),
+            returned: tokio::sync::Notify::new(),
+        }
+    }
+
+    pub(super) fn idle_len(&self) -> usize {
+        self.idle.len()
+    }
+
+    /// General path: sends `req` over a pooled (or new) connection, waits for the head.
+    pub(super) async fn send(
+        self: &Arc<Self>,
+        mut req: Request<RequestBody>,
+        timeouts: SendTimeouts,
+    ) -> Result<Response<Incoming>, SendError> {
+        let deadline = tokio::time::Instant::now() + timeouts.request;
+        loop {
+            let (mut sender, reused) = match self.take_idle(timeouts.idle) {
+                Some(s) => (s, true),
+                // Boxed, as it is rare (no idle connection) and large.
+                None => match Box::pin(self.connect(timeouts.connect)).await {
+                    Ok(s) => (s, false),
+                    Err(failure) => return Err(SendError::NotSent(req, failure)),
+                },
+            };
+            let sent = tokio::time::timeout_at(deadline, sender.try_send_request(req)).await;
+            match sent {
+                Err(_elapsed) => return Err(SendError::Timeout),
+                Ok(Ok(response)) => {
+                    self.return_when_ready(sender);
+                    return Ok(response);
+                }
+                Ok(Err(mut e)) => match e.take_message() {
+                    // A pooled connection died while idle: the request was not sent, so a
+                    // fresh connection is safe. A fresh one failing like this is final.
+                    Some(back) if reused => req = back,
+                    Some(back) => {
+                        let err = io::Error::new(io::ErrorKind::ConnectionReset, e.into_error());
+                        return Err(SendError::NotSent(back, ConnectFailure::Refused(err)));
+                    }
+                    None => return Err(SendError::Reset(e.into_error())),
+                },
+            }
+        }
+    }
+
+    fn take_idle(&self, max_idle: Duration) -> Option<http1::SendRequest<RequestBody>> {
+        while let Some(conn) = self.idle.pop() {
+            if conn.sender.is_ready() && conn.since.elapsed() < max_idle {
+                return Some(conn.sender);
+            }
+            // Closed by the backend, or idle too long: dropping the sender closes it.
+        }
+        None
+    }
+
+    async fn connect(
+        &self,
+        timeout: Duration,
+    ) -> Result<http1::SendRequest<RequestBody>, ConnectFailure> {
+        let stream = connect_tcp(self.address, timeout).await?;
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ConnectFailure::Refused(io::Error::other(e)))?;
+        tokio::spawn(async move {
+            // Ends when the backend closes or the last sender is dropped; an upgraded (101)
+            // connection is handed to the tunnel instead.
+            let _ = conn.with_upgrades().await;
+        });
+        Ok(sender)
+    }
+
+    /// Puts the connection back once its response has been read to the end.
+    fn return_when_ready(self: &Arc<Self>, mut sender: http1::SendRequest<RequestBody>) {
+        let conns = Arc::clone(self);
+        tokio::spawn(async move {
+            if sender.ready().await.is_ok() {
+                conns.idle.push(IdleConn {
+                    sender,
+                    since: Instant::now(),
+                });
+            }
+        });
+    }
+
+    /// Fast path: an idle connection that is still open, or `None`.
+    fn take_raw(&self, max_idle: Duration) -> Option<RawConn> {
+        while let Some(conn) = self.raw_idle.pop() {
+            if conn.since.elapsed() >= max_idle {
+                continue;
+            }
+            // A backend that closed the idle connection made it readable (EOF); tokio knows
+            // from its last epoll round, so this costs no system call on a live connection.
+            match conn.stream.try_read(&mut [0u8; 1]) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(conn),
+                _ => continue,
+            }
+        }
+        None
+    }
+
+    /// Fast path: a connection for one exchange, and whether it was pooled — an idle one
+    /// (unless `fresh`), else a new one, else (when [`MAX_CONNECTING`] are already being
+    /// opened to this backend) the next one to come back. The caller bounds the wait.
+    pub(super) async fn acquire_raw(
+        &self,
+        timeouts: &SendTimeouts,
+        fresh: bool,
+    ) -> Result<(RawConn, bool), ConnectFailure> {
+        loop {
+            if !fresh {
+                if let Some(conn) = self.take_raw(timeouts.idle) {
+                    return Ok((conn, true));
+                }
+            }
+            if self.connecting.fetch_add(1, Relaxed) < MAX_CONNECTING {
+                let _slot = ConnectSlot(self);
+                // Boxed, as it is rare: the common future stays small.
+                let conn = Box::pin(self.connect_raw(timeouts.connect)).await?;
+                return Ok((conn, false));
+            }
+            self.connecting.fetch_sub(1, Relaxed);
+            self.returned.notified().await;
+        }
+    }
+
+    /// Fast path: a new connection.
+    async fn connect_raw(&self, timeout: Duration) -> Result<RawConn, ConnectFailure> {
+        Ok(RawConn {
+            stream: connect_tcp(self.address, timeout).await?,
+            buf: bytes::BytesMut::new(),
+            since: Instant::now(),
+        })
+    }
+
+    /// Fast path: a connection whose last exchange ended cleanly goes back to the pool.
+    pub(super) fn put_raw(&self, mut conn: RawConn) {
+        if conn.buf.capacity() > 8 * 1024 {
+            // After a large body: idle connections keep only a head-sized buffer.
+            conn.buf = bytes::BytesMut::new();
+        }
+        conn.buf.clear();
+        conn.since = Instant::now();
+        self.raw_idle.push(conn);
+        self.returned.notify_one();
+    }
+}
