@@ -1,21 +1,19 @@
-//! The general transport: hyper serves every request the fast path does not (bodies,
-//! upgrades, HTTP/1.0, HTTP/2, h2c), through the same phases ([`crate::phases`]).
+//! The general transport: hyper serves every request the fast path does not take (bodies,
+//! upgrades, HTTP/1.0, HTTP/2 and h2c, heads the fast path cannot parse), running the same
+//! phases ([`crate::phases`]) over hyper's parsed request.
 //!
-//! ```text
-//! check_request → route_service → choose_version → take_upgrade → choose_backend
-//!      → upstream_request → send (retry once if it never reached a backend)
-//!      → downstream_response (→ tunnel on 101) → record → access log
-//! ```
-//!
-//! Every proxy-made failure is a [`ProxyError`]; it becomes a response in exactly one place
-//! ([`ProxyError::into_response`]).
+//! What is hyper's own here: its server connection ([`serve`], with the limits set in
+//! [`http_builder`]), the request checks it needs on top of its parser ([`check_request`]),
+//! the request and response rewritten as `http` types, `Upgrade` tunnels, and turning a
+//! [`ProxyError`] into a response. The response body carries the request's context and
+//! finishes it when it ends (`body::ResponseBody`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
@@ -27,15 +25,17 @@ use hyper_util::server::graceful::Watcher;
 use switchyard_config::Limits;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::access_log::Pending;
-use crate::body::{BodyError, RequestBody, ResponseBody};
+use crate::access_log::{AccessLog, Pending};
+use crate::body::{BodyError, RequestBody};
 use crate::edge::{Conn, Edge, Rejection, Slot};
 use crate::error::ProxyError;
 use crate::framing::{FramingVerdict, ScanIo, Scanner};
 use crate::headers;
-use crate::phases::{choose_version, record_outcome, route_service, RequestCtx};
-use crate::stats::FailureReason;
-use crate::table::ServiceRoute;
+use crate::phases::{self, Served, Transport};
+use crate::request::{End, RequestCtx};
+use crate::response::ResponseBody;
+use crate::retry::{Failed, NotSent};
+use crate::table::{Backend, ServiceRoute};
 use crate::upstream::SendError;
 
 /// Serves one connection (plain or TLS) to the end with hyper. `read_before`: bytes the fast
@@ -91,67 +91,160 @@ pub(crate) async fn serve<I>(
 
 /// Handles one request end to end. Never fails: errors become proxy-made responses.
 pub async fn handle(conn: &Arc<Conn>, req: Request<Incoming>) -> Response<ResponseBody> {
-    let arrived = Instant::now();
-    let log = conn
-        .edge
-        .access_log
-        .as_ref()
-        .map(|log| Pending::start(log, conn.client, &req, arrived));
-    let (response, ctx) = proxy(conn, req, arrived).await;
-    match log {
-        None => response,
-        Some(mut log) => {
-            match &ctx {
-                Some(ctx) => log.set(
-                    response.status().as_u16(),
-                    Some(Arc::clone(&ctx.service().name)),
-                    Some(Arc::clone(&ctx.version().name)),
-                    ctx.backend.map(|b| ctx.version().backends[b].address),
-                ),
-                None => log.set(response.status().as_u16(), None, None, None),
+    let edge = &conn.edge;
+    let table = edge.table.load_full();
+    let mut ctx = RequestCtx::new(table, conn.client, edge.scheme, Instant::now());
+    let mut t = Hyper {
+        conn,
+        client: Some(req),
+        upstream: None,
+        upgrade: None,
+    };
+    match phases::run(edge, &mut ctx, &mut t).await {
+        Served::Upstream(response) => respond(conn, ctx, response, t.upgrade),
+        Served::Proxy(e) => {
+            let response = into_response(&e);
+            ctx.finish(End::Complete, e.body().len() as u64);
+            response
+        }
+        // hyper takes every request; this arm only keeps the match whole.
+        Served::HandOff => into_response(&ProxyError::NoRoute),
+    }
+}
+
+/// The request as this transport holds it through the phases.
+struct Hyper<'c> {
+    conn: &'c Arc<Conn>,
+    /// The client's request, until the upstream request is made from it.
+    client: Option<Request<Incoming>>,
+    /// The upstream request (handed back by an attempt that never sent it).
+    upstream: Option<Request<RequestBody>>,
+    /// An HTTP/1.1 `Upgrade` passed through: the protocol asked for, the client's side.
+    upgrade: Option<(HeaderValue, OnUpgrade)>,
+}
+
+impl Transport for Hyper<'_> {
+    type Head = Request<Incoming>;
+    type Response = Response<Incoming>;
+
+    fn head(&self) -> &Request<Incoming> {
+        self.client
+            .as_ref()
+            .expect("read before the upstream request is made")
+    }
+
+    fn check(&mut self, edge: &Edge) -> Result<(), ProxyError> {
+        check_request(self.conn, self.head()).inspect_err(|e| {
+            edge.rejections.count(match e {
+                ProxyError::PayloadTooLarge => Rejection::BodyTooLarge,
+                _ => Rejection::BadRequest,
+            })
+        })
+    }
+
+    fn takes(&self, _: &ServiceRoute) -> bool {
+        true
+    }
+
+    fn log_line(&self, log: &Arc<AccessLog>, ctx: &RequestCtx) -> Pending {
+        Pending::of_request(log, ctx.client, self.head(), ctx.arrived)
+    }
+
+    fn prepare(&mut self, ctx: &RequestCtx) {
+        let mut req = self.client.take().expect("prepared once");
+        self.upgrade = take_upgrade(ctx.service(), &mut req);
+        let upgrade = self.upgrade.as_ref().map(|(v, _)| v);
+        let max_body = self.conn.edge.max_request_body;
+        self.upstream = Some(upstream_request(ctx, req, max_body, upgrade));
+    }
+
+    async fn exchange(
+        &mut self,
+        service: &ServiceRoute,
+        backend: &Backend,
+        _sent: &mut Instant,
+    ) -> Result<Response<Incoming>, Failed> {
+        let req = self
+            .upstream
+            .take()
+            .expect("an upstream request per attempt");
+        match backend.pool.send(req, service.timeouts).await {
+            Ok(response) => Ok(response),
+            Err(SendError::NotSent(back, why)) => {
+                tracing::debug!(backend = %backend.address, ?why, "upstream connect failed");
+                self.upstream = Some(back);
+                Err(Failed::NotSent(NotSent::Connect))
             }
-            let (parts, body) = response.into_parts();
-            Response::from_parts(parts, ResponseBody::Logged(Box::new((body, log))))
+            Err(SendError::Timeout) => Err(Failed::Timeout),
+            Err(SendError::Reset(e)) => {
+                // The client's body failing is the client's problem, not the backend's.
+                let rejections = &self.conn.edge.rejections;
+                match BodyError::find(&e) {
+                    Some(BodyError::TooLarge) => {
+                        rejections.count(Rejection::BodyTooLarge);
+                        Err(Failed::Client(ProxyError::PayloadTooLarge))
+                    }
+                    Some(BodyError::Client(_)) => {
+                        rejections.count(Rejection::BadRequest);
+                        Err(Failed::Client(ProxyError::BadRequest(
+                            "invalid request body\n",
+                        )))
+                    }
+                    None => {
+                        tracing::debug!(backend = %backend.address, error = %e, "upstream reset");
+                        Err(Failed::Reset)
+                    }
+                }
+            }
         }
     }
-}
 
-async fn proxy(
-    conn: &Arc<Conn>,
-    mut req: Request<Incoming>,
-    arrived: Instant,
-) -> (Response<ResponseBody>, Option<RequestCtx>) {
-    if let Err(e) = check_request(conn, &req) {
-        conn.edge.rejections.count(match e {
-            ProxyError::PayloadTooLarge => Rejection::BodyTooLarge,
-            _ => Rejection::BadRequest,
-        });
-        return (e.into_response(), None);
+    fn status(response: &Response<Incoming>) -> (u16, Option<&HeaderMap>) {
+        (response.status().as_u16(), Some(response.headers()))
     }
-    let table = conn.edge.table.load_full();
-    let Some(service) = route_service(&table, &req) else {
-        return (ProxyError::NoRoute.into_response(), None);
-    };
-    let Some(version) = choose_version(&table.services[service], &req) else {
-        // Only possible when no version has weight and no override matched.
-        return (ProxyError::NoRoute.into_response(), None);
-    };
-    let upgrade = take_upgrade(&table.services[service], &mut req);
-    let mut ctx = RequestCtx {
-        arrived,
-        client: conn.client,
-        scheme: conn.edge.scheme,
-        table,
-        service,
-        version,
-        backend: None,
-    };
-    let result = forward(&mut ctx, conn, req, upgrade).await;
-    (record(&ctx, result), Some(ctx))
 }
 
-/// Phase 1: refuse requests whose framing is ambiguous (request smuggling) or whose declared
-/// body is over the limit — before anything is routed or forwarded.
+/// Respond: the upstream's head to the client, its body streamed behind it carrying `ctx`
+/// (finished when the body ends). A 101 answer to an upgrade becomes a tunnel between the
+/// two upgraded connections.
+fn respond(
+    conn: &Arc<Conn>,
+    mut ctx: RequestCtx,
+    mut response: Response<Incoming>,
+    upgrade: Option<(HeaderValue, OnUpgrade)>,
+) -> Response<ResponseBody> {
+    let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let (asked, client) = match upgrade {
+        Some((v, on)) => (Some(v), Some(on)),
+        None => (None, None),
+    };
+    if let (true, Some(client)) = (upgraded, client) {
+        let upstream = hyper::upgrade::on(&mut response);
+        tunnel(conn, client, upstream);
+        ctx.finish(End::Complete, 0);
+    }
+    let (parts, body) = downstream_response(response, upgraded.then_some(()).and(asked));
+    Response::from_parts(parts, ResponseBody::upstream(body, ctx))
+}
+
+/// A proxy-made answer as a hyper response: the status and text of [`ProxyError`].
+fn into_response(e: &ProxyError) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::text(e.body()));
+    *response.status_mut() = e.status();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if e.closes() {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// Limits, hyper's part: refuse requests whose framing is ambiguous (request smuggling) or
+/// whose declared body is over the limit — before anything is routed or forwarded.
 fn check_request(conn: &Conn, req: &Request<Incoming>) -> Result<(), ProxyError> {
     let h = req.headers();
     if req.version() <= Version::HTTP_11 {
@@ -200,7 +293,7 @@ fn check_request(conn: &Conn, req: &Request<Incoming>) -> Result<(), ProxyError>
     Ok(())
 }
 
-/// Phase 4: an HTTP/1.1 `Upgrade` (WebSocket…) request to an HTTP/1.1 upstream keeps its
+/// Forward, hyper's part: an HTTP/1.1 `Upgrade` (WebSocket…) request to an HTTP/1.1 upstream keeps its
 /// `Connection: upgrade` + `Upgrade` headers and gets a tunnel if the backend answers 101.
 /// Anything else loses them as hop-by-hop headers — `Upgrade: h2c` always does, so a client
 /// can never tunnel HTTP/2 past the proxy's checks (h2c smuggling).
@@ -231,65 +324,6 @@ fn take_upgrade(
     Some((upgrade, hyper::upgrade::on(req)))
 }
 
-/// Phases 5–7: choose a backend, rewrite the request, send it; retry once on another backend
-/// of the same version if it never reached the first one. A 101 answer to an upgrade becomes
-/// a tunnel between the two upgraded connections.
-async fn forward(
-    ctx: &mut RequestCtx,
-    conn: &Arc<Conn>,
-    req: Request<Incoming>,
-    upgrade: Option<(HeaderValue, OnUpgrade)>,
-) -> Result<Response<ResponseBody>, ProxyError> {
-    let table = Arc::clone(&ctx.table);
-    let service = &table.services[ctx.service];
-    let version = &service.versions[ctx.version];
-    ctx.choose_backend()?;
-    let (upgrade_value, client_upgrade) = match upgrade {
-        Some((v, on)) => (Some(v), Some(on)),
-        None => (None, None),
-    };
-    let mut req = upstream_request(ctx, req, conn.edge.max_request_body, upgrade_value.as_ref());
-    let mut retried = false;
-    loop {
-        let backend = &version.backends[ctx.backend.expect("set above")];
-        match backend.pool.send(req, service.timeouts).await {
-            Ok(mut response) => {
-                let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-                if let (true, Some(client)) = (upgraded, client_upgrade) {
-                    let upstream = hyper::upgrade::on(&mut response);
-                    tunnel(conn, client, upstream);
-                }
-                return Ok(downstream_response(
-                    response,
-                    upgraded.then_some(()).and(upgrade_value),
-                ));
-            }
-            Err(SendError::NotSent(back, why)) => {
-                tracing::debug!(backend = %backend.address, ?why, "upstream connect failed");
-                ctx.retry_backend(&mut retried)?;
-                req = back;
-            }
-            Err(SendError::Timeout) => return Err(ProxyError::Timeout),
-            Err(SendError::Reset(e)) => {
-                // The client's body failing is the client's problem, not the backend's.
-                match BodyError::find(&e) {
-                    Some(BodyError::TooLarge) => {
-                        conn.edge.rejections.count(Rejection::BodyTooLarge);
-                        return Err(ProxyError::PayloadTooLarge);
-                    }
-                    Some(BodyError::Client(_)) => {
-                        conn.edge.rejections.count(Rejection::BadRequest);
-                        return Err(ProxyError::BadRequest("invalid request body\n"));
-                    }
-                    None => {}
-                }
-                tracing::debug!(backend = %backend.address, error = %e, "upstream reset");
-                return Err(ProxyError::Reset);
-            }
-        }
-    }
-}
-
 /// Splices the client's and the backend's upgraded connections until either side closes or
 /// the listener's drain deadline passes. The tunnel holds the connection's slot meanwhile.
 fn tunnel(conn: &Arc<Conn>, client: OnUpgrade, upstream: OnUpgrade) {
@@ -317,7 +351,7 @@ fn tunnel(conn: &Arc<Conn>, client: OnUpgrade, upstream: OnUpgrade) {
     });
 }
 
-/// Phase 6: the request as the upstream sees it (origin-form, forwarding headers; the pool
+/// Forward, hyper's part: the request as the upstream sees it (origin-form, forwarding headers; the pool
 /// adapts version and URI to its protocol).
 fn upstream_request(
     ctx: &RequestCtx,
@@ -366,11 +400,12 @@ fn upstream_request(
     Request::from_parts(parts, RequestBody::new(body, max_body))
 }
 
-/// Phase 7: the upstream's response as the client sees it. A 101 keeps its upgrade headers.
+/// Respond: the upstream's response head as the client sees it (the body follows as it is).
+/// A 101 keeps its upgrade headers.
 fn downstream_response(
     response: Response<Incoming>,
     upgrade: Option<HeaderValue>,
-) -> Response<ResponseBody> {
+) -> (http::response::Parts, Incoming) {
     let (mut parts, body) = response.into_parts();
     let answered = parts.headers.get(header::UPGRADE).cloned();
     headers::strip_hop_by_hop(&mut parts.headers);
@@ -382,29 +417,7 @@ fn downstream_response(
             .headers
             .insert(header::UPGRADE, answered.unwrap_or(asked));
     }
-    Response::from_parts(parts, ResponseBody::Upstream(body))
-}
-
-/// Phase 8: count the request once, for metrics and analysis alike.
-fn record(
-    ctx: &RequestCtx,
-    result: Result<Response<ResponseBody>, ProxyError>,
-) -> Response<ResponseBody> {
-    match result {
-        Ok(r) => {
-            let status = r.status().as_u16();
-            record_outcome(
-                ctx,
-                status,
-                (status >= 500).then_some(FailureReason::Status),
-            );
-            r
-        }
-        Err(e) => {
-            record_outcome(ctx, e.status().as_u16(), e.failure());
-            e.into_response()
-        }
-    }
+    (parts, body)
 }
 
 /// hyper's limits, set explicitly rather than left to defaults that may change.

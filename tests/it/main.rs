@@ -8,6 +8,7 @@
 mod harness;
 
 mod access_log;
+mod accounting;
 mod admin;
 mod api;
 mod check;

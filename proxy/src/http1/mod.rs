@@ -37,19 +37,23 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::access_log::Pending;
+use http::HeaderMap;
+
+use crate::access_log::{AccessLog, Pending};
 use crate::edge::{Edge, Rejection};
 use crate::error::ProxyError;
-use crate::phases::{self, RequestCtx};
-use crate::stats::FailureReason;
+use crate::phases::{self, Served, Transport};
+use crate::request::{End, RequestCtx};
+use crate::retry::{self as policy, Failed, NotSent};
+use crate::table::{Backend, ServiceRoute};
 use crate::upstream::{RawConn, SendTimeouts, UpstreamPool};
 
 mod chunked;
 mod parse;
 
 use parse::{
-    is_idempotent, logged_request, parse_request, parse_response, write_error, write_upstream_head,
-    Framing, Parsed, ParsedResponse, ResponseHead, View,
+    logged_request, parse_request, parse_response, write_error, write_upstream_head, Framing,
+    Parsed, ParsedResponse, ResponseHead, View,
 };
 
 /// Bytes in an upstream response head.
@@ -164,95 +168,42 @@ pub(crate) async fn serve<S: ClientStream>(
             }
         };
 
-        // Phases 2–3: route with the general path's phases.
+        // The phases, over this transport.
         let arrived = std::time::Instant::now();
-        let table = edge.table.load_full();
-        let view = View {
-            buf: &s.buf,
-            head: &head,
-            headers: &s.headers,
+        let mut ctx = RequestCtx::new(edge.table.load_full(), client, edge.scheme, arrived);
+        let method = &s.buf[head.method.clone()];
+        let mut t = Fast {
+            view: View {
+                buf: &s.buf,
+                head: &head,
+                headers: &s.headers,
+            },
+            request: &mut s.request,
+            out: &mut s.out,
+            client_ip: &client_ip,
+            head_method: method == b"HEAD",
+            idempotent: policy::is_idempotent(method),
         };
-        let mut log = edge
-            .access_log
-            .as_ref()
-            .map(|log| Pending::new(log, client, logged_request(&view), arrived));
-        let route = phases::route_service(&table, &view);
-        if route.is_some_and(|i| !table.services[i].upstream_is_http1) {
-            // HTTP/2 upstreams are hyper's; it re-reads this request from the start.
-            return Ended::Fallback(stream, s.buf.freeze());
-        }
-        let routed =
-            route.and_then(|i| Some((i, phases::choose_version(&table.services[i], &view)?)));
-        let head_method = &s.buf[head.method.clone()] == b"HEAD";
-        let idempotent = is_idempotent(&s.buf[head.method.clone()]);
-        let Some((service, version)) = routed else {
-            s.buf.advance(head.len);
-            let bytes = write_error(&mut s.out, &ProxyError::NoRoute, head.close);
-            if let Some(log) = &mut log {
-                log.set(404, None, None, None);
-                log.bytes = bytes;
+        let served = phases::run(edge, &mut ctx, &mut t).await;
+        let (mut up, response) = match served {
+            Served::HandOff => {
+                ctx.hand_off();
+                return Ended::Fallback(stream, s.buf.freeze());
             }
-            if stream.write_all(&s.out).await.is_err() || head.close {
-                return close(stream).await;
-            }
-            continue;
-        };
-        let mut ctx = RequestCtx {
-            arrived,
-            client,
-            scheme: edge.scheme,
-            table,
-            service,
-            version,
-            backend: None,
-        };
-
-        // Phase 6: the upstream request head, straight from the client's bytes.
-        write_upstream_head(&mut s.request, &view, &client_ip, edge.scheme);
-        s.buf.advance(head.len);
-
-        // Phases 5 and 7: a backend, the exchange, the response head (into `out`).
-        let asked = Asked {
-            request: &s.request,
-            head_method,
-            idempotent,
-            client_close: head.close,
-        };
-        let sent = send(&mut ctx, asked, &mut s.out).await;
-        if let Some(log) = &mut log {
-            let status = sent
-                .as_ref()
-                .map_or_else(|e| e.status().as_u16(), |(_, r)| r.status);
-            log.set(
-                status,
-                Some(Arc::clone(&ctx.service().name)),
-                Some(Arc::clone(&ctx.version().name)),
-                ctx.backend.map(|b| ctx.version().backends[b].address),
-            );
-        }
-        let (mut up, response) = match sent {
-            Ok(ok) => ok,
-            Err(e) => {
-                phases::record_outcome(&ctx, e.status().as_u16(), e.failure());
+            Served::Proxy(e) => {
+                s.buf.advance(head.len);
                 let bytes = write_error(&mut s.out, &e, head.close);
-                if let Some(log) = &mut log {
-                    log.bytes = bytes;
-                }
+                ctx.finish(End::Complete, bytes);
                 if stream.write_all(&s.out).await.is_err() || head.close {
                     return close(stream).await;
                 }
                 continue;
             }
+            Served::Upstream(answer) => answer,
         };
-        let status = response.status;
-        phases::record_outcome(
-            &ctx,
-            status,
-            (status >= 500).then_some(FailureReason::Status),
-        );
-        let pool = &ctx.version().backends[ctx.backend.expect("sent")].pool;
+        s.buf.advance(head.len);
 
-        // The body, streamed as the upstream framed it.
+        // respond: the body, streamed as the upstream framed it; then record + log.
         let mut bytes = 0;
         let streamed = stream_body(
             &mut up,
@@ -262,20 +213,86 @@ pub(crate) async fn serve<S: ClientStream>(
             &mut bytes,
         )
         .await;
-        if let Some(log) = &mut log {
-            log.bytes = bytes;
-        }
         match streamed {
             Streamed::Done { reusable } => {
+                ctx.finish(End::Complete, bytes);
                 if reusable && response.upstream_keep_alive {
-                    pool.put_raw(up);
+                    let backend = ctx.backend.expect("answered by a backend");
+                    ctx.version().backends[backend].pool.put_raw(up);
                 }
             }
-            Streamed::Broken => return Ended::Closed,
+            Streamed::Broken(end) => {
+                ctx.finish(end, bytes);
+                return Ended::Closed;
+            }
         }
         if head.close || response.close_client {
             return close(stream).await;
         }
+    }
+}
+
+/// The request as this transport holds it: spans into the connection's buffers.
+struct Fast<'a> {
+    view: View<'a>,
+    /// The upstream request head (kept until the response head came: a retry resends it).
+    request: &'a mut Vec<u8>,
+    /// The client's response head, written while the upstream's is read.
+    out: &'a mut Vec<u8>,
+    client_ip: &'a str,
+    head_method: bool,
+    idempotent: bool,
+}
+
+impl<'a> Transport for Fast<'a> {
+    type Head = View<'a>;
+    type Response = (RawConn, ResponseHead);
+
+    fn head(&self) -> &View<'a> {
+        &self.view
+    }
+
+    fn check(&mut self, _: &Edge) -> Result<(), ProxyError> {
+        // Parsing already refused anything this path cannot take exactly (it went to hyper).
+        Ok(())
+    }
+
+    fn takes(&self, service: &ServiceRoute) -> bool {
+        // HTTP/2 upstreams are hyper's; it re-reads this request from the start.
+        service.upstream_is_http1
+    }
+
+    fn log_line(&self, log: &Arc<AccessLog>, ctx: &RequestCtx) -> Pending {
+        Pending::new(log, ctx.client, logged_request(&self.view), ctx.arrived)
+    }
+
+    fn prepare(&mut self, ctx: &RequestCtx) {
+        write_upstream_head(self.request, &self.view, self.client_ip, ctx.scheme);
+    }
+
+    async fn exchange(
+        &mut self,
+        service: &ServiceRoute,
+        backend: &Backend,
+        _sent: &mut std::time::Instant,
+    ) -> Result<(RawConn, ResponseHead), Failed> {
+        let asked = Asked {
+            request: self.request,
+            head_method: self.head_method,
+            idempotent: self.idempotent,
+            client_close: self.view.head.close,
+        };
+        let deadline = Instant::now() + service.timeouts.request;
+        let attempt = exchange(&backend.pool, asked, &service.timeouts, deadline, self.out).await;
+        attempt.map_err(|e| match e {
+            Attempt::NotSent => Failed::NotSent(NotSent::Connect),
+            Attempt::Timeout => Failed::Timeout,
+            Attempt::ClosedEarly | Attempt::Invalid => Failed::Reset,
+        })
+    }
+
+    fn status(response: &(RawConn, ResponseHead)) -> (u16, Option<&HeaderMap>) {
+        (response.1.status, None)
     }
 }
 
@@ -318,31 +335,6 @@ enum Attempt {
     Invalid,
 }
 
-/// Phases 5 and 7: pick a backend, send, read the response head; retry once on another
-/// backend when the request never reached the first one (SPEC §4), like the general path.
-async fn send(
-    ctx: &mut RequestCtx,
-    asked: Asked<'_>,
-    out: &mut Vec<u8>,
-) -> Result<(RawConn, ResponseHead), ProxyError> {
-    let table = Arc::clone(&ctx.table);
-    let service = &table.services[ctx.service];
-    let version = &service.versions[ctx.version];
-    ctx.choose_backend()?;
-    let deadline = Instant::now() + service.timeouts.request;
-    let mut retried = false;
-    loop {
-        let backend = &version.backends[ctx.backend.expect("set above")];
-        let attempt = exchange(&backend.pool, asked, &service.timeouts, deadline, out).await;
-        match attempt {
-            Ok(ok) => return Ok(ok),
-            Err(Attempt::NotSent) => ctx.retry_backend(&mut retried)?,
-            Err(Attempt::Timeout) => return Err(ProxyError::Timeout),
-            Err(Attempt::ClosedEarly | Attempt::Invalid) => return Err(ProxyError::Reset),
-        }
-    }
-}
-
 /// One backend: a pooled connection (or a fresh one if the pooled one turns out stale), the
 /// request written, the response head read.
 async fn exchange(
@@ -369,8 +361,13 @@ async fn exchange(
             Err(_elapsed) => return Err(Attempt::Timeout),
             Ok(Ok(head)) => return Ok((up, head)),
             Ok(Err(Attempt::NotSent)) if !reused => return Err(Attempt::NotSent),
-            Ok(Err(Attempt::NotSent | Attempt::ClosedEarly))
-                if reused && stale_retry && asked.idempotent =>
+            Ok(Err(e @ (Attempt::NotSent | Attempt::ClosedEarly)))
+                if reused
+                    && stale_retry
+                    && policy::may_reconnect(
+                        matches!(e, Attempt::ClosedEarly),
+                        asked.idempotent,
+                    ) =>
             {
                 // A keep-alive race: the backend closed the idle connection as we used it.
                 stale_retry = false;
@@ -420,8 +417,8 @@ async fn write_and_read_head(
 enum Streamed {
     /// The whole body reached the client; `reusable`: the upstream sent nothing after it.
     Done { reusable: bool },
-    /// Either side broke off mid-body: the client connection must close.
-    Broken,
+    /// One side broke off mid-body (which one: `End`): the client connection must close.
+    Broken(End),
 }
 
 /// Streams the response body from the upstream to the client. `out` holds the response head;
@@ -435,14 +432,14 @@ async fn stream_body(
     sent: &mut u64,
 ) -> Streamed {
     let Ok((n, mut done)) = framing.feed(&up.buf) else {
-        return Streamed::Broken;
+        return Streamed::Broken(End::UpstreamAborted);
     };
     out.extend_from_slice(&up.buf[..n]);
     *sent += n as u64;
     let mut reusable = n == up.buf.len();
     up.buf.clear();
     if client.write_all(out).await.is_err() {
-        return Streamed::Broken;
+        return Streamed::Broken(End::ClientGone);
     }
     while !done {
         if up.buf.capacity() < BODY_READ {
@@ -452,14 +449,14 @@ async fn stream_body(
             Ok(0) if matches!(framing, Framing::UntilClose) => {
                 return Streamed::Done { reusable: false };
             }
-            Ok(0) | Err(_) => return Streamed::Broken,
+            Ok(0) | Err(_) => return Streamed::Broken(End::UpstreamAborted),
             Ok(_) => {}
         }
         let Ok((n, finished)) = framing.feed(&up.buf) else {
-            return Streamed::Broken;
+            return Streamed::Broken(End::UpstreamAborted);
         };
         if client.write_all(&up.buf[..n]).await.is_err() {
-            return Streamed::Broken;
+            return Streamed::Broken(End::ClientGone);
         }
         *sent += n as u64;
         reusable &= n == up.buf.len();

@@ -43,6 +43,10 @@ pub(super) struct View<'a> {
 }
 
 impl RequestHead for View<'_> {
+    fn method(&self) -> &[u8] {
+        &self.buf[self.head.method.clone()]
+    }
+
     fn host(&self) -> Option<&str> {
         std::str::from_utf8(&self.buf[self.head.host.clone()]).ok()
     }
@@ -165,13 +169,6 @@ pub(super) fn logged_request(req: &View<'_>) -> LoggedRequest {
 /// subset of what the general path accepts; anything else goes there).
 pub(super) fn is_plain_target(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b)
-}
-
-pub(super) fn is_idempotent(method: &[u8]) -> bool {
-    matches!(
-        method,
-        b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE" | b"PUT" | b"DELETE"
-    )
 }
 
 /// The request as the upstream sees it: same method, target and headers, minus hop-by-hop

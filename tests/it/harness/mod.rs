@@ -522,6 +522,14 @@ impl Drop for Proxy {
     }
 }
 
+/// The binary under test: the one cargo built, or `SWITCHYARD_BIN` (to check that a test
+/// fails on an older build: `SWITCHYARD_BIN=/tmp/old/switchyard cargo test --test it x::`).
+pub fn switchyard_bin() -> PathBuf {
+    std::env::var_os("SWITCHYARD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_switchyard")))
+}
+
 /// Spawns `switchyard serve --config` with output appended to `log_path`.
 fn spawn_serve(
     dir: &Path,
@@ -536,7 +544,7 @@ fn spawn_serve(
         .open(log_path)
         .expect("open log");
     let out = log.try_clone().expect("clone log");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+    let mut cmd = Command::new(switchyard_bin());
     cmd.arg("serve")
         .arg("--config")
         .arg(config_path)
