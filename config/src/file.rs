@@ -205,6 +205,7 @@ fn limits(d: &mut Decoder, node: &Node, path: &str) -> Option<Limits> {
         &[
             "max_header_bytes",
             "header_read_timeout",
+            "client_body_timeout",
             "max_connections",
             "max_request_body",
         ],
@@ -217,6 +218,9 @@ fn limits(d: &mut Decoder, node: &Node, path: &str) -> Option<Limits> {
         header_read_timeout: f
             .opt(d, "header_read_timeout", Decoder::positive_duration)
             .unwrap_or(def.header_read_timeout),
+        client_body_timeout: f
+            .opt(d, "client_body_timeout", Decoder::positive_duration)
+            .unwrap_or(def.client_body_timeout),
         max_connections: f
             .opt(d, "max_connections", Decoder::positive)
             .unwrap_or(def.max_connections),

@@ -118,6 +118,10 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// A client that has not sent a full request head within this is disconnected (slowloris).
     pub header_read_timeout: Duration,
+    /// A client that sends nothing of its request body for this long is answered 408 (the
+    /// time between two reads, as nginx's `client_body_timeout`): a slow or stalled upload is
+    /// the client's, never the backend's timeout.
+    pub client_body_timeout: Duration,
     pub max_connections: usize,
     /// Larger request bodies are answered 413. `None` = unlimited.
     pub max_request_body: Option<u64>,
@@ -128,6 +132,7 @@ impl Default for Limits {
         Limits {
             max_header_bytes: 65536,
             header_read_timeout: Duration::from_secs(10),
+            client_body_timeout: Duration::from_secs(60),
             max_connections: 100_000,
             max_request_body: None,
         }
@@ -239,9 +244,11 @@ impl Default for HealthCheck {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Timeouts {
-    /// TCP connect to a backend.
+    /// TCP connect to a backend (5 s, as operators of HAProxy and nginx expect: a backend
+    /// whose accept queue drops a SYN answers the retransmit a second or three later).
     pub connect: Duration,
-    /// From sending the request to receiving the response head.
+    /// From the moment the request (its body included) has been sent upstream to the
+    /// response head: the backend's time, never the client's upload.
     pub request: Duration,
     /// How long an idle keep-alive connection (client or upstream) is kept.
     pub idle: Duration,
@@ -250,7 +257,7 @@ pub struct Timeouts {
 impl Default for Timeouts {
     fn default() -> Self {
         Timeouts {
-            connect: Duration::from_secs(1),
+            connect: Duration::from_secs(5),
             request: Duration::from_secs(30),
             idle: Duration::from_secs(60),
         }

@@ -182,7 +182,12 @@ fn the_spec_example_parses_fully() {
         ]
     );
     assert_eq!(api.health_check, Some(HealthCheck::default()));
-    assert_eq!(api.timeouts, Timeouts::default());
+    // The SPEC example's `connect: 1s` is below the 5 s default.
+    let timeouts = Timeouts {
+        connect: Duration::from_secs(1),
+        ..Timeouts::default()
+    };
+    assert_eq!(api.timeouts, timeouts);
     assert_eq!(api.upstream, Upstream::default());
 
     let rollout = api.rollout.as_ref().unwrap();

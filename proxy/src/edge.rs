@@ -1,21 +1,25 @@
 //! What the connections of one listener share, and what one connection carries.
 //!
-//! Both transports — the fast HTTP/1.1 path ([`crate::http1`]) and the general hyper path
-//! ([`crate::general`]) — serve a connection with one [`Edge`]: the routing table, the edge
-//! limits, the access log, the rejection counters and the upgraded tunnels to wait for at
-//! shutdown. The listener builds it once; nothing in it changes while it serves.
+//! Both transports — the fast HTTP/1.1 path (`http1`) and the general hyper path
+//! (`general`) — serve a connection with one [`Edge`]: the routing table, the edge limits,
+//! the access log, the rejection counters and the upgraded tunnels to wait for at shutdown.
+//! The listener builds it once; nothing in it changes while it serves. [`ClientStream`] is
+//! what both need of a client connection.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::future::Future;
+use std::io;
+
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit};
 
 use crate::access_log::AccessLog;
-use crate::framing::FramingVerdict;
 use crate::TableHandle;
 
 /// What every connection of one listener shares.
@@ -27,6 +31,8 @@ pub struct Edge {
     pub max_request_body: Option<u64>,
     /// A request head (and a TLS handshake) must arrive within this.
     pub header_read_timeout: Duration,
+    /// A request body that stalls this long is answered 408 (`body.rs`).
+    pub client_body_timeout: Duration,
     /// The largest request head read (the fast path's buffer limit, hyper's `max_buf_size`).
     pub max_head: usize,
     pub access_log: Option<Arc<AccessLog>>,
@@ -36,15 +42,36 @@ pub struct Edge {
     pub(crate) http: auto::Builder<TokioExecutor>,
 }
 
-/// One client connection; lives as long as the connection (and any tunnel made from it).
-#[derive(Debug)]
-pub struct Conn {
-    pub client: SocketAddr,
-    pub edge: Arc<Edge>,
-    /// The smuggling scanner's findings for HTTP/1.x connections (framing.rs).
-    pub framing: Option<Arc<FramingVerdict>>,
-    /// Released when the connection and its tunnel are gone (connection cap, active gauge).
-    pub(crate) _slot: Slot,
+/// A client connection as the transports drive it: plain TCP, or TLS.
+pub(crate) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {
+    /// Waits for input without reading, where the socket alone can tell (plain TCP): lets an
+    /// idle connection hold no buffer. `None` for TLS, which may hold decrypted bytes the
+    /// socket no longer shows — it must be read to find out.
+    fn readable(&self) -> Option<impl Future<Output = io::Result<()>> + Send + '_>;
+
+    /// Makes closing the connection a reset (RST, zero linger) instead of a clean end: for a
+    /// response whose upstream broke off, which must never look complete to the client.
+    fn reset_on_close(&self);
+}
+
+impl ClientStream for TcpStream {
+    fn readable(&self) -> Option<impl Future<Output = io::Result<()>> + Send + '_> {
+        Some(TcpStream::readable(self))
+    }
+
+    fn reset_on_close(&self) {
+        let _ = self.set_zero_linger();
+    }
+}
+
+impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
+    fn readable(&self) -> Option<impl Future<Output = io::Result<()>> + Send + '_> {
+        None::<std::future::Pending<io::Result<()>>>
+    }
+
+    fn reset_on_close(&self) {
+        let _ = self.get_ref().0.set_zero_linger();
+    }
 }
 
 /// Live numbers about one listener, read by the exporter.
@@ -65,20 +92,23 @@ pub enum Rejection {
     BadRequest = 3,
     BodyTooLarge = 4,
     TlsHandshake = 5,
+    /// The client stopped sending its request body (`client_body_timeout`, 408).
+    BodyTimeout = 6,
 }
 
-const REJECTION_REASONS: [&str; 6] = [
+const REJECTION_REASONS: [&str; 7] = [
     "max_connections",
     "header_timeout",
     "header_too_large",
     "bad_request",
     "body_too_large",
     "tls_handshake",
+    "body_timeout",
 ];
 
 /// `switchyard_edge_rejections_total{listener, reason}`, resolved once per listener.
 #[derive(Debug)]
-pub struct Rejections([metrics::Counter; 6]);
+pub struct Rejections([metrics::Counter; 7]);
 
 impl Rejections {
     pub(crate) fn new(listener: &str) -> Rejections {

@@ -23,13 +23,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::Watcher;
 use switchyard_config::Limits;
-use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::access_log::{AccessLog, Pending};
-use crate::body::{BodyError, RequestBody};
-use crate::edge::{Conn, Edge, Rejection, Slot};
+use crate::body::{BodyError, BodyFailure, BodySent, RequestBody};
+use crate::edge::{ClientStream, Edge, Rejection, Slot};
 use crate::error::ProxyError;
-use crate::framing::{FramingVerdict, ScanIo, Scanner};
+use crate::framing::{AbortSignal, FramingVerdict, ScanIo, Scanner};
 use crate::headers;
 use crate::phases::{self, Served, Transport};
 use crate::request::{End, RequestCtx};
@@ -38,10 +37,24 @@ use crate::retry::{Failed, NotSent};
 use crate::table::{Backend, ServiceRoute};
 use crate::upstream::SendError;
 
+/// One client connection on this transport; lives as long as the connection (and any tunnel
+/// made from it).
+#[derive(Debug)]
+pub(crate) struct Conn {
+    client: SocketAddr,
+    edge: Arc<Edge>,
+    /// The smuggling scanner's findings for HTTP/1.x connections (framing.rs).
+    framing: Option<Arc<FramingVerdict>>,
+    /// Set when an upstream broke off a response: the connection then ends with a reset.
+    abort: Arc<AbortSignal>,
+    /// Released when the connection and its tunnel are gone (connection cap, active gauge).
+    _slot: Slot,
+}
+
 /// Serves one connection (plain or TLS) to the end with hyper. `read_before`: bytes the fast
 /// path already read from `io`. `scan`: read it through the smuggling scanner (anything that
 /// may speak HTTP/1.x).
-pub(crate) async fn serve<I>(
+pub(crate) async fn serve<I: ClientStream + 'static>(
     edge: Arc<Edge>,
     io: I,
     read_before: Bytes,
@@ -49,9 +62,7 @@ pub(crate) async fn serve<I>(
     slot: Slot,
     watcher: Watcher,
     scan: bool,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+) {
     let framing = scan.then(|| Arc::new(FramingVerdict::default()));
     let scanner = framing
         .as_ref()
@@ -60,16 +71,18 @@ pub(crate) async fn serve<I>(
         client,
         edge: Arc::clone(&edge),
         framing,
+        abort: Arc::default(),
         _slot: slot,
     });
+    let io = ScanIo::new(io, scanner, Arc::clone(&conn.abort)).with_read_before(read_before);
     let service = service_fn(move |req| {
         let conn = Arc::clone(&conn);
         async move { Ok::<_, std::convert::Infallible>(handle(&conn, req).await) }
     });
-    let served = watcher.watch(edge.http.serve_connection_with_upgrades(
-        TokioIo::new(ScanIo::new(io, scanner).with_read_before(read_before)),
-        service,
-    ));
+    let served = watcher.watch(
+        edge.http
+            .serve_connection_with_upgrades(TokioIo::new(io), service),
+    );
     if let Err(e) = served.await {
         let reason = e.downcast_ref::<hyper::Error>().and_then(|e| {
             if e.is_timeout() {
@@ -94,14 +107,16 @@ pub async fn handle(conn: &Arc<Conn>, req: Request<Incoming>) -> Response<Respon
     let edge = &conn.edge;
     let table = edge.table.load_full();
     let mut ctx = RequestCtx::new(table, conn.client, edge.scheme, Instant::now());
+    let http1_client = req.version() <= Version::HTTP_11;
     let mut t = Hyper {
         conn,
         client: Some(req),
         upstream: None,
         upgrade: None,
+        body: None,
     };
     match phases::run(edge, &mut ctx, &mut t).await {
-        Served::Upstream(response) => respond(conn, ctx, response, t.upgrade),
+        Served::Upstream(response) => respond(conn, ctx, response, t.upgrade, t.body, http1_client),
         Served::Proxy(e) => {
             let response = into_response(&e);
             ctx.finish(End::Complete, e.body().len() as u64);
@@ -121,6 +136,8 @@ struct Hyper<'c> {
     upstream: Option<Request<RequestBody>>,
     /// An HTTP/1.1 `Upgrade` passed through: the protocol asked for, the client's side.
     upgrade: Option<(HeaderValue, OnUpgrade)>,
+    /// When the request body was sent upstream, and how it failed (`None`: no body).
+    body: Option<Arc<BodySent>>,
 }
 
 impl Transport for Hyper<'_> {
@@ -154,47 +171,65 @@ impl Transport for Hyper<'_> {
         let mut req = self.client.take().expect("prepared once");
         self.upgrade = take_upgrade(ctx.service(), &mut req);
         let upgrade = self.upgrade.as_ref().map(|(v, _)| v);
-        let max_body = self.conn.edge.max_request_body;
-        self.upstream = Some(upstream_request(ctx, req, max_body, upgrade));
+        let upstream = upstream_request(ctx, req, &self.conn.edge, upgrade);
+        self.body = upstream.body().sent();
+        self.upstream = Some(upstream);
     }
 
     async fn exchange(
         &mut self,
         service: &ServiceRoute,
         backend: &Backend,
-        _sent: &mut Instant,
+        sent: &mut Instant,
     ) -> Result<Response<Incoming>, Failed> {
         let req = self
             .upstream
             .take()
             .expect("an upstream request per attempt");
-        match backend.pool.send(req, service.timeouts).await {
-            Ok(response) => Ok(response),
+        let result = backend.pool.send(req, service.timeouts).await;
+        if let Some(at) = self.body.as_ref().and_then(|b| b.at()) {
+            *sent = at;
+        }
+        let e = match result {
+            Ok(response) => return Ok(response),
             Err(SendError::NotSent(back, why)) => {
                 tracing::debug!(backend = %backend.address, ?why, "upstream connect failed");
                 self.upstream = Some(back);
-                Err(Failed::NotSent(NotSent::Connect))
+                return Err(Failed::NotSent(NotSent::Connect));
             }
-            Err(SendError::Timeout) => Err(Failed::Timeout),
-            Err(SendError::Reset(e)) => {
-                // The client's body failing is the client's problem, not the backend's.
-                let rejections = &self.conn.edge.rejections;
-                match BodyError::find(&e) {
-                    Some(BodyError::TooLarge) => {
-                        rejections.count(Rejection::BodyTooLarge);
-                        Err(Failed::Client(ProxyError::PayloadTooLarge))
-                    }
-                    Some(BodyError::Client(_)) => {
-                        rejections.count(Rejection::BadRequest);
-                        Err(Failed::Client(ProxyError::BadRequest(
-                            "invalid request body\n",
-                        )))
-                    }
-                    None => {
-                        tracing::debug!(backend = %backend.address, error = %e, "upstream reset");
-                        Err(Failed::Reset)
-                    }
-                }
+            Err(e) => e,
+        };
+        // The client's body failing is the client's problem, not the backend's — whatever
+        // the upstream connection made of it.
+        let body = self.body.as_ref().and_then(|b| b.failure());
+        let found = match &e {
+            SendError::Reset(e) => BodyError::find(e).map(|e| match e {
+                BodyError::TooLarge => BodyFailure::TooLarge,
+                BodyError::Client(_) => BodyFailure::Client,
+                BodyError::Timeout => BodyFailure::Timeout,
+            }),
+            _ => None,
+        };
+        let rejections = &self.conn.edge.rejections;
+        match (body.or(found), e) {
+            (Some(BodyFailure::TooLarge), _) => {
+                rejections.count(Rejection::BodyTooLarge);
+                Err(Failed::Client(ProxyError::PayloadTooLarge))
+            }
+            (Some(BodyFailure::Client), _) => {
+                rejections.count(Rejection::BadRequest);
+                Err(Failed::Client(ProxyError::BadRequest(
+                    "invalid request body\n",
+                )))
+            }
+            (Some(BodyFailure::Timeout), _) => {
+                rejections.count(Rejection::BodyTimeout);
+                Err(Failed::Client(ProxyError::BodyTimeout))
+            }
+            (None, SendError::Timeout) => Err(Failed::Timeout),
+            (None, e) => {
+                tracing::debug!(backend = %backend.address, error = ?e, "upstream reset");
+                Err(Failed::Reset)
             }
         }
     }
@@ -212,6 +247,8 @@ fn respond(
     mut ctx: RequestCtx,
     mut response: Response<Incoming>,
     upgrade: Option<(HeaderValue, OnUpgrade)>,
+    body: Option<Arc<BodySent>>,
+    http1_client: bool,
 ) -> Response<ResponseBody> {
     let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     let (asked, client) = match upgrade {
@@ -223,8 +260,11 @@ fn respond(
         tunnel(conn, client, upstream);
         ctx.finish(End::Complete, 0);
     }
-    let (parts, body) = downstream_response(response, upgraded.then_some(()).and(asked));
-    Response::from_parts(parts, ResponseBody::upstream(body, ctx))
+    let (parts, upstream) = downstream_response(response, upgraded.then_some(()).and(asked));
+    // An HTTP/1.x client is shown an upstream abort as a reset connection (HTTP/2: hyper
+    // resets the stream).
+    let abort = http1_client.then(|| Arc::clone(&conn.abort));
+    Response::from_parts(parts, ResponseBody::upstream(upstream, ctx, body, abort))
 }
 
 /// A proxy-made answer as a hyper response: the status and text of [`ProxyError`].
@@ -311,13 +351,7 @@ fn take_upgrade(
     {
         return None;
     }
-    let asked = req.headers().get_all(header::CONNECTION).iter().any(|v| {
-        v.to_str().is_ok_and(|v| {
-            v.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-        })
-    });
-    if !asked {
+    if !headers::ConnectionOptions::of(req.headers()).upgrade {
         return None;
     }
     let upgrade = upgrade.clone();
@@ -356,7 +390,7 @@ fn tunnel(conn: &Arc<Conn>, client: OnUpgrade, upstream: OnUpgrade) {
 fn upstream_request(
     ctx: &RequestCtx,
     req: Request<Incoming>,
-    max_body: Option<u64>,
+    edge: &Edge,
     upgrade: Option<&HeaderValue>,
 ) -> Request<RequestBody> {
     let (mut parts, body) = req.into_parts();
@@ -397,7 +431,8 @@ fn upstream_request(
         parts.headers.insert(header::UPGRADE, upgrade.clone());
     }
     headers::add_forwarding(&mut parts.headers, ctx.client.ip(), ctx.scheme);
-    Request::from_parts(parts, RequestBody::new(body, max_body))
+    let body = RequestBody::new(body, edge.max_request_body, edge.client_body_timeout);
+    Request::from_parts(parts, body)
 }
 
 /// Respond: the upstream's response head as the client sees it (the body follows as it is).

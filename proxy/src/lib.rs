@@ -17,6 +17,7 @@
 
 pub mod access_log;
 pub mod body;
+mod chunked;
 pub mod edge;
 pub mod error;
 pub mod framing;

@@ -31,7 +31,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::access_log::AccessLog;
 pub use crate::edge::ListenerStats;
-use crate::edge::{Edge, Rejection, Rejections, Slot, Tunnels};
+use crate::edge::{ClientStream, Edge, Rejection, Rejections, Slot, Tunnels};
 use crate::general;
 use crate::http1;
 use crate::tls::CertStore;
@@ -88,6 +88,7 @@ impl Listener {
             scheme: if acceptor.is_some() { "https" } else { "http" },
             max_request_body: limits.max_request_body,
             header_read_timeout: limits.header_read_timeout,
+            client_body_timeout: limits.client_body_timeout,
             max_head: limits.max_header_bytes.max(8192),
             access_log: self.access_log.clone(),
             tunnels: Tunnels::default(),
@@ -193,7 +194,7 @@ fn bind_tcp(address: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Serves an HTTP/1.x connection (plain TCP, or TLS that chose HTTP/1.1): on the fast path
 /// while its requests allow, then (if ever) on hyper with the bytes read so far put back.
-async fn serve_http1<S: http1::ClientStream + 'static>(
+async fn serve_http1<S: ClientStream + 'static>(
     edge: Arc<Edge>,
     stream: S,
     client: SocketAddr,

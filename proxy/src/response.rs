@@ -14,7 +14,10 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
-use crate::body::BodyError;
+use std::sync::Arc;
+
+use crate::body::{BodyError, BodySent};
+use crate::framing::AbortSignal;
 use crate::request::{End, RequestCtx};
 
 /// The response body sent to the client.
@@ -35,6 +38,10 @@ pub struct Tracked {
     ctx: RequestCtx,
     /// Body bytes passed on so far (for the access log).
     bytes: u64,
+    /// The request's body, whose failure (the client's) may break the exchange too.
+    request_body: Option<Arc<BodySent>>,
+    /// For an HTTP/1.x client: resets its connection when the upstream breaks off.
+    abort: Option<Arc<AbortSignal>>,
 }
 
 impl ResponseBody {
@@ -47,11 +54,18 @@ impl ResponseBody {
     }
 
     /// The upstream's body; `ctx` is finished when it ends, breaks or is dropped.
-    pub(crate) fn upstream(body: Incoming, ctx: RequestCtx) -> ResponseBody {
+    pub(crate) fn upstream(
+        body: Incoming,
+        ctx: RequestCtx,
+        request_body: Option<Arc<BodySent>>,
+        abort: Option<Arc<AbortSignal>>,
+    ) -> ResponseBody {
         ResponseBody::Upstream(Box::new(Tracked {
             body,
             ctx,
             bytes: 0,
+            request_body,
+            abort,
         }))
     }
 }
@@ -73,9 +87,18 @@ impl Tracked {
             Poll::Ready(None) => self.ctx.finish(End::Complete, self.bytes),
             Poll::Ready(Some(Err(e))) => {
                 // A request body that failed (the client's) also breaks the exchange.
-                let end = match BodyError::find(e) {
-                    Some(_) => End::ClientGone,
-                    None => End::UpstreamAborted,
+                let client = BodyError::find(e).is_some()
+                    || self
+                        .request_body
+                        .as_ref()
+                        .is_some_and(|b| b.failure().is_some());
+                let end = if client {
+                    End::ClientGone
+                } else {
+                    if let Some(abort) = &self.abort {
+                        abort.abort();
+                    }
+                    End::UpstreamAborted
                 };
                 self.ctx.finish(end, self.bytes);
             }

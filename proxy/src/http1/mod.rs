@@ -24,7 +24,6 @@
 //! or chunked, passed through verbatim while the chunk framing is checked) or, without either,
 //! read until the upstream closes and sent with `Connection: close`. An upstream that breaks
 
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -32,15 +31,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use http::HeaderMap;
 
 use crate::access_log::{AccessLog, Pending};
-use crate::edge::{Edge, Rejection};
+use crate::edge::{ClientStream, Edge, Rejection};
 use crate::error::ProxyError;
 use crate::phases::{self, Served, Transport};
 use crate::request::{End, RequestCtx};
@@ -48,7 +46,6 @@ use crate::retry::{self as policy, Failed, NotSent};
 use crate::table::{Backend, ServiceRoute};
 use crate::upstream::{RawConn, SendTimeouts, UpstreamPool};
 
-mod chunked;
 mod parse;
 
 use parse::{
@@ -72,26 +69,6 @@ pub(crate) enum Ended<S> {
     Closed,
     /// For the general path: the stream and the bytes already read from it.
     Fallback(S, Bytes),
-}
-
-/// A client connection the fast path can serve: plain TCP, or TLS (HTTP/1.1 by ALPN).
-pub(crate) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {
-    /// Waits for input without reading, where the socket alone can tell (plain TCP): lets an
-    /// idle connection hold no buffer. `None` for TLS, which may hold decrypted bytes the
-    /// socket no longer shows — it must be read to find out.
-    fn readable(&self) -> Option<impl Future<Output = io::Result<()>> + Send + '_>;
-}
-
-impl ClientStream for TcpStream {
-    fn readable(&self) -> Option<impl Future<Output = io::Result<()>> + Send + '_> {
-        Some(TcpStream::readable(self))
-    }
-}
-
-impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
-    fn readable(&self) -> Option<impl Future<Output = io::Result<()>> + Send + '_> {
-        None::<std::future::Pending<io::Result<()>>>
-    }
 }
 
 /// Per-connection buffers, reused by every request on it.
@@ -223,6 +200,10 @@ pub(crate) async fn serve<S: ClientStream>(
             }
             Streamed::Broken(end) => {
                 ctx.finish(end, bytes);
+                if end == End::UpstreamAborted {
+                    // Never a clean close that could pass for the end of the response.
+                    stream.reset_on_close();
+                }
                 return Ended::Closed;
             }
         }
@@ -282,8 +263,7 @@ impl<'a> Transport for Fast<'a> {
             idempotent: self.idempotent,
             client_close: self.view.head.close,
         };
-        let deadline = Instant::now() + service.timeouts.request;
-        let attempt = exchange(&backend.pool, asked, &service.timeouts, deadline, self.out).await;
+        let attempt = exchange(&backend.pool, asked, &service.timeouts, self.out).await;
         attempt.map_err(|e| match e {
             Attempt::NotSent => Failed::NotSent(NotSent::Connect),
             Attempt::Timeout => Failed::Timeout,
@@ -335,26 +315,36 @@ enum Attempt {
     Invalid,
 }
 
-/// One backend: a pooled connection (or a fresh one if the pooled one turns out stale), the
-/// request written, the response head read.
+/// One attempt on one backend: a pooled connection (or a fresh one if the pooled one turns out
+/// stale), the request written, the response head read.
 async fn exchange(
     pool: &UpstreamPool,
     asked: Asked<'_>,
     timeouts: &SendTimeouts,
-    deadline: Instant,
     out: &mut Vec<u8>,
 ) -> Result<(RawConn, ResponseHead), Attempt> {
     let mut stale_retry = true;
     loop {
-        let acquired = tokio::time::timeout_at(deadline, pool.acquire_raw(timeouts, !stale_retry));
-        let (mut up, reused) = match acquired.await {
-            Err(_elapsed) => return Err(Attempt::Timeout),
+        // An idle connection is there at once (the common case, no timer); else wait for one.
+        let idle = stale_retry.then(|| pool.take_raw(timeouts.idle)).flatten();
+        let acquired = match idle {
+            Some(conn) => Ok(Ok((conn, true))),
+            None => {
+                let acquire = pool.acquire_raw(timeouts, !stale_retry);
+                tokio::time::timeout(timeouts.connect, acquire).await
+            }
+        };
+        let (mut up, reused) = match acquired {
             Ok(Ok(acquired)) => acquired,
+            Err(_) => return Err(Attempt::NotSent),
             Ok(Err(why)) => {
                 tracing::debug!(backend = %pool.address(), ?why, "upstream connect failed");
                 return Err(Attempt::NotSent);
             }
         };
+        // The request timeout runs from here: the head is written at once (it is small and
+        // the request has no body), so this is the backend's time to the response head.
+        let deadline = Instant::now() + timeouts.request;
         let result =
             tokio::time::timeout_at(deadline, write_and_read_head(&mut up, asked, out)).await;
         match result {

@@ -10,10 +10,12 @@ use std::ops::Range;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Uri, Version};
 
-use super::chunked::Chunked;
 use crate::access_log::LoggedRequest;
+use crate::chunked::Chunked;
 use crate::error::ProxyError;
-use crate::headers::{self, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
+use crate::headers::{
+    self, ConnectionOptions, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
+};
 use crate::phases::RequestHead;
 
 /// Headers in a request head; more go to hyper (which answers 431).
@@ -107,6 +109,7 @@ pub(super) fn parse_request(buf: &[u8], spans: &mut Vec<(Range<usize>, Range<usi
         x_forwarded_host: false,
     };
     let mut hosts = 0;
+    let mut connection = ConnectionOptions::default();
     spans.clear();
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
@@ -119,15 +122,7 @@ pub(super) fn parse_request(buf: &[u8], spans: &mut Vec<(Range<usize>, Range<usi
             }
             6 if is(&header::EXPECT) => return Parsed::Fallback,
             7 if is(&header::UPGRADE) => return Parsed::Fallback,
-            10 if is(&header::CONNECTION) => {
-                for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                    if token.eq_ignore_ascii_case(b"close") {
-                        head.close = true;
-                    } else if !token.eq_ignore_ascii_case(b"keep-alive") {
-                        head.connection_lists = true;
-                    }
-                }
-            }
+            10 if is(&header::CONNECTION) => connection.add(value),
             // A body, or framing to check: the general path (and its smuggling checks).
             14 if is(&header::CONTENT_LENGTH) && value != b"0" => return Parsed::Fallback,
             17 if is(&header::TRANSFER_ENCODING) => return Parsed::Fallback,
@@ -144,6 +139,8 @@ pub(super) fn parse_request(buf: &[u8], spans: &mut Vec<(Range<usize>, Range<usi
     if hosts != 1 || lengths > 1 {
         return Parsed::Fallback;
     }
+    head.close = connection.close;
+    head.connection_lists = connection.names_headers;
     Parsed::Head(head)
 }
 
@@ -315,10 +312,9 @@ pub(super) fn parse_response(
         100..=199 => return ParsedResponse::Informational(len),
         _ => {}
     }
-    let mut upstream_keep_alive = minor == 1;
     let mut chunked = false;
     let mut length: Option<u64> = None;
-    let mut connection_lists = false;
+    let mut connection = ConnectionOptions::default();
     for h in res.headers.iter() {
         let name = h.name.as_bytes();
         let value = h.value.trim_ascii();
@@ -329,7 +325,7 @@ pub(super) fn parse_response(
             }
             chunked = true;
         } else if name.eq_ignore_ascii_case(b"content-length") {
-            let Some(n) = parse_length(value) else {
+            let Some(n) = headers::content_length(value) else {
                 return ParsedResponse::Invalid;
             };
             if length.is_some_and(|l| l != n) {
@@ -337,15 +333,10 @@ pub(super) fn parse_response(
             }
             length = Some(n);
         } else if name.eq_ignore_ascii_case(b"connection") {
-            for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    upstream_keep_alive = false;
-                } else if !token.eq_ignore_ascii_case(b"keep-alive") {
-                    connection_lists = true;
-                }
-            }
+            connection.add(value);
         }
     }
+    let mut upstream_keep_alive = minor == 1 && !connection.close;
     let no_body = head_method || status == 204 || status == 304;
     let framing = if no_body {
         Framing::Length(0)
@@ -369,7 +360,7 @@ pub(super) fn parse_response(
     for h in res.headers.iter() {
         let name = h.name.as_bytes();
         if headers::is_hop_by_hop(name)
-            || (connection_lists && listed(name))
+            || (connection.names_headers && listed(name))
             || (chunked && name.eq_ignore_ascii_case(b"content-length"))
         {
             continue;
@@ -394,13 +385,6 @@ pub(super) fn parse_response(
     )
 }
 
-pub(super) fn parse_length(value: &[u8]) -> Option<u64> {
-    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(value).ok()?.parse().ok()
-}
-
 /// How the response body ends.
 pub(super) enum Framing {
     Length(u64),
@@ -417,7 +401,7 @@ impl Framing {
                 *left -= n;
                 Ok((n as usize, *left == 0))
             }
-            Framing::Chunked(c) => c.feed(data),
+            Framing::Chunked(c) => c.feed(data).map_err(|_| ()),
             Framing::UntilClose => Ok((data.len(), false)),
         }
     }

@@ -20,7 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use super::pool::{ConnectFailure, SendError, SendTimeouts};
+use super::pool::{head_within, ConnectFailure, SendError, SendTimeouts};
 use crate::body::RequestBody;
 
 /// The shared HTTP/2 connection to one backend.
@@ -44,6 +44,7 @@ impl H2Conn {
         timeouts: SendTimeouts,
     ) -> Result<Response<Incoming>, SendError> {
         let deadline = tokio::time::Instant::now() + timeouts.request;
+        let body = req.body().sent();
         h2_request(&target, &mut req);
         let mut fresh = false;
         loop {
@@ -72,7 +73,8 @@ impl H2Conn {
                     continue;
                 }
             }
-            let sent = tokio::time::timeout_at(deadline, sender.try_send_request(req)).await;
+            let response = sender.try_send_request(req);
+            let sent = head_within(response, body.as_deref(), timeouts.request).await;
             match sent {
                 Err(_elapsed) => return Err(SendError::Timeout),
                 Ok(Ok(response)) => return Ok(response),

@@ -18,7 +18,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::pool::{connect_tcp, ConnectFailure, IdleQueue, SendError, SendTimeouts};
+use super::pool::{connect_tcp, head_within, ConnectFailure, IdleQueue, SendError, SendTimeouts};
 use crate::body::RequestBody;
 
 /// Idle connections kept per backend; more are closed after use.
@@ -88,7 +88,7 @@ impl Http1Conns {
         mut req: Request<RequestBody>,
         timeouts: SendTimeouts,
     ) -> Result<Response<Incoming>, SendError> {
-        let deadline = tokio::time::Instant::now() + timeouts.request;
+        let body = req.body().sent();
         loop {
             let (mut sender, reused) = match self.take_idle(timeouts.idle) {
                 Some(s) => (s, true),
@@ -98,7 +98,8 @@ impl Http1Conns {
                     Err(failure) => return Err(SendError::NotSent(req, failure)),
                 },
             };
-            let sent = tokio::time::timeout_at(deadline, sender.try_send_request(req)).await;
+            let response = sender.try_send_request(req);
+            let sent = head_within(response, body.as_deref(), timeouts.request).await;
             match sent {
                 Err(_elapsed) => return Err(SendError::Timeout),
                 Ok(Ok(response)) => {
@@ -160,7 +161,7 @@ impl Http1Conns {
     }
 
     /// Fast path: an idle connection that is still open, or `None`.
-    fn take_raw(&self, max_idle: Duration) -> Option<RawConn> {
+    pub(super) fn take_raw(&self, max_idle: Duration) -> Option<RawConn> {
         while let Some(conn) = self.raw_idle.pop() {
             if conn.since.elapsed() >= max_idle {
                 continue;

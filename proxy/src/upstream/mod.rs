@@ -113,6 +113,11 @@ impl UpstreamPool {
         self.h2.send(target, req, timeouts).await
     }
 
+    /// Fast path: an idle connection that is still open, if there is one.
+    pub(crate) fn take_raw(&self, max_idle: std::time::Duration) -> Option<RawConn> {
+        self.http1.take_raw(max_idle)
+    }
+
     /// Fast path: a connection for one exchange, and whether it was pooled (see
     /// `Http1Conns::acquire_raw`).
     pub(crate) async fn acquire_raw(

@@ -10,7 +10,7 @@ use crossbeam_queue::SegQueue;
 use hyper::Request;
 use tokio::net::TcpStream;
 
-use crate::body::RequestBody;
+use crate::body::{BodySent, RequestBody};
 
 /// Why a request did not get a response head from the upstream.
 // The request is handed back by value: boxing it would add an allocation to the retry path.
@@ -38,6 +38,25 @@ pub struct SendTimeouts {
     pub connect: Duration,
     pub request: Duration,
     pub idle: Duration,
+}
+
+/// Waits for the response head. The request timeout runs from the moment the request's body
+/// has been handed upstream (at once for a request without one): the time to the head is
+/// the backend's, however long the client takes to upload.
+pub(super) async fn head_within<F: std::future::Future>(
+    response: F,
+    body: Option<&BodySent>,
+    timeout: Duration,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    tokio::pin!(response);
+    if let Some(body) = body {
+        tokio::select! {
+            biased;
+            early = &mut response => return Ok(early),
+            () = body.wait() => {}
+        }
+    }
+    tokio::time::timeout(timeout, response).await
 }
 
 /// A new TCP connection to `address`, within `timeout`, with Nagle off.

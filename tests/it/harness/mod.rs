@@ -498,6 +498,16 @@ impl Proxy {
         }
     }
 
+    /// The sum of a metric's samples whose labels include all of `labels`.
+    pub async fn metric_sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text = self.admin_get("/metrics").await.text();
+        parse_metrics(&text)
+            .iter()
+            .filter(|s| s.name == name && labels.iter().all(|(k, v)| s.label(k) == *v))
+            .map(|s| s.value)
+            .sum()
+    }
+
     /// A keep-alive HTTP/1.1 client for the first listener.
     pub fn client(&self) -> Client {
         Client::http1(self.listen)
@@ -793,6 +803,16 @@ impl hyper::body::Body for Chunks {
     fn is_end_stream(&self) -> bool {
         self.0.is_empty()
     }
+}
+
+/// A request body fed piece by piece through the returned sender; it ends when the sender
+/// is dropped.
+pub fn body_channel() -> (tokio::sync::mpsc::Sender<Bytes>, Body) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let frames = futures_util::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
+    });
+    (tx, http_body_util::StreamBody::new(frames).boxed())
 }
 
 /// `GET path` with no extra headers.
@@ -1256,6 +1276,36 @@ impl Load {
         }
         total
     }
+}
+
+/// A raw TCP "backend" that reads a request head, then does whatever `act` does.
+pub async fn raw_backend<F, Fut>(act: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let tcp = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind raw backend");
+    let addr = tcp.local_addr().expect("raw backend addr");
+    let act = Arc::new(act);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = tcp.accept().await {
+            let act = act.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16384];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                act(stream).await;
+            });
+        }
+    });
+    addr
 }
 
 /// Convenience for tests that only need a path on disk.
