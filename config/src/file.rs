@@ -208,6 +208,7 @@ fn limits(d: &mut Decoder, node: &Node, path: &str) -> Option<Limits> {
             "client_body_timeout",
             "max_connections",
             "max_request_body",
+            "trace",
         ],
     )?;
     let def = Limits::default();
@@ -226,6 +227,17 @@ fn limits(d: &mut Decoder, node: &Node, path: &str) -> Option<Limits> {
             .unwrap_or(def.max_connections),
         // `null` (or absent) = unlimited.
         max_request_body: f.opt(d, "max_request_body", Decoder::uint),
+        trace: f.opt_or(d, "trace", def.trace, |d, n, p| {
+            d.choice(
+                n,
+                p,
+                "trace",
+                &[
+                    ("reject", TracePolicy::Reject),
+                    ("forward", TracePolicy::Forward),
+                ],
+            )
+        })?,
     })
 }
 

@@ -125,6 +125,19 @@ pub struct Limits {
     pub max_connections: usize,
     /// Larger request bodies are answered 413. `None` = unlimited.
     pub max_request_body: Option<u64>,
+    /// What the edge does with `TRACE` requests.
+    pub trace: TracePolicy,
+}
+
+/// `limits.trace`: TRACE echoes the request back, headers included — credentials a proxy
+/// or the browser added among them (cross-site tracing) — so the edge refuses it by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TracePolicy {
+    /// Answered 405 by the proxy; never forwarded.
+    #[default]
+    Reject,
+    /// Forwarded like any other method.
+    Forward,
 }
 
 impl Default for Limits {
@@ -135,6 +148,7 @@ impl Default for Limits {
             client_body_timeout: Duration::from_secs(60),
             max_connections: 100_000,
             max_request_body: None,
+            trace: TracePolicy::Reject,
         }
     }
 }
@@ -264,11 +278,41 @@ impl Default for Timeouts {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Upstream {
     pub protocol: UpstreamProtocol,
     /// CA bundle for `h2` over TLS; `None` = system roots.
     pub ca: Option<PathBuf>,
+    /// Connections open to one backend at most, idle ones included (HAProxy's `maxconn`).
+    /// HTTP/2 upstreams use one multiplexed connection.
+    pub max_connections: usize,
+    /// Connects under way to one backend at once (HTTP/2: always one).
+    pub max_connecting: usize,
+    /// Requests that may wait for a connection to one backend beyond the caps…
+    pub queue: usize,
+    /// …and for how long, before they are answered 503 (after a retry elsewhere).
+    pub queue_timeout: Duration,
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        Upstream {
+            protocol: UpstreamProtocol::Http1,
+            ca: None,
+            max_connections: 1024,
+            max_connecting: 32,
+            queue: 1024,
+            queue_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Upstream {
+    /// Whether connections made under `self` can serve under `other` (what a reload may
+    /// change without closing a backend's pool: the caps, not the protocol or CA).
+    pub fn same_connections(&self, other: &Upstream) -> bool {
+        self.protocol == other.protocol && self.ca == other.ca
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

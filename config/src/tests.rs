@@ -977,3 +977,35 @@ fn tags_force_strings_or_are_refused() {
     );
     assert_eq!(e.message, "YAML tag !custom is not supported (remove it)");
 }
+
+#[test]
+fn edge_timeouts_and_the_trace_policy_have_defaults_and_clear_errors() {
+    let c = ok(MINIMAL);
+    assert_eq!(c.limits.client_body_timeout, Duration::from_secs(60));
+    assert_eq!(c.limits.trace, TracePolicy::Reject);
+    assert_eq!(c.services[0].timeouts.connect, Duration::from_secs(5));
+
+    let c = ok(&MINIMAL.replace(
+        "services:",
+        "limits: { client_body_timeout: 5s, trace: forward }\nservices:",
+    ));
+    assert_eq!(c.limits.client_body_timeout, Duration::from_secs(5));
+    assert_eq!(c.limits.trace, TracePolicy::Forward);
+
+    let e = only_error(
+        &MINIMAL.replace("services:", "limits: { trace: allow }\nservices:"),
+        "limits.trace",
+    );
+    assert_eq!(
+        e.message,
+        "unknown trace \"allow\" (expected one of: reject, forward)"
+    );
+    let e = only_error(
+        &MINIMAL.replace(
+            "services:",
+            "limits: { client_body_timeout: 0s }\nservices:",
+        ),
+        "limits.client_body_timeout",
+    );
+    assert_eq!(e.message, "must be longer than 0 (e.g. 500ms or 5s)");
+}

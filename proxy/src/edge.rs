@@ -38,8 +38,13 @@ pub struct Edge {
     pub access_log: Option<Arc<AccessLog>>,
     pub tunnels: Tunnels,
     pub rejections: Rejections,
-    /// hyper's server settings for the general path (limits set in `general::http_builder`).
+    /// Forward `TRACE` (`limits.trace: forward`) instead of answering 405.
+    pub allow_trace: bool,
+    /// hyper's server settings for the general path (limits set in `general::http_builder`):
+    /// HTTP/1.1 or h2c by the preface, as a plain listener takes them…
     pub(crate) http: auto::Builder<TokioExecutor>,
+    /// …and HTTP/2 only, for TLS connections that negotiated `h2` by ALPN.
+    pub(crate) http2_only: auto::Builder<TokioExecutor>,
 }
 
 /// A client connection as the transports drive it: plain TCP, or TLS.
@@ -94,9 +99,11 @@ pub enum Rejection {
     TlsHandshake = 5,
     /// The client stopped sending its request body (`client_body_timeout`, 408).
     BodyTimeout = 6,
+    /// A method the edge refuses (TRACE by default, 405).
+    MethodNotAllowed = 7,
 }
 
-const REJECTION_REASONS: [&str; 7] = [
+const REJECTION_REASONS: [&str; 8] = [
     "max_connections",
     "header_timeout",
     "header_too_large",
@@ -104,11 +111,12 @@ const REJECTION_REASONS: [&str; 7] = [
     "body_too_large",
     "tls_handshake",
     "body_timeout",
+    "method_not_allowed",
 ];
 
 /// `switchyard_edge_rejections_total{listener, reason}`, resolved once per listener.
 #[derive(Debug)]
-pub struct Rejections([metrics::Counter; 7]);
+pub struct Rejections([metrics::Counter; 8]);
 
 impl Rejections {
     pub(crate) fn new(listener: &str) -> Rejections {

@@ -51,9 +51,17 @@ pub(crate) struct Conn {
     _slot: Slot,
 }
 
+/// Which protocols a connection may speak: what TLS negotiated by ALPN, or (plain TCP, TLS
+/// without ALPN) HTTP/1.1 or h2c by the preface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    Any,
+    Http1,
+    Http2,
+}
+
 /// Serves one connection (plain or TLS) to the end with hyper. `read_before`: bytes the fast
-/// path already read from `io`. `scan`: read it through the smuggling scanner (anything that
-/// may speak HTTP/1.x).
+/// path already read from `io`.
 pub(crate) async fn serve<I: ClientStream + 'static>(
     edge: Arc<Edge>,
     io: I,
@@ -61,8 +69,10 @@ pub(crate) async fn serve<I: ClientStream + 'static>(
     client: SocketAddr,
     slot: Slot,
     watcher: Watcher,
-    scan: bool,
+    protocol: Protocol,
 ) {
+    // Anything that may speak HTTP/1.x is read through the smuggling scanner.
+    let scan = protocol != Protocol::Http2;
     let framing = scan.then(|| Arc::new(FramingVerdict::default()));
     let scanner = framing
         .as_ref()
@@ -79,11 +89,20 @@ pub(crate) async fn serve<I: ClientStream + 'static>(
         let conn = Arc::clone(&conn);
         async move { Ok::<_, std::convert::Infallible>(handle(&conn, req).await) }
     });
-    let served = watcher.watch(
-        edge.http
-            .serve_connection_with_upgrades(TokioIo::new(io), service),
-    );
-    if let Err(e) = served.await {
+    let io = TokioIo::new(io);
+    let served = match protocol {
+        // HTTP/2 only (ALPN h2): anything else is a bad preface, answered with GOAWAY. (hyper
+        // ignores `http2_only` when upgrades are served; HTTP/2 has none to serve.)
+        Protocol::Http2 => {
+            let conn = edge.http2_only.serve_connection(io, service);
+            watcher.watch(conn).await
+        }
+        Protocol::Any | Protocol::Http1 => {
+            let conn = edge.http.serve_connection_with_upgrades(io, service);
+            watcher.watch(conn).await
+        }
+    };
+    if let Err(e) = served {
         let reason = e.downcast_ref::<hyper::Error>().and_then(|e| {
             if e.is_timeout() {
                 Some(Rejection::HeaderTimeout)
@@ -195,7 +214,7 @@ impl Transport for Hyper<'_> {
             Err(SendError::NotSent(back, why)) => {
                 tracing::debug!(backend = %backend.address, ?why, "upstream connect failed");
                 self.upstream = Some(back);
-                return Err(Failed::NotSent(NotSent::Connect));
+                return Err(Failed::NotSent(NotSent::of(&why)));
             }
             Err(e) => e,
         };
@@ -394,12 +413,12 @@ fn upstream_request(
     upgrade: Option<&HeaderValue>,
 ) -> Request<RequestBody> {
     let (mut parts, body) = req.into_parts();
-    // HTTP/2 clients send the host as :authority; an HTTP/1.1 upstream needs a Host header.
-    if !parts.headers.contains_key(header::HOST) {
-        if let Some(authority) = parts.uri.authority() {
-            if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
-                parts.headers.insert(header::HOST, v);
-            }
+    // The backend sees the host the request was routed by (`RequestHead::host`): HTTP/2's
+    // :authority, or an absolute-form target's host, wins over a `Host` header
+    // (RFC 9112 §3.2.2, RFC 9113 §8.3.1).
+    if let Some(authority) = parts.uri.authority() {
+        if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
+            parts.headers.insert(header::HOST, v);
         }
     }
     if parts.uri.scheme().is_some() {

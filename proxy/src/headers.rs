@@ -152,7 +152,8 @@ pub(crate) fn content_length(value: &[u8]) -> Option<u64> {
     std::str::from_utf8(value).ok()?.parse().ok()
 }
 
-/// Adds `X-Forwarded-For` (appending the client), `-Proto` and `-Host`.
+/// Adds `X-Forwarded-For` (appending the client) and sets `-Proto` and `-Host` (the `Host`
+/// the request was routed by), replacing what the client sent.
 pub fn add_forwarding(headers: &mut HeaderMap, client: IpAddr, proto: &'static str) {
     let mut buf = Vec::with_capacity(64);
     // Join every existing X-Forwarded-For line, then append this hop's client.
@@ -166,11 +167,11 @@ pub fn add_forwarding(headers: &mut HeaderMap, client: IpAddr, proto: &'static s
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    if !headers.contains_key(&X_FORWARDED_HOST) {
-        if let Some(host) = headers.get(header::HOST).cloned() {
-            headers.insert(X_FORWARDED_HOST.clone(), host);
-        }
-    }
+    // Set, not kept (SPEC §4): a client's own value would let it claim any host.
+    match headers.get(header::HOST).cloned() {
+        Some(host) => headers.insert(X_FORWARDED_HOST.clone(), host),
+        None => headers.remove(&X_FORWARDED_HOST),
+    };
 }
 
 #[cfg(test)]
@@ -210,6 +211,10 @@ mod tests {
         h.append("x-forwarded-for", HeaderValue::from_static("203.0.113.7"));
         h.append("x-forwarded-for", HeaderValue::from_static("198.51.100.1"));
         h.insert(header::HOST, HeaderValue::from_static("api.example.com"));
+        h.insert(
+            "x-forwarded-host",
+            HeaderValue::from_static("spoofed.example"),
+        );
         add_forwarding(&mut h, "127.0.0.1".parse().unwrap(), "http");
         assert_eq!(h["x-forwarded-for"], "203.0.113.7, 198.51.100.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use switchyard_config::Limits;
+use switchyard_config::{Limits, TracePolicy};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -32,7 +32,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::access_log::AccessLog;
 pub use crate::edge::ListenerStats;
 use crate::edge::{ClientStream, Edge, Rejection, Rejections, Slot, Tunnels};
-use crate::general;
+use crate::general::{self, Protocol};
 use crate::http1;
 use crate::tls::CertStore;
 use crate::TableHandle;
@@ -93,7 +93,9 @@ impl Listener {
             access_log: self.access_log.clone(),
             tunnels: Tunnels::default(),
             rejections: Rejections::new(&self.name),
+            allow_trace: limits.trace == TracePolicy::Forward,
             http: general::http_builder(&limits),
+            http2_only: general::http_builder(&limits).http2_only(),
         });
         loop {
             let (stream, client) = tokio::select! {
@@ -125,13 +127,10 @@ impl Listener {
             let watcher = graceful.watcher();
             match &acceptor {
                 None => {
+                    let shutdown = shutdown.clone();
+                    let any = Protocol::Any;
                     tokio::spawn(serve_http1(
-                        edge,
-                        stream,
-                        client,
-                        slot,
-                        watcher,
-                        shutdown.clone(),
+                        edge, stream, client, slot, watcher, shutdown, any,
                     ));
                 }
                 Some(acceptor) => {
@@ -152,11 +151,18 @@ impl Listener {
                                     return;
                                 }
                             };
-                        if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
-                            general::serve(edge, tls, Bytes::new(), client, slot, watcher, false)
+                        // The protocol ALPN agreed on is the only one spoken: HTTP/1.1 bytes
+                        // on an h2 connection are a bad preface (GOAWAY), not a request.
+                        let alpn = match tls.get_ref().1.alpn_protocol() {
+                            Some(b"h2") => Protocol::Http2,
+                            Some(_) => Protocol::Http1,
+                            None => Protocol::Any,
+                        };
+                        if alpn == Protocol::Http2 {
+                            general::serve(edge, tls, Bytes::new(), client, slot, watcher, alpn)
                                 .await;
                         } else {
-                            serve_http1(edge, tls, client, slot, watcher, shutdown).await;
+                            serve_http1(edge, tls, client, slot, watcher, shutdown, alpn).await;
                         }
                     });
                 }
@@ -201,13 +207,14 @@ async fn serve_http1<S: ClientStream + 'static>(
     slot: Slot,
     watcher: Watcher,
     shutdown: watch::Receiver<bool>,
+    protocol: Protocol,
 ) {
     // The watcher stays held meanwhile, so a graceful shutdown waits for this connection
     // too (the fast path closes it at its next idle moment).
     match http1::serve(&edge, stream, client, shutdown).await {
         http1::Ended::Closed => {}
         http1::Ended::Fallback(stream, read) => {
-            general::serve(edge, stream, read, client, slot, watcher, true).await;
+            general::serve(edge, stream, read, client, slot, watcher, protocol).await;
         }
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! accept        listener.rs: connection cap, TLS, ALPN → a transport
-//! limits        limits(): the transport's own checks (framing, declared body size)
+//! limits        limits(): TRACE (unless allowed), then the transport's own checks
+//!               (request framing, declared body size)
 //! route         route_service() → choose_version(): service, then version (SPEC §4.1–3)
 //! pick          a healthy backend of that version (round-robin)
 //! forward       the transport's upstream request, then exchange() per attempt, with
@@ -26,7 +27,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::Request;
 
 use crate::access_log::{AccessLog, Pending};
-use crate::edge::Edge;
+use crate::edge::{Edge, Rejection};
 use crate::error::ProxyError;
 use crate::pick::sticky_bucket;
 use crate::request::RequestCtx;
@@ -85,7 +86,7 @@ pub(crate) async fn run<T: Transport>(
     t: &mut T,
 ) -> Served<T::Response> {
     // limits
-    if let Err(e) = t.check(edge) {
+    if let Err(e) = limits(edge, t) {
         start_log(edge, ctx, t);
         return fail(ctx, e);
     }
@@ -114,6 +115,15 @@ pub(crate) async fn run<T: Transport>(
         }
         Err(e) => fail(ctx, e),
     }
+}
+
+/// The edge's own limits, then the transport's.
+fn limits<T: Transport>(edge: &Edge, t: &mut T) -> Result<(), ProxyError> {
+    if !edge.allow_trace && t.head().method() == b"TRACE" {
+        edge.rejections.count(Rejection::MethodNotAllowed);
+        return Err(ProxyError::MethodNotAllowed);
+    }
+    t.check(edge)
 }
 
 fn start_log<T: Transport>(edge: &Edge, ctx: &mut RequestCtx, t: &T) {

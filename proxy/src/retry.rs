@@ -9,6 +9,7 @@
 
 use crate::error::ProxyError;
 use crate::table::VersionRoute;
+use crate::upstream::ConnectFailure;
 
 /// Why one attempt on one backend got no response head.
 #[derive(Debug)]
@@ -29,6 +30,8 @@ pub(crate) enum Failed {
 pub(crate) enum NotSent {
     /// The connect was refused or timed out.
     Connect,
+    /// No connection came free within the queue timeout, or too many requests were waiting.
+    Busy,
 }
 
 /// One request's retry state.
@@ -55,6 +58,7 @@ impl Retries {
                 self.retried = true;
                 next.ok_or(match why {
                     NotSent::Connect => ProxyError::Connect,
+                    NotSent::Busy => ProxyError::Busy,
                 })
             }
             Failed::Timeout => Err(ProxyError::Timeout),
@@ -70,6 +74,16 @@ impl Retries {
 /// RFC 9110 §9.2.2).
 pub(crate) fn may_reconnect(sent: bool, idempotent: bool) -> bool {
     !sent || idempotent
+}
+
+impl NotSent {
+    /// Why a connection could not be had.
+    pub(crate) fn of(failure: &ConnectFailure) -> NotSent {
+        match failure {
+            ConnectFailure::Busy => NotSent::Busy,
+            ConnectFailure::Refused(_) | ConnectFailure::TimedOut => NotSent::Connect,
+        }
+    }
 }
 
 /// Whether a method is idempotent (RFC 9110 §9.2.2).

@@ -265,7 +265,7 @@ impl<'a> Transport for Fast<'a> {
         };
         let attempt = exchange(&backend.pool, asked, &service.timeouts, self.out).await;
         attempt.map_err(|e| match e {
-            Attempt::NotSent => Failed::NotSent(NotSent::Connect),
+            Attempt::NotSent(why) => Failed::NotSent(why),
             Attempt::Timeout => Failed::Timeout,
             Attempt::ClosedEarly | Attempt::Invalid => Failed::Reset,
         })
@@ -306,7 +306,7 @@ struct Asked<'a> {
 /// Why an attempt on one upstream connection got no usable response head.
 enum Attempt {
     /// The request did not reach the backend: another backend may take it.
-    NotSent,
+    NotSent(NotSent),
     /// The connection closed before any response byte (a stale keep-alive connection, or a
     /// backend that gave up): for a reused connection and an idempotent request, a fresh
     /// connection may be tried.
@@ -325,21 +325,13 @@ async fn exchange(
 ) -> Result<(RawConn, ResponseHead), Attempt> {
     let mut stale_retry = true;
     loop {
-        // An idle connection is there at once (the common case, no timer); else wait for one.
-        let idle = stale_retry.then(|| pool.take_raw(timeouts.idle)).flatten();
-        let acquired = match idle {
-            Some(conn) => Ok(Ok((conn, true))),
-            None => {
-                let acquire = pool.acquire_raw(timeouts, !stale_retry);
-                tokio::time::timeout(timeouts.connect, acquire).await
-            }
-        };
-        let (mut up, reused) = match acquired {
-            Ok(Ok(acquired)) => acquired,
-            Err(_) => return Err(Attempt::NotSent),
-            Ok(Err(why)) => {
-                tracing::debug!(backend = %pool.address(), ?why, "upstream connect failed");
-                return Err(Attempt::NotSent);
+        // An idle connection, else a new one within the backend's caps, else one that comes
+        // back (bounded by the connect and queue timeouts).
+        let (mut up, reused) = match pool.acquire_raw(timeouts, !stale_retry).await {
+            Ok(acquired) => acquired,
+            Err(why) => {
+                tracing::debug!(backend = %pool.address(), ?why, "no upstream connection");
+                return Err(Attempt::NotSent(NotSent::of(&why)));
             }
         };
         // The request timeout runs from here: the head is written at once (it is small and
@@ -350,8 +342,8 @@ async fn exchange(
         match result {
             Err(_elapsed) => return Err(Attempt::Timeout),
             Ok(Ok(head)) => return Ok((up, head)),
-            Ok(Err(Attempt::NotSent)) if !reused => return Err(Attempt::NotSent),
-            Ok(Err(e @ (Attempt::NotSent | Attempt::ClosedEarly)))
+            Ok(Err(e @ Attempt::NotSent(_))) if !reused => return Err(e),
+            Ok(Err(e @ (Attempt::NotSent(_) | Attempt::ClosedEarly)))
                 if reused
                     && stale_retry
                     && policy::may_reconnect(
@@ -362,7 +354,7 @@ async fn exchange(
                 // A keep-alive race: the backend closed the idle connection as we used it.
                 stale_retry = false;
             }
-            Ok(Err(Attempt::NotSent)) => return Err(Attempt::ClosedEarly),
+            Ok(Err(Attempt::NotSent(_))) => return Err(Attempt::ClosedEarly),
             Ok(Err(e)) => return Err(e),
         }
     }
@@ -376,7 +368,7 @@ async fn write_and_read_head(
     up.stream
         .write_all(asked.request)
         .await
-        .map_err(|_| Attempt::NotSent)?;
+        .map_err(|_| Attempt::NotSent(NotSent::Connect))?;
     let mut any = false;
     loop {
         if !up.buf.is_empty() {

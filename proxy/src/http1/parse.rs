@@ -34,7 +34,6 @@ pub(super) struct Head {
     /// `Connection` names other headers, which are hop-by-hop too.
     pub(super) connection_lists: bool,
     pub(super) x_forwarded_for: bool,
-    pub(super) x_forwarded_host: bool,
 }
 
 /// The request head as routing reads it.
@@ -106,7 +105,6 @@ pub(super) fn parse_request(buf: &[u8], spans: &mut Vec<(Range<usize>, Range<usi
         close: false,
         connection_lists: false,
         x_forwarded_for: false,
-        x_forwarded_host: false,
     };
     let mut hosts = 0;
     let mut connection = ConnectionOptions::default();
@@ -127,7 +125,6 @@ pub(super) fn parse_request(buf: &[u8], spans: &mut Vec<(Range<usize>, Range<usi
             14 if is(&header::CONTENT_LENGTH) && value != b"0" => return Parsed::Fallback,
             17 if is(&header::TRANSFER_ENCODING) => return Parsed::Fallback,
             15 if is(&X_FORWARDED_FOR) => head.x_forwarded_for = true,
-            16 if is(&X_FORWARDED_HOST) => head.x_forwarded_host = true,
             _ => {}
         }
         spans.push((span(name), span(value)));
@@ -169,7 +166,7 @@ pub(super) fn is_plain_target(b: u8) -> bool {
 }
 
 /// The request as the upstream sees it: same method, target and headers, minus hop-by-hop
-/// headers, plus `X-Forwarded-For` (appended), `-Proto` (replaced) and `-Host` (if absent).
+/// headers, plus `X-Forwarded-For` (appended), `-Proto` and `-Host` (replaced).
 pub(super) fn write_upstream_head(
     out: &mut Vec<u8>,
     req: &View<'_>,
@@ -192,6 +189,7 @@ pub(super) fn write_upstream_head(
             || (req.head.connection_lists && connection(name))
             || name.eq_ignore_ascii_case(X_FORWARDED_FOR.as_str().as_bytes())
             || name.eq_ignore_ascii_case(X_FORWARDED_PROTO.as_str().as_bytes())
+            || name.eq_ignore_ascii_case(X_FORWARDED_HOST.as_str().as_bytes())
         {
             continue;
         }
@@ -208,9 +206,7 @@ pub(super) fn write_upstream_head(
     out.extend_from_slice(b"\r\nx-forwarded-proto: ");
     out.extend_from_slice(scheme.as_bytes());
     out.extend_from_slice(b"\r\n");
-    if !req.head.x_forwarded_host {
-        push_header(out, b"x-forwarded-host", &buf[req.head.host.clone()]);
-    }
+    push_header(out, b"x-forwarded-host", &buf[req.head.host.clone()]);
     out.extend_from_slice(b"\r\n");
 }
 

@@ -3,10 +3,12 @@
 //! One connection per backend is *shared*: every request clones its `SendRequest` and runs
 //! as one stream (multiplexed), so trailers and full-duplex streaming (gRPC) pass through.
 //! The current connection sits in an `ArcSwapOption`; a request that finds it closed
-//! connects a new one.
+//! connects a new one — one connect at a time (the backend's [`Gate`]), every other stream
+//! that meets no connection waits for it.
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -20,7 +22,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use super::pool::{head_within, ConnectFailure, SendError, SendTimeouts};
+use super::pool::{head_within, Acquired, ConnectFailure, Gate, Opening, SendError, SendTimeouts};
 use crate::body::RequestBody;
 
 /// The shared HTTP/2 connection to one backend.
@@ -39,6 +41,7 @@ impl H2Conn {
     /// One stream on the shared connection (connecting one if there is none).
     pub(super) async fn send(
         &self,
+        gate: &Arc<Gate>,
         target: Target<'_>,
         mut req: Request<RequestBody>,
         timeouts: SendTimeouts,
@@ -47,15 +50,27 @@ impl H2Conn {
         let body = req.body().sent();
         h2_request(&target, &mut req);
         let mut fresh = false;
+        // One connect at a time: the streams that meet no connection wait for that one.
+        let single = SendTimeouts {
+            max_connecting: 1,
+            ..timeouts
+        };
         loop {
-            let current = self.shared.load_full().filter(|s| !s.is_closed());
-            let mut sender = match current {
+            let live = || self.shared.load_full().filter(|s| !s.is_closed());
+            let mut sender = match live() {
                 Some(s) => http2::SendRequest::clone(&s),
-                None => match connect(&target, timeouts.connect).await {
-                    Ok(s) => {
-                        fresh = true;
-                        self.shared.store(Some(std::sync::Arc::new(s.clone())));
-                        s
+                None => match gate.acquire(&single, live).await {
+                    Ok(Acquired::Idle(s)) => http2::SendRequest::clone(&s),
+                    Ok(Acquired::Open(opening)) => {
+                        match connect(&target, timeouts.connect, opening).await {
+                            Ok(s) => {
+                                fresh = true;
+                                self.shared.store(Some(Arc::new(s.clone())));
+                                gate.wake_all();
+                                s
+                            }
+                            Err(failure) => return Err(SendError::NotSent(req, failure)),
+                        }
                     }
                     Err(failure) => return Err(SendError::NotSent(req, failure)),
                 },
@@ -131,6 +146,7 @@ fn h2_request(target: &Target<'_>, req: &mut Request<RequestBody>) {
 async fn connect(
     target: &Target<'_>,
     timeout: Duration,
+    opening: Opening,
 ) -> Result<http2::SendRequest<RequestBody>, ConnectFailure> {
     let connect = async {
         let stream = TcpStream::connect(target.address)
@@ -154,19 +170,24 @@ async fn connect(
                 .handshake(TokioIo::new(tls))
                 .await
                 .map_err(refused)?;
-            tokio::spawn(conn);
-            Ok(sender)
+            Ok((sender, tokio::spawn(conn)))
         } else {
             let (sender, conn) = builder
                 .handshake(TokioIo::new(stream))
                 .await
                 .map_err(refused)?;
-            tokio::spawn(conn);
-            Ok(sender)
+            Ok((sender, tokio::spawn(conn)))
         }
     };
-    match tokio::time::timeout(timeout, connect).await {
-        Err(_) => Err(ConnectFailure::TimedOut),
-        Ok(r) => r,
-    }
+    let (sender, task) = match tokio::time::timeout(timeout, connect).await {
+        Err(_) => return Err(ConnectFailure::TimedOut),
+        Ok(r) => r?,
+    };
+    // The connection holds its place until its task ends.
+    let slot = opening.opened();
+    tokio::spawn(async move {
+        let _ = task.await;
+        drop(slot);
+    });
+    Ok(sender)
 }

@@ -8,7 +8,6 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,17 +17,14 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::pool::{connect_tcp, head_within, ConnectFailure, IdleQueue, SendError, SendTimeouts};
+use super::pool::{
+    connect_tcp, head_within, Acquired, ConnectFailure, Gate, IdleQueue, OpenSlot, Opening,
+    SendError, SendTimeouts,
+};
 use crate::body::RequestBody;
 
 /// Idle connections kept per backend; more are closed after use.
 const MAX_IDLE_PER_BACKEND: usize = 256;
-
-/// Connections being opened to one backend at once (fast path). A burst of requests meeting
-/// an empty pool — at start-up, after a spike — would otherwise open a connection each, all at
-/// once, and overflow the backend's accept queue: a dropped SYN costs a second, or the connect
-/// timeout. Beyond this many, requests wait for a connection to come back or a slot to free.
-const MAX_CONNECTING: usize = 32;
 
 struct IdleConn {
     sender: http1::SendRequest<RequestBody>,
@@ -42,6 +38,7 @@ pub(crate) struct RawConn {
     pub stream: TcpStream,
     pub buf: bytes::BytesMut,
     since: Instant,
+    _slot: OpenSlot,
 }
 
 /// The HTTP/1.1 connections to one backend.
@@ -51,30 +48,18 @@ pub(super) struct Http1Conns {
     idle: IdleQueue<IdleConn>,
     /// …and of the fast path, which reads and writes the socket itself.
     raw_idle: IdleQueue<RawConn>,
-    /// Fast path: connects under way, and a wake-up when a connection or a slot comes back.
-    connecting: AtomicUsize,
-    returned: tokio::sync::Notify,
-}
-
-/// One of the [`MAX_CONNECTING`] slots, released however the connect ends (or is dropped).
-struct ConnectSlot<'a>(&'a Http1Conns);
-
-impl Drop for ConnectSlot<'_> {
-    fn drop(&mut self) {
-        self.0.connecting.fetch_sub(1, Relaxed);
-        self.0.returned.notify_one();
-    }
+    /// Caps and queue, shared by both kinds.
+    gate: Arc<Gate>,
 }
 
 impl Http1Conns {
-    pub(super) fn new(address: SocketAddr, idle: usize) -> Http1Conns {
+    pub(super) fn new(address: SocketAddr, idle: usize, gate: Arc<Gate>) -> Http1Conns {
         let idle = idle.min(MAX_IDLE_PER_BACKEND);
         Http1Conns {
             address,
             idle: IdleQueue::new(idle),
             raw_idle: IdleQueue::new(idle),
-            connecting: AtomicUsize::new(0),
-            returned: tokio::sync::Notify::new(),
+            gate,
         }
     }
 
@@ -90,13 +75,17 @@ impl Http1Conns {
     ) -> Result<Response<Incoming>, SendError> {
         let body = req.body().sent();
         loop {
-            let (mut sender, reused) = match self.take_idle(timeouts.idle) {
-                Some(s) => (s, true),
+            let idle = || self.take_idle(timeouts.idle);
+            let (mut sender, reused) = match self.gate.acquire(&timeouts, idle).await {
+                Ok(Acquired::Idle(s)) => (s, true),
                 // Boxed, as it is rare (no idle connection) and large.
-                None => match Box::pin(self.connect(timeouts.connect)).await {
-                    Ok(s) => (s, false),
-                    Err(failure) => return Err(SendError::NotSent(req, failure)),
-                },
+                Ok(Acquired::Open(opening)) => {
+                    match Box::pin(self.connect(timeouts.connect, opening)).await {
+                        Ok(s) => (s, false),
+                        Err(failure) => return Err(SendError::NotSent(req, failure)),
+                    }
+                }
+                Err(failure) => return Err(SendError::NotSent(req, failure)),
             };
             let response = sender.try_send_request(req);
             let sent = head_within(response, body.as_deref(), timeouts.request).await;
@@ -133,16 +122,19 @@ impl Http1Conns {
     async fn connect(
         &self,
         timeout: Duration,
+        opening: Opening,
     ) -> Result<http1::SendRequest<RequestBody>, ConnectFailure> {
         let stream = connect_tcp(self.address, timeout).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| ConnectFailure::Refused(io::Error::other(e)))?;
+        let slot = opening.opened();
         tokio::spawn(async move {
             // Ends when the backend closes or the last sender is dropped; an upgraded (101)
             // connection is handed to the tunnel instead.
             let _ = conn.with_upgrades().await;
+            drop(slot);
         });
         Ok(sender)
     }
@@ -156,12 +148,13 @@ impl Http1Conns {
                     sender,
                     since: Instant::now(),
                 });
+                conns.gate.returned();
             }
         });
     }
 
     /// Fast path: an idle connection that is still open, or `None`.
-    pub(super) fn take_raw(&self, max_idle: Duration) -> Option<RawConn> {
+    fn take_raw(&self, max_idle: Duration) -> Option<RawConn> {
         while let Some(conn) = self.raw_idle.pop() {
             if conn.since.elapsed() >= max_idle {
                 continue;
@@ -177,36 +170,36 @@ impl Http1Conns {
     }
 
     /// Fast path: a connection for one exchange, and whether it was pooled — an idle one
-    /// (unless `fresh`), else a new one, else (when [`MAX_CONNECTING`] are already being
-    /// opened to this backend) the next one to come back. The caller bounds the wait.
+    /// (unless `fresh`), else a new one, within the backend's caps (else queued, see
+    /// [`Gate::acquire`]).
     pub(super) async fn acquire_raw(
         &self,
         timeouts: &SendTimeouts,
         fresh: bool,
     ) -> Result<(RawConn, bool), ConnectFailure> {
-        loop {
-            if !fresh {
-                if let Some(conn) = self.take_raw(timeouts.idle) {
-                    return Ok((conn, true));
-                }
+        let idle = || (!fresh).then(|| self.take_raw(timeouts.idle)).flatten();
+        match self.gate.acquire(timeouts, idle).await? {
+            Acquired::Idle(conn) => Ok((conn, true)),
+            // Boxed, as it is rare: the common future stays small.
+            Acquired::Open(opening) => {
+                let conn = Box::pin(self.connect_raw(timeouts.connect, opening)).await?;
+                Ok((conn, false))
             }
-            if self.connecting.fetch_add(1, Relaxed) < MAX_CONNECTING {
-                let _slot = ConnectSlot(self);
-                // Boxed, as it is rare: the common future stays small.
-                let conn = Box::pin(self.connect_raw(timeouts.connect)).await?;
-                return Ok((conn, false));
-            }
-            self.connecting.fetch_sub(1, Relaxed);
-            self.returned.notified().await;
         }
     }
 
     /// Fast path: a new connection.
-    async fn connect_raw(&self, timeout: Duration) -> Result<RawConn, ConnectFailure> {
+    async fn connect_raw(
+        &self,
+        timeout: Duration,
+        opening: Opening,
+    ) -> Result<RawConn, ConnectFailure> {
+        let stream = connect_tcp(self.address, timeout).await?;
         Ok(RawConn {
-            stream: connect_tcp(self.address, timeout).await?,
+            stream,
             buf: bytes::BytesMut::new(),
             since: Instant::now(),
+            _slot: opening.opened(),
         })
     }
 
@@ -219,6 +212,6 @@ impl Http1Conns {
         conn.buf.clear();
         conn.since = Instant::now();
         self.raw_idle.push(conn);
-        self.returned.notify_one();
+        self.gate.returned();
     }
 }

@@ -34,6 +34,8 @@ pub struct UpstreamPool {
     upstream: Upstream,
     http1: Arc<http1::Http1Conns>,
     h2: h2::H2Conn,
+    /// Caps and queue for every connection to this backend.
+    gate: Arc<pool::Gate>,
     /// `h2`: the TLS client, built on first use (reads the CA file or the system roots).
     tls: OnceLock<Result<TlsConnector, String>>,
 }
@@ -54,11 +56,13 @@ impl UpstreamPool {
             UpstreamProtocol::Http1 => usize::MAX,
             _ => 1,
         };
+        let gate = Arc::new(pool::Gate::default());
         UpstreamPool {
             address,
             upstream,
-            http1: Arc::new(http1::Http1Conns::new(address, idle)),
+            http1: Arc::new(http1::Http1Conns::new(address, idle, Arc::clone(&gate))),
             h2: h2::H2Conn::default(),
+            gate,
             tls: OnceLock::new(),
         }
     }
@@ -110,12 +114,7 @@ impl UpstreamPool {
             address: self.address,
             tls,
         };
-        self.h2.send(target, req, timeouts).await
-    }
-
-    /// Fast path: an idle connection that is still open, if there is one.
-    pub(crate) fn take_raw(&self, max_idle: std::time::Duration) -> Option<RawConn> {
-        self.http1.take_raw(max_idle)
+        self.h2.send(&self.gate, target, req, timeouts).await
     }
 
     /// Fast path: a connection for one exchange, and whether it was pooled (see

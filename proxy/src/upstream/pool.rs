@@ -1,14 +1,17 @@
-//! What every kind of upstream connection shares: the outcome of one send, the timeouts it
-//! runs under, a TCP connect, and the lock-free queue idle connections wait in.
+//! What every kind of upstream connection shares: the outcome of one send, the timeouts and
+//! caps it runs under, the per-backend connection [`Gate`] (caps and queue), a TCP connect,
+//! and the lock-free queue idle connections wait in.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_queue::SegQueue;
 use hyper::Request;
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 
 use crate::body::{BodySent, RequestBody};
 
@@ -29,15 +32,155 @@ pub enum SendError {
 pub enum ConnectFailure {
     Refused(io::Error),
     TimedOut,
+    /// No connection came free within the queue timeout, or the queue was full.
+    Busy,
 }
 
-/// Timeouts that apply to one send (they come from the service's config and may change with
-/// a reload, so they are passed per call rather than stored in the pool).
+/// What applies to one send: timeouts and the per-backend connection caps. They come from the
+/// service's config and may change with a reload, so they are passed per call rather than
+/// stored in the pool (which outlives a reload).
 #[derive(Debug, Clone, Copy)]
 pub struct SendTimeouts {
     pub connect: Duration,
     pub request: Duration,
     pub idle: Duration,
+    /// Connections open to one backend at most (idle ones included; HAProxy's `maxconn`).
+    pub max_connections: usize,
+    /// Connects under way to one backend at most.
+    pub max_connecting: usize,
+    /// Requests that may wait for a connection to one backend, and for how long.
+    pub queue: usize,
+    pub queue_timeout: Duration,
+}
+
+/// Counts and caps one backend's connections, and queues the requests that must wait for one
+/// (both transports, both protocols): a burst meeting an empty pool — at start-up, after a
+/// spike, 400 HTTP/2 streams at once — would otherwise open a connection each, overflow the
+/// backend's accept queue, and lose requests to dropped SYNs.
+#[derive(Debug, Default)]
+pub(crate) struct Gate {
+    open: AtomicUsize,
+    connecting: AtomicUsize,
+    waiting: AtomicUsize,
+    /// A connection came back, closed, or finished connecting.
+    wake: Notify,
+}
+
+/// Leave to open one connection: counted as connecting until [`Opening::opened`] (or drop).
+pub(crate) struct Opening {
+    gate: Arc<Gate>,
+    done: bool,
+}
+
+/// Held by an open connection; frees its place when the connection is gone.
+#[derive(Debug)]
+pub(crate) struct OpenSlot(Arc<Gate>);
+
+/// What [`Gate::acquire`] found.
+pub(crate) enum Acquired<T> {
+    Idle(T),
+    Open(Opening),
+}
+
+impl Gate {
+    /// A pooled connection (from `idle`) or the leave to open one — at once, or after waiting
+    /// in the backend's queue (bounded in size and time; then [`ConnectFailure::Busy`]).
+    pub(crate) async fn acquire<T>(
+        self: &Arc<Self>,
+        s: &SendTimeouts,
+        mut idle: impl FnMut() -> Option<T>,
+    ) -> Result<Acquired<T>, ConnectFailure> {
+        if let Some(found) = self.try_now(s, &mut idle) {
+            return Ok(found);
+        }
+        if self.waiting.fetch_add(1, Relaxed) >= s.queue {
+            self.waiting.fetch_sub(1, Relaxed);
+            return Err(ConnectFailure::Busy);
+        }
+        let _waiting = Waiting(self);
+        let deadline = tokio::time::Instant::now() + s.queue_timeout;
+        loop {
+            let woken = self.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if let Some(found) = self.try_now(s, &mut idle) {
+                return Ok(found);
+            }
+            if tokio::time::timeout_at(deadline, woken).await.is_err() {
+                return Err(ConnectFailure::Busy);
+            }
+        }
+    }
+
+    fn try_now<T>(
+        self: &Arc<Self>,
+        s: &SendTimeouts,
+        idle: &mut impl FnMut() -> Option<T>,
+    ) -> Option<Acquired<T>> {
+        if let Some(conn) = idle() {
+            return Some(Acquired::Idle(conn));
+        }
+        if self.connecting.fetch_add(1, Relaxed) >= s.max_connecting {
+            self.connecting.fetch_sub(1, Relaxed);
+            return None;
+        }
+        if self.open.fetch_add(1, Relaxed) >= s.max_connections {
+            self.open.fetch_sub(1, Relaxed);
+            self.connecting.fetch_sub(1, Relaxed);
+            return None;
+        }
+        Some(Acquired::Open(Opening {
+            gate: Arc::clone(self),
+            done: false,
+        }))
+    }
+
+    /// Wakes one waiting request: a connection came back to the pool.
+    pub(crate) fn returned(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Wakes every waiting request: a multiplexed (HTTP/2) connection is up for all of them.
+    pub(crate) fn wake_all(&self) {
+        self.wake.notify_waiters();
+    }
+}
+
+impl Opening {
+    /// The connect succeeded: the connection holds the slot from now on.
+    pub(crate) fn opened(mut self) -> OpenSlot {
+        self.done = true;
+        self.gate.connecting.fetch_sub(1, Relaxed);
+        // A connect slot is free again.
+        self.gate.wake.notify_one();
+        OpenSlot(Arc::clone(&self.gate))
+    }
+}
+
+impl Drop for Opening {
+    fn drop(&mut self) {
+        if !self.done {
+            // The connect failed or was abandoned.
+            self.gate.connecting.fetch_sub(1, Relaxed);
+            self.gate.open.fetch_sub(1, Relaxed);
+            self.gate.wake.notify_one();
+        }
+    }
+}
+
+impl Drop for OpenSlot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Relaxed);
+        self.0.wake.notify_one();
+    }
+}
+
+struct Waiting<'a>(&'a Gate);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Relaxed);
+    }
 }
 
 /// Waits for the response head. The request timeout runs from the moment the request's body

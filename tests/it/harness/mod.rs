@@ -98,6 +98,27 @@ impl Backend {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind backend");
+        Backend::serve(name, listener, delay, Duration::ZERO)
+    }
+
+    /// A backend that is slow to accept: its kernel accept queue holds only `backlog`
+    /// connections and it takes one every `accept_every`, so a burst of connects overflows
+    /// the queue and the kernel drops SYNs (the client retransmits a second later).
+    pub async fn start_slow_accepting(name: &str, backlog: u32, accept_every: Duration) -> Backend {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.1:0".parse().expect("addr"))
+            .expect("bind backend");
+        let listener = socket.listen(backlog).expect("listen");
+        Backend::serve(name, listener, Duration::ZERO, accept_every)
+    }
+
+    fn serve(
+        name: &str,
+        listener: TcpListener,
+        delay: Duration,
+        accept_every: Duration,
+    ) -> Backend {
         let addr = listener.local_addr().expect("backend addr");
         let hits = Arc::new(AtomicUsize::new(0));
         let fail_per_mille = Arc::new(AtomicUsize::new(0));
@@ -109,6 +130,9 @@ impl Backend {
         });
         let accept_loop = tokio::spawn(async move {
             loop {
+                if !accept_every.is_zero() {
+                    sleep(accept_every).await;
+                }
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
