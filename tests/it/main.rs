@@ -11,6 +11,7 @@ mod access_log;
 mod admin;
 mod api;
 mod check;
+mod cli;
 mod ctl;
 mod dashboard;
 mod demo;
