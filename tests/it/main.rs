@@ -24,6 +24,7 @@ mod limits;
 mod memory;
 mod metrics;
 mod overrides;
+mod packaging;
 mod prometheus;
 mod reliability;
 mod reload;
