@@ -290,3 +290,98 @@ async fn a_weighted_version_without_backends_is_a_warning_and_does_get_503s() {
     }
     assert!(unavailable > 0, "no request reached green's empty version");
 }
+
+/// SPEC §14's analysis block on a rollout, with `judge` and `alpha` as given.
+fn with_judge(judge: &str, alpha: &str) -> String {
+    format!(
+        r#"
+    listeners:
+      - name: public
+        address: 127.0.0.1:18080
+    services:
+      api:
+        versions:
+          blue:  {{ release: v1.0, backends: ["127.0.0.1:9001"], weight: 100 }}
+          green: {{ release: v2.0, backends: ["127.0.0.1:9003"], weight: 0 }}
+        rollout:
+          stable: blue
+          canary: green
+          steps: [{{ traffic: 10%, duration: 5m }}, {{ traffic: 100% }}]
+          analysis:
+            judge: {judge}
+            alpha: {alpha}
+            interval: 30s
+            threshold: 5
+            metrics:
+              - {{ name: error-rate, threshold: 1 }}
+              - {{ name: latency-p99, threshold: 500 }}
+"#
+    )
+}
+
+/// `file:line:col` of the first occurrence of `needle` in the file as written (1-based).
+fn position_of(file: &str, written: &str, needle: &str) -> String {
+    let (line, text) = written
+        .lines()
+        .enumerate()
+        .find(|(_, l)| l.contains(needle))
+        .unwrap_or_else(|| panic!("{needle:?} not in the file"));
+    // The value's column: just after the key.
+    let key = needle.split(':').next().unwrap_or(needle);
+    let column = text.find(key).unwrap() + key.len() + ": ".len() + 1;
+    format!("{file}:{}:{column}:", line + 1)
+}
+
+#[tokio::test]
+async fn the_sequential_judge_and_its_alpha_are_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "seq.yaml", &with_judge("sequential", "0.05"));
+
+    let (status, stdout, stderr) = run_cli(&["check", "--config", path.to_str().unwrap()]).await;
+
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "stdout {stdout:?} stderr {stderr:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_judge_or_alpha_is_reported_where_it_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    for (judge, alpha, needle, message) in [
+        (
+            "bayesian",
+            "0.01",
+            "judge: bayesian",
+            "services.api.rollout.analysis.judge: unknown judge \"bayesian\" (expected one of: threshold, sequential)",
+        ),
+        (
+            "sequential",
+            "1",
+            "alpha: 1",
+            "services.api.rollout.analysis.alpha: alpha 1 must be more than 0 and less than 1",
+        ),
+        (
+            "sequential",
+            "0",
+            "alpha: 0",
+            "services.api.rollout.analysis.alpha: alpha 0 must be more than 0 and less than 1",
+        ),
+    ] {
+        let path = write_file(dir.path(), "bad.yaml", &with_judge(judge, alpha));
+        let file = path.to_str().unwrap();
+        let written = std::fs::read_to_string(&path).unwrap();
+
+        let (status, stdout, stderr) = run_cli(&["check", "--config", file]).await;
+        let output = format!("{stdout}{stderr}");
+
+        assert_eq!(status.code(), Some(1), "{judge}/{alpha}: {output}");
+        let at = position_of(file, &written, needle);
+        let line = output
+            .lines()
+            .find(|l| l.contains(&at))
+            .unwrap_or_else(|| panic!("no `{at}` error in:\n{output}"));
+        assert!(line.contains(message), "{line}");
+    }
+}
