@@ -343,6 +343,11 @@ pub struct Step {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Analysis {
+    /// Who may roll back besides the threshold checks and fast-fail (SPEC §14).
+    pub judge: JudgeKind,
+    /// With `judge: sequential`: the bound on the chance of rolling back a canary that is no
+    /// worse than the stable. Strictly between 0 and 1.
+    pub alpha: f64,
     pub interval: Duration,
     /// Failed checks (across the rollout) that trigger a rollback.
     pub threshold: u32,
@@ -356,11 +361,37 @@ pub struct Analysis {
 impl Default for Analysis {
     fn default() -> Self {
         Analysis {
+            judge: JudgeKind::Threshold,
+            alpha: Analysis::DEFAULT_ALPHA,
             interval: Duration::from_secs(30),
             threshold: 5,
             min_requests: 50,
             fast_fail: Some(FastFail::default()),
             metrics: Vec::new(),
+        }
+    }
+}
+
+impl Analysis {
+    pub const DEFAULT_ALPHA: f64 = 0.01;
+}
+
+/// `analysis.judge`: how the canary is judged (SPEC §6, §14).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum JudgeKind {
+    /// The Flagger semantics of §6 alone: failed interval checks and fast-fail.
+    #[default]
+    Threshold,
+    /// §6 plus the always-valid comparison against the stable, checked every second.
+    Sequential,
+}
+
+impl JudgeKind {
+    /// The name as written in the config and shown by the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JudgeKind::Threshold => "threshold",
+            JudgeKind::Sequential => "sequential",
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod health;
 #[cfg(test)]
 mod mutate;
 pub mod rollout;
+pub mod sequential;
 pub mod state;
 pub mod status;
 pub mod telemetry;
