@@ -6,12 +6,16 @@
 //! listener's connections share ([`edge`]) and run the same [`phases`] over the current
 //! [`table::RoutingTable`]: [`route`] finds the service, [`pick`] the version, the table's
 //! version route the backend, [`headers`] rewrites, [`upstream`] sends over a pooled
-//! connection, [`stats`] records the outcome once, and [`error`] names anything the proxy
+//! connection (within the backend's connection caps), `retry` decides whether an attempt
+//! that failed goes again, [`request`] judges the outcome by the one failure rule and records
+//! and logs it once ([`stats`], [`access_log`]), and [`error`] names anything the proxy
 //! answers itself. At the edge, [`framing`] catches request smuggling hyper's parser hides,
 //! and [`access_log`] writes one line per request off the request path.
 //!
-//! This crate knows nothing about the admin API or disks: the control plane compiles tables
-//! and `store()`s them into the [`TableHandle`]; the data path only ever `load()`s.
+//! This crate knows nothing about the admin API: the control plane compiles tables and
+//! `store()`s them into the [`TableHandle`]; the data path only ever `load()`s. Nor, but for
+//! one exception still to be moved out (certificate and CA files: [`tls`] reads and watches
+//! them, `upstream` reads a CA bundle on first use), about disks.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 

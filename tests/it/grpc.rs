@@ -176,8 +176,7 @@ async fn grpc_failures(proxy: &Proxy, version: &str) -> f64 {
         .await
 }
 
-/// One h2c service per backend: `ok`, `unavailable`, `invalid` (by path prefix: the gRPC
-/// service name is the path's first segment, so each gets its own `match`).
+/// One h2c service `echo` with `versions` (YAML lines) and `extra` (YAML under the service).
 fn config((listen, admin): (u16, u16), versions: &str, extra: &str) -> String {
     format!(
         r#"
