@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+mod certs;
 mod decoder;
 mod duration;
 mod error;
@@ -23,6 +24,7 @@ mod yaml;
 #[cfg(test)]
 mod tests;
 
+pub use certs::{read_certificates, CertificatePem};
 pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigErrors};
 pub use schema::*;

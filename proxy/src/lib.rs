@@ -13,9 +13,9 @@
 //! and [`access_log`] writes one line per request off the request path.
 //!
 //! This crate knows nothing about the admin API: the control plane compiles tables and
-//! `store()`s them into the [`TableHandle`]; the data path only ever `load()`s. Nor, but for
-//! one exception still to be moved out (certificate and CA files: [`tls`] reads and watches
-//! them, `upstream` reads a CA bundle on first use), about disks.
+//! `store()`s them into the [`TableHandle`]; the data path only ever `load()`s. Nor about
+//! disks — certificates come compiled from PEM bytes the control plane read — with one
+//! exception still to move out: an `h2` upstream's CA bundle, read on first use.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
