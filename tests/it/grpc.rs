@@ -297,12 +297,21 @@ async fn a_grpc_canary_failing_every_call_with_unavailable_is_rolled_back() {
     ))
     .await;
     let mut grpc = client(&proxy).await;
-    // Calls forced onto the canary: every one fails with UNAVAILABLE (HTTP 200 + grpc-status).
+    // Calls forced onto the canary fail with UNAVAILABLE (HTTP 200 + grpc-status) until the
+    // fast-fail rollback takes it out (then the stable answers OK).
     let mut codes = Vec::new();
-    for _ in 0..40 {
-        codes.push(say(&mut grpc, &[("x-canary", "always")]).await);
+    for _ in 0..60 {
+        let code = say(&mut grpc, &[("x-canary", "always")]).await;
+        codes.push(code);
+        if code == Code::Ok {
+            break;
+        }
     }
-    assert!(codes.iter().all(|c| *c == Code::Unavailable), "{codes:?}");
+    let failed = codes
+        .iter()
+        .take_while(|c| **c == Code::Unavailable)
+        .count();
+    assert!(failed >= 20, "the canary answered {codes:?}");
     let svc = eventually(Duration::from_secs(15), "rolled back", async || {
         let svc = proxy.api("/services/echo").await;
         match svc["rollout"]["state"] == "rolled_back" {
