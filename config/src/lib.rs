@@ -9,10 +9,12 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+mod backend;
 mod decoder;
 mod duration;
 mod error;
 mod file;
+mod resolver;
 mod rollout;
 pub mod schema;
 mod service;
