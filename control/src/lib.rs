@@ -18,6 +18,7 @@ pub mod app;
 pub mod auth;
 pub mod controller;
 pub mod dashboard;
+pub mod discovery;
 pub mod events;
 pub mod exporter;
 pub mod health;
