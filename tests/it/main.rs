@@ -14,6 +14,7 @@ mod check;
 mod ctl;
 mod dashboard;
 mod demo;
+mod discovery;
 mod fast_path;
 mod faults;
 mod h2_upstream;

@@ -10,8 +10,8 @@
 //! - A failed answer (SERVFAIL, REFUSED, NXDOMAIN, timeout) keeps the last good set, however
 //!   many come; a DNS outage must not take traffic down with it.
 //! - An empty answer keeps the last good set too, until [`EMPTY_ANSWERS_TO_REMOVE`] come in a
-//!   row; only then does the name count as having no addresses — and even then the version
-//!   keeps them if nothing else would be left (see [`super::version`]).
+//!   row; only then does the name count as having no addresses — and even then a version
+//!   that would be left with nothing keeps what it had (see [`super::version`]).
 //! - After a failed or empty answer the name is asked again sooner than its TTL: `min_ttl`,
 //!   doubling with each further one up to `max_ttl`, so a server that is down is not
 //!   hammered and one that comes back is noticed within `max_ttl`.
@@ -136,8 +136,8 @@ impl NameState {
         self.last_good.as_deref()
     }
 
-    /// Whether enough empty answers came in a row for this name's addresses to go (the
-    /// version may still keep them, see [`super::version`]).
+    /// Whether enough empty answers came in a row for this name's addresses to go (a version
+    /// that would be left with nothing keeps them, see [`super::version`]).
     pub fn gone(&self) -> bool {
         self.last_good.is_some() && self.empty_in_a_row >= EMPTY_ANSWERS_TO_REMOVE
     }

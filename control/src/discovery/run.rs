@@ -412,6 +412,7 @@ impl<R: Resolve> Task<R> {
     }
 
     fn publish(&self) {
+        let previous = Arc::clone(&self.snapshot.borrow());
         let versions = self
             .versions
             .iter()
@@ -425,10 +426,12 @@ impl<R: Resolve> Task<R> {
                         state: &e.state,
                     })
                     .collect();
+                let had = previous.version(&p.service, &p.version);
+                let had = had.map_or(&[][..], |v| &v.endpoints);
                 VersionEndpoints {
                     service: p.service.clone(),
                     version: p.version.clone(),
-                    endpoints: version::endpoints(&p.literals, &names),
+                    endpoints: version::endpoints(&p.literals, &names, had),
                     unresolved: version::unresolved(&names),
                 }
             })

@@ -34,22 +34,28 @@ pub struct NameView<'a> {
 }
 
 /// The version's endpoints, sorted by address, one per address (weights of duplicates add
-/// up). The never-empty rule: names that count as gone ([`NameState::gone`]) are left out —
-/// unless that would leave the version with nothing, in which case their last good sets stay.
-pub fn endpoints(literals: &[SocketAddr], names: &[NameView<'_>]) -> Vec<Endpoint> {
-    let mut out: Vec<Endpoint> = literals
-        .iter()
-        .map(|&address| Endpoint {
-            address,
-            name: None,
-            weight: UNIT_WEIGHT,
-        })
-        .collect();
-    let add = |out: &mut Vec<Endpoint>, include_gone: bool| {
-        for n in names {
-            if n.state.gone() && !include_gone {
-                continue;
-            }
+/// up): its literal addresses and the current set of every name that is not gone
+/// ([`NameState::gone`]).
+///
+/// The never-empty rule: when that would leave the version with nothing, it keeps what it had
+/// (`previous`, the endpoints last published, of the names it still has) — an answer that
+/// would empty a version changes nothing. Without such a set (just reloaded), the gone names'
+/// last good sets stay instead.
+pub fn endpoints(
+    literals: &[SocketAddr],
+    names: &[NameView<'_>],
+    previous: &[Endpoint],
+) -> Vec<Endpoint> {
+    let collect = |include_gone: bool| {
+        let mut out: Vec<Endpoint> = literals
+            .iter()
+            .map(|&address| Endpoint {
+                address,
+                name: None,
+                weight: UNIT_WEIGHT,
+            })
+            .collect();
+        for n in names.iter().filter(|n| include_gone || !n.state.gone()) {
             for &(address, weight) in n.state.addresses().unwrap_or_default() {
                 out.push(Endpoint {
                     address,
@@ -58,21 +64,31 @@ pub fn endpoints(literals: &[SocketAddr], names: &[NameView<'_>]) -> Vec<Endpoin
                 });
             }
         }
+        // Stable, so the first entry of an address (file order) keeps its name.
+        out.sort_by_key(|e| e.address);
+        out.dedup_by(|later, first| {
+            let same = later.address == first.address;
+            if same {
+                first.weight = first.weight.saturating_add(later.weight);
+            }
+            same
+        });
+        out
     };
-    add(&mut out, false);
-    if out.is_empty() {
-        add(&mut out, true);
+    let out = collect(false);
+    if !out.is_empty() {
+        return out;
     }
-    // Stable, so the first entry of an address (file order) keeps its name.
-    out.sort_by_key(|e| e.address);
-    out.dedup_by(|later, first| {
-        let same = later.address == first.address;
-        if same {
-            first.weight = first.weight.saturating_add(later.weight);
-        }
-        same
-    });
-    out
+    let still_named = |e: &&Endpoint| {
+        e.name
+            .as_ref()
+            .is_some_and(|name| names.iter().any(|n| n.name == name))
+    };
+    let kept: Vec<Endpoint> = previous.iter().filter(still_named).cloned().collect();
+    if !kept.is_empty() {
+        return kept;
+    }
+    collect(true)
 }
 
 /// The configured names of a version that have never resolved (shown by the API, SPEC §12).
@@ -164,6 +180,7 @@ mod tests {
                 name: &a,
                 state: &sa,
             }],
+            &[],
         );
         assert_eq!(
             out,
@@ -195,7 +212,7 @@ mod tests {
             name: &a,
             state: &sa,
         }];
-        assert_eq!(endpoints(&[], &names), []);
+        assert_eq!(endpoints(&[], &names, &[]), []);
         assert_eq!(unresolved(&names), [a]);
     }
 
@@ -215,18 +232,19 @@ mod tests {
                 state: &sb,
             },
         ];
-        assert_eq!(addresses(&endpoints(&[], &both)), [addr("10.0.0.2:80")]);
+        let now = endpoints(&[], &both, &[]);
+        assert_eq!(addresses(&now), [addr("10.0.0.2:80")]);
         // Alone, it keeps its last good set: DNS never empties a version.
         assert_eq!(
-            addresses(&endpoints(&[], &both[..1])),
+            addresses(&endpoints(&[], &both[..1], &[])),
             [addr("10.0.0.1:80")]
         );
         // A literal address is something else.
         assert_eq!(
-            addresses(&endpoints(&[addr("10.0.0.7:80")], &both[..1])),
+            addresses(&endpoints(&[addr("10.0.0.7:80")], &both[..1], &[])),
             [addr("10.0.0.7:80")]
         );
-        // Every name gone: all of their last good sets stay.
+        // Then b goes too: the version keeps what it had (b), not a that already went.
         let mut sb = sb;
         empty_out(&mut sb);
         let both = [
@@ -240,8 +258,18 @@ mod tests {
             },
         ];
         assert_eq!(
-            addresses(&endpoints(&[], &both)),
+            addresses(&endpoints(&[], &both, &now)),
+            [addr("10.0.0.2:80")]
+        );
+        // With nothing published before (a reload), every gone name's last good set stays.
+        assert_eq!(
+            addresses(&endpoints(&[], &both, &[])),
             [addr("10.0.0.1:80"), addr("10.0.0.2:80")]
+        );
+        // What it had, of the names it still has: a name a reload removed is not kept.
+        assert_eq!(
+            addresses(&endpoints(&[], &both[..1], &now)),
+            [addr("10.0.0.1:80")]
         );
     }
 
@@ -262,6 +290,7 @@ mod tests {
                     state: &sb,
                 },
             ],
+            &[],
         );
         assert_eq!(
             out,
