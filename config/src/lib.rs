@@ -13,6 +13,7 @@ mod backend;
 mod decoder;
 mod duration;
 mod error;
+pub mod fields;
 mod file;
 mod resolver;
 mod rollout;
@@ -37,8 +38,13 @@ use std::path::Path;
 /// column and field path.
 pub fn parse(source: &str, file: &str) -> Result<Config, ConfigErrors> {
     let mut d = decoder::Decoder::new(file);
-    let config = yaml::load(source, &mut d).and_then(|root| file::config(&mut d, &root));
+    let config = decode(&mut d, source);
     d.finish(config)
+}
+
+/// The whole decode of one document into `d`: YAML, then the file's schema.
+fn decode(d: &mut decoder::Decoder, source: &str) -> Option<Config> {
+    yaml::load(source, d).and_then(|root| file::config(d, &root))
 }
 
 /// Reads and parses a config file.

@@ -129,6 +129,168 @@ async fn serve_refuses_an_invalid_file_with_exit_one() {
     );
 }
 
+#[tokio::test]
+async fn the_file_is_named_by_argument_by_c_or_by_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "ok.yaml", VALID);
+    let file = path.to_str().unwrap();
+
+    for args in [
+        &["check", file][..],
+        &["check", "-c", file][..],
+        &["check", "--config", file][..],
+    ] {
+        let (status, stdout, stderr) = run_cli_env(args, &[]).await;
+        assert_eq!(status.code(), Some(0), "{args:?}: {stdout} {stderr}");
+        assert!(stdout.contains(": ok ("), "{args:?}: {stdout}");
+    }
+    // Both at once is a usage error, not a guess.
+    let (status, _, stderr) = run_cli_env(&["check", "-c", file, file], &[]).await;
+    assert_eq!(status.code(), Some(2), "{stderr}");
+}
+
+/// A config that parses, but that `serve` refuses at start: the token file is a directory,
+/// two certificate files and the access log's directory do not exist.
+fn refused_at_start(dir: &std::path::Path) -> String {
+    let d = dir.display();
+    std::fs::create_dir_all(dir.join("token-dir")).unwrap();
+    format!(
+        r#"
+        listeners:
+          - {{ name: public, address: "127.0.0.1:{listen}" }}
+          - name: secure
+            address: "127.0.0.1:{tls}"
+            tls:
+              certificates:
+                - {{ cert: {d}/missing-api.pem, key: {d}/missing-api-key.pem }}
+                - {{ cert: {d}/missing-www.pem, key: {d}/missing-www-key.pem }}
+        admin: {{ address: "127.0.0.1:{admin}", token_file: {d}/token-dir }}
+        access_log: {{ path: {d}/no-such-dir/access.log }}
+        services:
+          api:
+            versions:
+              blue: {{ release: v1, backends: ["127.0.0.1:9001"] }}
+        "#,
+        listen = free_port(),
+        tls = free_port(),
+        admin = free_port(),
+    )
+}
+
+#[tokio::test]
+async fn check_reports_everything_serve_would_refuse_each_with_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "start.yaml", &refused_at_start(dir.path()));
+    let file = path.to_str().unwrap();
+
+    let (status, stdout, stderr) = run_cli_env(&["check", file], &[]).await;
+    assert_eq!(status.code(), Some(1), "stdout {stdout} stderr {stderr}");
+    for named in [
+        "admin.token_file",
+        "token-dir",
+        "missing-api.pem",
+        "missing-www.pem",
+        "access_log.path",
+        "no-such-dir",
+    ] {
+        assert!(
+            stderr.contains(named),
+            "check does not name {named}:\n{stderr}"
+        );
+    }
+    assert!(stderr.contains("4 error(s)"), "{stderr}");
+
+    // And serve does refuse it: what check found is what stops serve.
+    let (status, _, serve_err) = run_cli_env(&["serve", file], &[]).await;
+    assert_eq!(status.code(), Some(1), "{serve_err}");
+    let first = serve_err.trim().trim_start_matches("error: ");
+    assert!(
+        stderr.contains(first),
+        "serve stopped on {first:?}, which check did not report:\n{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn check_refuses_a_public_admin_without_a_token_unless_the_environment_has_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        r#"
+        listeners: [{{ name: public, address: "127.0.0.1:{}" }}]
+        admin: {{ address: "0.0.0.0:{}" }}
+        services:
+          api:
+            versions:
+              blue: {{ release: v1, backends: ["127.0.0.1:9001"] }}
+        "#,
+        free_port(),
+        free_port()
+    );
+    let path = write_file(dir.path(), "public.yaml", &yaml);
+    let file = path.to_str().unwrap();
+
+    let (status, _, stderr) = run_cli_env(&["check", file], &[]).await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no token is configured"), "{stderr}");
+    assert!(stderr.contains("SWITCHYARD_ADMIN_TOKEN"), "{stderr}");
+
+    let (status, stdout, stderr) =
+        run_cli_env(&["check", file], &[("SWITCHYARD_ADMIN_TOKEN", "s3cret")]).await;
+    assert_eq!(status.code(), Some(0), "{stdout} {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_weighted_version_without_backends_is_a_warning_and_does_get_503s() {
+    let blue = Backend::start("blue-1").await;
+    let (listen, admin) = (free_port(), free_port());
+    let yaml = format!(
+        r#"
+        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
+        admin: {{ address: "127.0.0.1:{admin}" }}
+        services:
+          api:
+            versions:
+              blue:  {{ release: v1, backends: ["{blue}"], weight: 50 }}
+              green: {{ release: v2, weight: 50 }}
+        "#,
+        blue = blue.addr
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "warn.yaml", &yaml);
+
+    let (status, stdout, stderr) = run_cli_env(&["check", path.to_str().unwrap()], &[]).await;
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "a warning is not an error: {stderr}"
+    );
+    assert!(stdout.contains("1 warning(s)"), "{stdout}");
+    let warning = stderr
+        .lines()
+        .find(|l| l.contains("warning:"))
+        .unwrap_or_else(|| panic!("no warning in {stderr:?}"));
+    assert!(
+        warning.contains("services.api.versions.green") && warning.contains("no backends"),
+        "{warning}"
+    );
+
+    // What the warning says is what happens.
+    let proxy = Proxy::start(&yaml).await;
+    let mut client = proxy.client();
+    let mut unavailable = 0;
+    for _ in 0..40 {
+        let reply = client.get("/").await.expect("request");
+        if reply.status == http::StatusCode::SERVICE_UNAVAILABLE {
+            assert!(
+                reply.text().contains("no healthy backend"),
+                "{}",
+                reply.text()
+            );
+            unavailable += 1;
+        }
+    }
+    assert!(unavailable > 0, "no request reached green's empty version");
+}
+
 /// SPEC §14's analysis block on a rollout, with `judge` and `alpha` as given.
 fn with_judge(judge: &str, alpha: &str) -> String {
     format!(

@@ -310,11 +310,35 @@ impl Proxy {
 
     /// Like [`Proxy::start_with_args`], with extra environment variables for the process.
     pub async fn start_with_env(yaml: &str, extra_args: &[&str], env: &[(&str, &str)]) -> Proxy {
+        Proxy::spawn(yaml, extra_args, env, false).await
+    }
+
+    /// Like [`Proxy::start`], with the config mounted the way the kubelet mounts a ConfigMap
+    /// volume: `config/switchyard.yaml -> ..data/switchyard.yaml`, `..data -> ..<version>/`.
+    /// [`Proxy::update_configmap`] then updates it the way the kubelet does.
+    pub async fn start_configmap(yaml: &str) -> Proxy {
+        Proxy::spawn(yaml, &[], &[], true).await
+    }
+
+    async fn spawn(
+        yaml: &str,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+        configmap: bool,
+    ) -> Proxy {
         let yaml = dedent(yaml);
         let (listen, admin) = addresses_in(&yaml);
         let dir = tempfile::tempdir().expect("tempdir");
-        let config_path = dir.path().join("switchyard.yaml");
-        std::fs::write(&config_path, &yaml).expect("write config");
+        let config_path = if configmap {
+            let volume = dir.path().join("config");
+            std::fs::create_dir(&volume).expect("create the ConfigMap volume");
+            configmap_write(&volume, "switchyard.yaml", &yaml);
+            volume.join("switchyard.yaml")
+        } else {
+            let path = dir.path().join("switchyard.yaml");
+            std::fs::write(&path, &yaml).expect("write config");
+            path
+        };
         let log_path = dir.path().join("switchyard.stderr.log");
         let extra_args: Vec<String> = extra_args.iter().map(|a| a.to_string()).collect();
         let env: Vec<(String, String)> = env
@@ -428,6 +452,13 @@ impl Proxy {
         std::fs::rename(&tmp, &self.config_path).expect("rename config");
     }
 
+    /// Updates a [`Proxy::start_configmap`] config as the kubelet does: the new file in a
+    /// fresh directory, `..data` swapped to it by one rename, the old directory removed.
+    pub fn update_configmap(&self, yaml: &str) {
+        let volume = self.config_path.parent().expect("the ConfigMap volume");
+        configmap_write(volume, "switchyard.yaml", &dedent(yaml));
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -520,6 +551,37 @@ impl Drop for Proxy {
                 tail.join("\n")
             );
         }
+    }
+}
+
+/// The kubelet's atomic update of a ConfigMap volume (its `AtomicWriter`): write the payload
+/// into a new `..<timestamp>` directory, point a `..data_tmp` symlink at it and rename that
+/// over `..data` (the one atomic step), create the user-visible `name -> ..data/name` link if
+/// it is new, then remove the previous directory. The file's own path never changes.
+pub fn configmap_write(volume: &Path, name: &str, text: &str) {
+    use std::os::unix::fs::symlink;
+    static VERSION: AtomicUsize = AtomicUsize::new(0);
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let version = format!(
+        "..{}.{}",
+        stamp.as_nanos(),
+        VERSION.fetch_add(1, Ordering::Relaxed)
+    );
+    std::fs::create_dir(volume.join(&version)).expect("create the payload directory");
+    std::fs::write(volume.join(&version).join(name), text).expect("write the payload");
+    let data = volume.join("..data");
+    let old = std::fs::read_link(&data).ok();
+    let tmp = volume.join("..data_tmp");
+    symlink(&version, &tmp).expect("symlink ..data_tmp");
+    std::fs::rename(&tmp, &data).expect("rename ..data_tmp over ..data");
+    let visible = volume.join(name);
+    if std::fs::symlink_metadata(&visible).is_err() {
+        symlink(Path::new("..data").join(name), &visible).expect("symlink the file");
+    }
+    if let Some(old) = old {
+        std::fs::remove_dir_all(volume.join(old)).expect("remove the old payload");
     }
 }
 
