@@ -430,8 +430,10 @@ async fn a_reload_keeps_what_names_that_stay_know() {
     .await;
 }
 
-/// `/etc/hosts` names work through the system resolver (no `resolver:` block). `localhost`
-/// is the one name these tests let the machine answer, from the file, without a query.
+/// `localhost:PORT` works through the system's configuration (no `resolver:` block):
+/// `/etc/hosts` is read before any DNS server is asked (and hickory answers `localhost` itself
+/// too, RFC 6761), so no query leaves the machine. `localhost` is the one name these tests
+/// let the machine answer.
 #[tokio::test]
 async fn localhost_resolves_through_etc_hosts() {
     let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
@@ -454,5 +456,87 @@ async fn localhost_resolves_through_etc_hosts() {
     assert_eq!(
         v.endpoints[0].name.as_deref(),
         Some(&*format!("localhost:{port}"))
+    );
+}
+
+/// CPU seconds (user + system) this process has used, from /proc/self/stat.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("read /proc/self/stat");
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("stat") + 2..]
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0 // USER_HZ is 100 on Linux
+}
+
+/// A measurement, not a check (run it alone, in release): 1,000 names with TTL 0 under
+/// `min_ttl: 1s, max_ttl: 1s`, so every name is re-resolved every 1–1.2 s, against the
+/// in-test server in this same process. Prints lookups per second, CPU (the resolver, the
+/// discovery task and the DNS server together) and the process's RSS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement: cargo test --release --test it discovery::thousand -- --ignored --nocapture"]
+async fn thousand_names_re_resolving_every_second() {
+    const NAMES: usize = 1000;
+    const PER_VERSION: usize = 10;
+    let dns = DnsServer::start().await;
+    let mut text = format!(
+        "listeners:\n  - {{ name: public, address: 127.0.0.1:0 }}\nresolver: {{ nameservers: [\"{}\"], min_ttl: 1s, max_ttl: 1s }}\nservices:\n  api:\n    versions:\n",
+        dns.address
+    );
+    for v in 0..NAMES / PER_VERSION {
+        let names: Vec<String> = (0..PER_VERSION)
+            .map(|i| {
+                let n = v * PER_VERSION + i;
+                let ip = v4(&format!("127.0.{}.{}", n / 250, n % 250 + 1));
+                dns.set_a(&format!("n{n}.switchyard.test"), &[ip], 0);
+                format!("\"n{n}.switchyard.test:80\"")
+            })
+            .collect();
+        text += &format!(
+            "      v{v}: {{ release: r, backends: [{}], weight: 1 }}\n",
+            names.join(", ")
+        );
+    }
+    let config = switchyard_config::parse(&text, "thousand.yaml").expect("config");
+    let rss_before = rss_kib(std::process::id());
+    let discovery = Discovery::with_hickory(&config).expect("resolver");
+    eventually(Duration::from_secs(60), "every name resolved", async || {
+        let s = discovery.snapshot();
+        let resolved = s
+            .versions
+            .iter()
+            .filter(|v| v.unresolved.is_empty())
+            .count();
+        match resolved == NAMES / PER_VERSION {
+            true => Ok(()),
+            false => Err(format!("{resolved} versions resolved")),
+        }
+    })
+    .await;
+    let ok = |d: &Discovery| -> u64 {
+        d.lookups()
+            .iter()
+            .filter(|c| c.result == LookupResult::Ok)
+            .map(|c| c.count)
+            .sum()
+    };
+    let (lookups0, cpu0, t0) = (ok(&discovery), cpu_seconds(), Instant::now());
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let (lookups1, cpu1, elapsed) = (ok(&discovery), cpu_seconds(), t0.elapsed().as_secs_f64());
+    let failed: u64 = discovery
+        .lookups()
+        .iter()
+        .filter(|c| c.result != LookupResult::Ok)
+        .map(|c| c.count)
+        .sum();
+    let rss_after = rss_kib(std::process::id());
+    println!(
+        "{NAMES} names: {:.0} lookups/s ok ({failed} not ok in all), CPU {:.1}% of one core, RSS {} KiB → {} KiB ({:+} KiB)",
+        (lookups1 - lookups0) as f64 / elapsed,
+        100.0 * (cpu1 - cpu0) / elapsed,
+        rss_before,
+        rss_after,
+        rss_after as i64 - rss_before as i64,
     );
 }
