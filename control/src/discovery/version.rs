@@ -166,6 +166,10 @@ mod tests {
         assert!(s.gone());
     }
 
+    fn view<'a>(name: &'a Arc<str>, state: &'a NameState) -> NameView<'a> {
+        NameView { name, state }
+    }
+
     fn addresses(endpoints: &[Endpoint]) -> Vec<SocketAddr> {
         endpoints.iter().map(|e| e.address).collect()
     }
@@ -174,14 +178,7 @@ mod tests {
     fn literals_and_names_together_sorted_with_their_names() {
         let a: Arc<str> = "a.internal:80".into();
         let sa = state(&["10.0.0.9:80", "10.0.0.2:80"]);
-        let out = endpoints(
-            &[addr("10.0.0.5:80")],
-            &[NameView {
-                name: &a,
-                state: &sa,
-            }],
-            &[],
-        );
+        let out = endpoints(&[addr("10.0.0.5:80")], &[view(&a, &sa)], &[]);
         assert_eq!(
             out,
             [
@@ -208,10 +205,7 @@ mod tests {
     fn a_never_resolved_name_adds_nothing_and_is_listed() {
         let a: Arc<str> = "a.internal:80".into();
         let sa = state(&[]);
-        let names = [NameView {
-            name: &a,
-            state: &sa,
-        }];
+        let names = [view(&a, &sa)];
         assert_eq!(endpoints(&[], &names, &[]), []);
         assert_eq!(unresolved(&names), [a]);
     }
@@ -222,16 +216,7 @@ mod tests {
         let mut sa = state(&["10.0.0.1:80"]);
         let sb = state(&["10.0.0.2:80"]);
         empty_out(&mut sa);
-        let both = [
-            NameView {
-                name: &a,
-                state: &sa,
-            },
-            NameView {
-                name: &b,
-                state: &sb,
-            },
-        ];
+        let both = [view(&a, &sa), view(&b, &sb)];
         let now = endpoints(&[], &both, &[]);
         assert_eq!(addresses(&now), [addr("10.0.0.2:80")]);
         // Alone, it keeps its last good set: DNS never empties a version.
@@ -247,16 +232,7 @@ mod tests {
         // Then b goes too: the version keeps what it had (b), not a that already went.
         let mut sb = sb;
         empty_out(&mut sb);
-        let both = [
-            NameView {
-                name: &a,
-                state: &sa,
-            },
-            NameView {
-                name: &b,
-                state: &sb,
-            },
-        ];
+        let both = [view(&a, &sa), view(&b, &sb)];
         assert_eq!(
             addresses(&endpoints(&[], &both, &now)),
             [addr("10.0.0.2:80")]
@@ -278,20 +254,7 @@ mod tests {
         let (a, b): (Arc<str>, Arc<str>) = ("a:80".into(), "b:80".into());
         let sa = state(&["10.0.0.1:80"]);
         let sb = state(&["10.0.0.1:80"]);
-        let out = endpoints(
-            &[],
-            &[
-                NameView {
-                    name: &a,
-                    state: &sa,
-                },
-                NameView {
-                    name: &b,
-                    state: &sb,
-                },
-            ],
-            &[],
-        );
+        let out = endpoints(&[], &[view(&a, &sa), view(&b, &sb)], &[]);
         assert_eq!(
             out,
             [Endpoint {
