@@ -67,7 +67,7 @@ fn start_up_refusals(config: &Config) -> Vec<String> {
     // Certificates, pair by pair, so that every bad file is named (serve stops at the first).
     for listener in &config.listeners {
         for pair in listener.tls.iter().flat_map(|t| &t.certificates) {
-            if let Err(e) = switchyard_proxy::tls::CertSet::load(std::slice::from_ref(pair)) {
+            if let Err(e) = switchyard_control::certs::compile(std::slice::from_ref(pair)) {
                 errors.push(format!("listener {:?}: TLS: {e}", listener.name));
             }
         }

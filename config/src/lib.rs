@@ -10,6 +10,7 @@
 #![deny(rust_2018_idioms)]
 
 mod backend;
+mod certs;
 mod decoder;
 mod duration;
 mod error;
@@ -25,6 +26,7 @@ mod yaml;
 #[cfg(test)]
 mod tests;
 
+pub use certs::{read_certificates, CertificatePem};
 pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigErrors};
 pub use schema::*;

@@ -185,7 +185,12 @@ fn the_spec_example_parses_fully() {
         ]
     );
     assert_eq!(api.health_check, Some(HealthCheck::default()));
-    assert_eq!(api.timeouts, Timeouts::default());
+    // The SPEC example's `connect: 1s` is below the 5 s default.
+    let timeouts = Timeouts {
+        connect: Duration::from_secs(1),
+        ..Timeouts::default()
+    };
+    assert_eq!(api.timeouts, timeouts);
     assert_eq!(api.upstream, Upstream::default());
 
     let rollout = api.rollout.as_ref().unwrap();
@@ -997,4 +1002,36 @@ fn tags_force_strings_or_are_refused() {
         "services.api.versions.v1.release",
     );
     assert_eq!(e.message, "YAML tag !custom is not supported (remove it)");
+}
+
+#[test]
+fn edge_timeouts_and_the_trace_policy_have_defaults_and_clear_errors() {
+    let c = ok(MINIMAL);
+    assert_eq!(c.limits.client_body_timeout, Duration::from_secs(60));
+    assert_eq!(c.limits.trace, TracePolicy::Reject);
+    assert_eq!(c.services[0].timeouts.connect, Duration::from_secs(5));
+
+    let c = ok(&MINIMAL.replace(
+        "services:",
+        "limits: { client_body_timeout: 5s, trace: forward }\nservices:",
+    ));
+    assert_eq!(c.limits.client_body_timeout, Duration::from_secs(5));
+    assert_eq!(c.limits.trace, TracePolicy::Forward);
+
+    let e = only_error(
+        &MINIMAL.replace("services:", "limits: { trace: allow }\nservices:"),
+        "limits.trace",
+    );
+    assert_eq!(
+        e.message,
+        "unknown trace \"allow\" (expected one of: reject, forward)"
+    );
+    let e = only_error(
+        &MINIMAL.replace(
+            "services:",
+            "limits: { client_body_timeout: 0s }\nservices:",
+        ),
+        "limits.client_body_timeout",
+    );
+    assert_eq!(e.message, "must be longer than 0 (e.g. 500ms or 5s)");
 }

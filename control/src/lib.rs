@@ -16,6 +16,7 @@ pub mod analysis;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod certs;
 pub mod controller;
 pub mod dashboard;
 pub mod discovery;

@@ -8,16 +8,20 @@
 mod harness;
 
 mod access_log;
+mod accounting;
 mod admin;
 mod api;
 mod check;
 mod cli;
+mod connect_storms;
 mod ctl;
 mod dashboard;
 mod demo;
 mod discovery;
+mod edge;
 mod fast_path;
 mod faults;
+mod grpc;
 mod h2_upstream;
 mod h2c;
 mod headers;
