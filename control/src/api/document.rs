@@ -1,0 +1,96 @@
+//! The documents the API answers with: a service (SPEC §7, with each version's role from the
+//! one rule in `rollout/roles.rs`), and a page of its history.
+
+use serde_json::{json, Value};
+
+use crate::controller::{ServiceView, View};
+use crate::rollout::Phase;
+use crate::store::HISTORY_KEPT;
+use crate::telemetry::TelemetryView;
+
+/// The service document of SPEC §7.
+pub fn service_json(name: &str, view: &View, sv: &ServiceView, telemetry: &TelemetryView) -> Value {
+    let route = sv
+        .index
+        .and_then(|i| view.table.services.get(i))
+        .filter(|r| &*r.name == name);
+    let versions: Vec<Value> = route
+        .map(|route| {
+            route
+                .versions
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    let series = telemetry.get(name, v);
+                    let role = sv
+                        .roles
+                        .as_ref()
+                        .and_then(|r| r.role(&v.name, sv.state.weight(&v.name)));
+                    json!({
+                        "name": &*v.name,
+                        "release": &*v.release,
+                        "weight": round2(route.share_percent(i)),
+                        "role": role,
+                        "rolled_back": v.rolled_back,
+                        "backends": v.backends.iter().map(|b| json!({
+                            "address": b.address.to_string(),
+                            "healthy": b.is_healthy(),
+                        })).collect::<Vec<_>>(),
+                        "live": series.live,
+                        "series": series.points,
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let rollout = view
+        .config
+        .service(name)
+        .and_then(|cfg| cfg.rollout.as_ref())
+        .map(|cfg| {
+            let record = sv.rollout();
+            json!({
+                "state": record.map_or(Phase::Idle, |r| r.phase).as_str(),
+                "step": record.map_or(0, |r| if r.phase == Phase::Idle { 0 } else { r.step + 1 }),
+                "steps": cfg.steps.len(),
+                "stable": record.map_or(cfg.stable.as_str(), |r| r.stable.as_str()),
+                "canary": record.map_or(cfg.canary.as_str(), |r| r.canary.as_str()),
+                "release": record.map(|r| r.canary_release.as_str()),
+                "failed_checks": record.map_or(0, |r| r.failed_checks),
+                "threshold": sv.threshold,
+                "awaiting_gate": record.is_some_and(|r| r.awaiting_gate),
+                "reason": record.and_then(|r| r.reason.as_deref()),
+                "started_at": record.map(|r| r.started_at.as_str()),
+                "finished_at": record.and_then(|r| r.finished_at.as_deref()),
+                "last_analysis": sv.last_analysis,
+            })
+        });
+    json!({
+        "name": name,
+        "revision": sv.revision,
+        "versions": versions,
+        "rollout": rollout,
+    })
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// A page of a service's history: revisions older than `before` (default: all), the newest
+/// `limit` of them (default: every one kept in memory), oldest first. `next_before` pages
+/// further back while older revisions are kept; the full history is `revisions.jsonl`.
+pub fn history_json(sv: &ServiceView, before: Option<u64>, limit: Option<u64>) -> Value {
+    let limit = limit.map_or(HISTORY_KEPT, |l| usize::try_from(l).unwrap_or(usize::MAX));
+    let older: Vec<_> = sv
+        .history
+        .iter()
+        .filter(|r| before.is_none_or(|b| r.id < b))
+        .collect();
+    let page = &older[older.len().saturating_sub(limit)..];
+    let next_before = (page.len() < older.len())
+        .then(|| page.first().map(|r| r.id))
+        .flatten();
+    let page: Vec<&crate::store::Revision> = page.iter().map(|r| &***r).collect();
+    json!({ "revisions": page, "next_before": next_before })
+}
