@@ -28,6 +28,7 @@ mod reliability;
 mod reload;
 mod rollout;
 mod routing;
+mod safety;
 mod schemathesis;
 mod shutdown;
 mod split;

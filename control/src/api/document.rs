@@ -22,10 +22,7 @@ pub fn service_json(name: &str, view: &View, sv: &ServiceView, telemetry: &Telem
                 .enumerate()
                 .map(|(i, v)| {
                     let series = telemetry.get(name, v);
-                    let role = sv
-                        .roles
-                        .as_ref()
-                        .and_then(|r| r.role(&v.name, sv.state.weight(&v.name)));
+                    let role = sv.roles.as_ref().and_then(|r| r.role(&v.name, &sv.state));
                     json!({
                         "name": &*v.name,
                         "release": &*v.release,

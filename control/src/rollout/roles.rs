@@ -67,12 +67,14 @@ impl Roles {
         })
     }
 
-    /// The role of `version` (`None` for a version outside the rollout).
-    pub fn role(&self, version: &str, weight: u32) -> Option<Role> {
+    /// The role of `version` in `state` (`None` for a version outside the rollout). A
+    /// rolled-back canary stays `canary` (its release is marked rolled back).
+    pub fn role(&self, version: &str, state: &ServiceState) -> Option<Role> {
         if version == self.stable {
             Some(Role::Stable)
         } else if version == self.canary {
-            Some(if self.active || weight > 0 {
+            let traffic = state.weight(version) > 0 || state.rolled_back.contains_key(version);
+            Some(if self.active || traffic {
                 Role::Canary
             } else {
                 Role::Standby
@@ -134,10 +136,7 @@ mod tests {
 
     fn names(s: &ServiceState) -> (Option<Role>, Option<Role>) {
         let r = Roles::of(&service(), s).unwrap();
-        (
-            r.role("blue", s.weight("blue")),
-            r.role("green", s.weight("green")),
-        )
+        (r.role("blue", s), r.role("green", s))
     }
 
     #[test]

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod demo;
+pub mod disk;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
