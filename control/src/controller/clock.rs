@@ -13,6 +13,7 @@ use crate::store::Source;
 
 impl Controller<'_> {
     pub(super) async fn tick(&mut self) {
+        let started = std::time::Instant::now();
         let now = clock::now();
         self.free_retired();
         self.retry_pending(now).await;
@@ -31,9 +32,17 @@ impl Controller<'_> {
             let view = self.sampler.second(&table, now);
             self.core.readers.telemetry.store(std::sync::Arc::new(view));
         }
+        let rollouts = running.len();
         for service in running {
             self.tick_service(&service, now, closed).await;
         }
+        // `benches/control_plane.sh` reads these.
+        tracing::debug!(
+            elapsed_us = started.elapsed().as_micros() as u64,
+            rollouts,
+            sampled_all = closed,
+            "tick"
+        );
     }
 
     async fn tick_service(&mut self, service: &str, now: Millis, closed: bool) {

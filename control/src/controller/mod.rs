@@ -24,6 +24,8 @@ mod commit;
 mod effects;
 mod publish;
 mod reload;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
