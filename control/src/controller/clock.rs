@@ -151,6 +151,9 @@ impl Controller<'_> {
                 transitions::rollback(ctx, rb.reason, rb.source, &rb.message, rb.evidence)?
             }
             Decision::AwaitGates { step } => transitions::await_gates(ctx, step),
+            // No step advances while the store is resting after a refusal (SPEC §11: the
+            // rollout clock pauses without the store); the next tick after it asks again.
+            Decision::Advance { .. } if self.store_resting(now) => return Ok(()),
             Decision::Advance { step } => {
                 transitions::enter_step(ctx, state.clone(), step, Source::Rollout)
             }

@@ -189,13 +189,14 @@ impl Controller<'_> {
                 self.publish_persistence(None);
                 true
             }
-            Err(_) => {
-                let p = &mut self.core.pending;
-                p.backoff = (p.backoff * 2).clamp(RETRY_MIN_MS, RETRY_MAX_MS);
-                p.next_retry = clock::now() + p.backoff;
-                false
-            }
+            Err(_) => false,
         }
+    }
+
+    /// Whether the store refused recently and its pause is not over: the rollout clock then
+    /// holds its steps instead of asking again every tick.
+    pub(super) fn store_resting(&self, now: Millis) -> bool {
+        now < self.core.pending.next_retry
     }
 
     /// Retries pending changes when their pause is over (every tick calls this).
@@ -220,6 +221,9 @@ impl Controller<'_> {
             Err(e) => {
                 metrics::counter!("switchyard_state_write_errors_total", "store" => store.kind())
                     .increment(1);
+                let p = &mut self.core.pending;
+                p.backoff = (p.backoff * 2).clamp(RETRY_MIN_MS, RETRY_MAX_MS);
+                p.next_retry = clock::now() + p.backoff;
                 self.publish_persistence(Some(e.to_string()));
                 Err(e)
             }

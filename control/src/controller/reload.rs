@@ -98,7 +98,7 @@ impl Controller<'_> {
 
     /// Starts the rollouts the config names; one the store refuses is tried again next tick.
     pub(super) async fn retry_starts(&mut self) {
-        if self.starts_pending.is_empty() {
+        if self.starts_pending.is_empty() || self.store_resting(clock::now()) {
             return;
         }
         let config = Arc::clone(&self.core.config);

@@ -10,6 +10,7 @@
 //! [`RolloutRecord::judges`], and unknown fields written by a newer binary are kept in
 //! [`RolloutRecord::extra`] — no command needs to change for any of that.
 
+mod holds;
 pub mod roles;
 pub mod transitions;
 
