@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use super::Controller;
 use crate::clock::{self, Millis};
-use crate::plan::{Change, Direction, Plan};
+use crate::plan::{Change, Direction, Effect, Plan};
 use crate::refusal::Refusal;
 use crate::status::Persistence;
 use crate::store::{push_bounded_arc, Commit, CommitError, Fence, Revision, ServiceState};
@@ -63,80 +63,77 @@ impl Pending {
 impl Controller<'_> {
     /// Carries out `plan` in the order its direction asks for; `Ok` is the service's revision.
     pub(super) async fn carry_out(&mut self, plan: Plan) -> Result<u64, Refusal> {
-        let Plan {
-            mut change,
-            effects,
-        } = plan;
-        let revision = self.stamp(&mut change);
-        let service = change.service.clone();
-        match change.direction {
-            Direction::TowardStable => {
-                // Traffic first: on the live table now, whatever the store says.
-                self.core
-                    .pending
-                    .queue(&service, change.next.clone(), revision.clone());
-                let id = self.apply(change, revision);
-                self.publish();
-                self.flush().await;
-                self.run_effects(&service, id, effects);
-                Ok(id)
-            }
-            Direction::AwayFromStable => {
-                // The store first, with whatever is pending (its order is the loop's order).
-                let mut batch = self.pending_batch();
-                let expected = self.versions.get(&service).copied().unwrap_or(0);
-                let mut revisions = match batch.iter().position(|c| c.service == service) {
-                    Some(i) => batch.remove(i).revisions,
-                    None => Vec::new(),
-                };
-                revisions.extend(revision.clone());
-                batch.push(Commit {
-                    service: service.clone(),
-                    expected,
-                    state: change.next.clone(),
-                    revisions,
-                });
-                if let Err(e) = self.store_commit(batch, change.fence).await {
-                    return Err(match e {
-                        CommitError::Conflict { .. } => {
-                            Refusal::conflict(format!("{e}; read it again and retry"))
-                        }
-                        e => Refusal::Unavailable(format!(
-                            "the change was not applied: it could not be persisted ({e}). \
-                             Changes that move traffic away from the stable version need the \
-                             state written; rollbacks and moves back to the stable still apply"
-                        )),
-                    });
-                }
-                self.core.pending = Pending::default();
-                self.publish_persistence(None);
-                let id = self.apply(change, revision);
-                self.publish();
-                self.run_effects(&service, id, effects);
-                Ok(id)
-            }
+        if plan.change.direction == Direction::TowardStable {
+            // Traffic first: on the live table now, whatever the store says; the store after.
+            let id = self.apply_toward(plan, true);
+            self.flush().await;
+            return Ok(id);
         }
+        let (change, revision, effects) = self.stamp(plan);
+        let service = change.service.clone();
+        // The store first, with whatever is pending (its order is the loop's order).
+        let mut batch = self.pending_batch();
+        let expected = self.versions.get(&service).copied().unwrap_or(0);
+        let mut revisions = match batch.iter().position(|c| c.service == service) {
+            Some(i) => batch.remove(i).revisions,
+            None => Vec::new(),
+        };
+        revisions.extend(revision.clone());
+        batch.push(Commit {
+            service: service.clone(),
+            expected,
+            state: change.next.clone(),
+            revisions,
+        });
+        if let Err(e) = self.store_commit(batch, change.fence).await {
+            return Err(match e {
+                CommitError::Conflict { .. } => {
+                    Refusal::conflict(format!("{e}; read it again and retry"))
+                }
+                e => Refusal::Unavailable(format!(
+                    "the change was not applied: it could not be persisted ({e}). Changes \
+                     that move traffic away from the stable version need the state written; \
+                     rollbacks and moves back to the stable still apply"
+                )),
+            });
+        }
+        self.core.pending = Pending::default();
+        self.publish_persistence(None);
+        let id = self.apply(change, revision);
+        self.publish();
+        self.run_effects(&service, id, effects);
+        Ok(id)
     }
 
-    /// Applies a toward-stable plan without waiting for the store (the caller flushes):
-    /// the config's reconciliation of many services at once.
-    pub(super) fn apply_toward(&mut self, plan: Plan) {
+    /// Applies a toward-stable plan without waiting for the store, queueing it for the next
+    /// flush; `publish`: swap the table before the effects run (a reconciliation of many
+    /// services publishes once, at the end).
+    pub(super) fn apply_toward(&mut self, plan: Plan, publish: bool) -> u64 {
         debug_assert_eq!(plan.change.direction, Direction::TowardStable);
-        let Plan {
-            mut change,
-            effects,
-        } = plan;
-        let revision = self.stamp(&mut change);
+        let (change, revision, effects) = self.stamp(plan);
         let service = change.service.clone();
         self.core
             .pending
             .queue(&service, change.next.clone(), revision.clone());
         let id = self.apply(change, revision);
+        if publish {
+            self.publish();
+        }
         self.run_effects(&service, id, effects);
+        id
     }
 
     /// Gives a change that moves the weights its revision: the next id and the time.
-    fn stamp(&self, change: &mut Change) -> Option<Revision> {
+    fn stamp(&self, plan: Plan) -> (Change, Option<Revision>, Vec<Effect>) {
+        let Plan {
+            mut change,
+            effects,
+        } = plan;
+        let revision = self.revision_of(&mut change);
+        (change, revision, effects)
+    }
+
+    fn revision_of(&self, change: &mut Change) -> Option<Revision> {
         let current = self.state.get(&change.service).map_or(0, |s| s.revision);
         let (source, reason) = change.revision.clone()?;
         let id = current + 1;

@@ -75,7 +75,7 @@ impl Controller<'_> {
             .collect();
         let now = clock::now();
         for plan in reload::reconcile(&config, &self.state, now) {
-            self.apply_toward(plan);
+            self.apply_toward(plan, false);
         }
         // One table compile for the whole reload (10,000 services: ~90 ms), then persist.
         self.publish();

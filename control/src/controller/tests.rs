@@ -56,7 +56,11 @@ async fn command(c: &mut Controller<'_>, service: &str, command: Command) -> Res
     c.carry_out(plan).await
 }
 
-async fn rollback(c: &mut Controller<'_>) -> Result<u64, Refusal> {
+/// Carries out the plan `transition` makes for `svc0` now.
+async fn on_svc0(
+    c: &mut Controller<'_>,
+    transition: impl FnOnce(transitions::Ctx<'_>) -> Result<crate::plan::Plan, Refusal>,
+) -> Result<u64, Refusal> {
     let cfg = c.core.config.service("svc0").unwrap().clone();
     let state = c.state["svc0"].clone();
     let ctx = transitions::Ctx {
@@ -65,14 +69,21 @@ async fn rollback(c: &mut Controller<'_>) -> Result<u64, Refusal> {
         state: &state,
         now: crate::clock::now(),
     };
-    let plan = transitions::rollback(
-        ctx,
-        RollbackReason::FastFail,
-        Source::Analysis,
-        "test",
-        Value::Null,
-    )?;
+    let plan = transition(ctx)?;
     c.carry_out(plan).await
+}
+
+async fn rollback(c: &mut Controller<'_>) -> Result<u64, Refusal> {
+    on_svc0(c, |ctx| {
+        transitions::rollback(
+            ctx,
+            RollbackReason::FastFail,
+            Source::Analysis,
+            "test",
+            Value::Null,
+        )
+    })
+    .await
 }
 
 fn green_share(c: &Controller<'_>, service: &str) -> f64 {
@@ -107,15 +118,7 @@ async fn a_bookkeeping_commit_keeps_the_table() {
     let mut core = core(50, &store);
     let mut c = Controller::boot(&mut core).await;
     let before = c.core.table.load_full();
-    let cfg = c.core.config.service("svc0").unwrap().clone();
-    let state = c.state["svc0"].clone();
-    let ctx = transitions::Ctx {
-        service: "svc0",
-        cfg: &cfg,
-        state: &state,
-        now: crate::clock::now(),
-    };
-    c.carry_out(transitions::count_failed_checks(ctx, 1))
+    on_svc0(&mut c, |ctx| Ok(transitions::count_failed_checks(ctx, 1)))
         .await
         .unwrap();
     let after = c.core.table.load_full();
@@ -256,16 +259,8 @@ async fn measure_commits_at_10000_services() {
     let generation = c.core.table.load().generation;
     let mut book = Vec::new();
     for n in 1..=20 {
-        let cfg = c.core.config.service("svc0").unwrap().clone();
-        let state = c.state["svc0"].clone();
-        let ctx = transitions::Ctx {
-            service: "svc0",
-            cfg: &cfg,
-            state: &state,
-            now: crate::clock::now(),
-        };
         let t = Instant::now();
-        c.carry_out(transitions::count_failed_checks(ctx, n))
+        on_svc0(&mut c, |ctx| Ok(transitions::count_failed_checks(ctx, n)))
             .await
             .unwrap();
         book.push(t.elapsed());

@@ -40,6 +40,16 @@ pub struct Verdict {
     pub memory: Option<Value>,
 }
 
+impl Verdict {
+    /// A verdict that only asks for a rollback.
+    pub fn rollback(rollback: Rollback) -> Verdict {
+        Verdict {
+            rollback: Some(rollback),
+            ..Verdict::default()
+        }
+    }
+}
+
 /// What every judge reads.
 pub struct JudgeInput<'a> {
     pub spec: &'a Spec<'a>,
@@ -81,20 +91,17 @@ impl Judge for HealthJudge {
         if health.is_empty() || health.iter().any(|(_, up)| *up) {
             return Verdict::default();
         }
-        Verdict {
-            rollback: Some(Rollback {
-                reason: RollbackReason::Health,
-                source: Source::Health,
-                message: format!(
-                    "every backend of {} failed its health checks",
-                    input.record.canary
-                ),
-                evidence: json!({
-                    "backends": health.iter().map(|(a, _)| a).collect::<Vec<_>>()
-                }),
+        Verdict::rollback(Rollback {
+            reason: RollbackReason::Health,
+            source: Source::Health,
+            message: format!(
+                "every backend of {} failed its health checks",
+                input.record.canary
+            ),
+            evidence: json!({
+                "backends": health.iter().map(|(a, _)| a).collect::<Vec<_>>()
             }),
-            ..Verdict::default()
-        }
+        })
     }
 }
 
@@ -122,21 +129,18 @@ impl Judge for FastFailJudge {
         if last.requests < rule.min_requests || rate < rule.error_rate {
             return Verdict::default();
         }
-        Verdict {
-            rollback: Some(Rollback {
-                reason: RollbackReason::FastFail,
-                source: Source::Analysis,
-                message: format!(
-                    "fast-fail: error rate {rate:.1}% over {} requests within the last second \
+        Verdict::rollback(Rollback {
+            reason: RollbackReason::FastFail,
+            source: Source::Analysis,
+            message: format!(
+                "fast-fail: error rate {rate:.1}% over {} requests within the last second \
                      (line: {}% over {})",
-                    last.requests, rule.error_rate, rule.min_requests
-                ),
-                evidence: json!({
-                    "metric": "error-rate", "value": rate, "threshold": rule.error_rate,
-                    "requests": last.requests, "window_s": 1,
-                }),
+                last.requests, rule.error_rate, rule.min_requests
+            ),
+            evidence: json!({
+                "metric": "error-rate", "value": rate, "threshold": rule.error_rate,
+                "requests": last.requests, "window_s": 1,
             }),
-            ..Verdict::default()
-        }
+        })
     }
 }

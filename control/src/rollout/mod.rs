@@ -103,6 +103,31 @@ impl RolloutRecord {
     }
 }
 
+#[cfg(test)]
+impl RolloutRecord {
+    /// Test helper: rollout 1 of green over blue, at `step` since `started`.
+    pub fn for_test(phase: Phase, step: usize, started: Millis) -> RolloutRecord {
+        RolloutRecord {
+            phase,
+            stable: "blue".into(),
+            canary: "green".into(),
+            canary_release: "v2".into(),
+            number: 1,
+            step,
+            steps: 3,
+            step_started_at: started,
+            step_elapsed_ms: 0,
+            failed_checks: 0,
+            awaiting_gate: false,
+            reason: None,
+            started_at: String::new(),
+            finished_at: None,
+            judges: BTreeMap::new(),
+            extra: BTreeMap::new(),
+        }
+    }
+}
+
 /// One step of a rollout as the engine walks it (from the config's `steps`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StepSpec {

@@ -69,6 +69,22 @@ impl Ctx<'_> {
         )
     }
 
+    /// A move forward (a step, the promotion): needs the store; the rollout clock's own
+    /// moves are the leader's to make.
+    fn forward(&self, next: ServiceState, source: Source, reason: &str) -> Change {
+        let fence = if source == Source::Rollout {
+            Fence::Leader
+        } else {
+            Fence::Any
+        };
+        self.change(
+            next,
+            Some((source, reason.to_string())),
+            Direction::AwayFromStable,
+            fence,
+        )
+    }
+
     pub(super) fn change(
         &self,
         next: ServiceState,
@@ -170,18 +186,8 @@ pub fn enter_step(ctx: Ctx<'_>, mut next: ServiceState, k: usize, source: Source
     let (stable, canary) = (record.stable.clone(), record.canary.clone());
     next.set_weights(&ctx.weights(&stable, &canary, traffic));
     let reason = format!("step {}/{}: {canary} at {traffic}%", k + 1, steps.len());
-    let fence = if source == Source::Rollout {
-        Fence::Leader
-    } else {
-        Fence::Any
-    };
     Plan {
-        change: ctx.change(
-            next,
-            Some((source, reason.clone())),
-            Direction::AwayFromStable,
-            fence,
-        ),
+        change: ctx.forward(next, source, &reason),
         effects: vec![
             Effect::ClockStart,
             Effect::Event {
@@ -216,18 +222,8 @@ fn promote_in(ctx: Ctx<'_>, mut next: ServiceState, source: Source, why: &str) -
     next.rolled_back.remove(&canary);
     next.settled = releases(ctx.cfg);
     let reason = format!("promoted {canary} {release}; it is now the stable version");
-    let fence = if source == Source::Rollout {
-        Fence::Leader
-    } else {
-        Fence::Any
-    };
     Plan {
-        change: ctx.change(
-            next,
-            Some((source, reason.clone())),
-            Direction::AwayFromStable,
-            fence,
-        ),
+        change: ctx.forward(next, source, &reason),
         effects: vec![
             Effect::ClockStop,
             Effect::RolloutEnded("promoted"),
