@@ -34,12 +34,12 @@ listen=$(port); admin=$(port)
   done
 } > "$work/big.yaml"
 RUST_LOG="warn,switchyard_control::controller=debug" "$bin" serve --config "$work/big.yaml" \
-  > "$work/big.log" 2>&1 &
+  --log-format json > "$work/big.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 600); do curl -sf "http://127.0.0.1:$admin/ready" >/dev/null && break; sleep 0.1; done
 
 ticks() { # p50 p99 max of tick durations (µs) logged after line $1
-  tail -n +"$1" "$work/big.log" | grep -o 'elapsed_us=[0-9]*' | cut -d= -f2 | sort -n |
+  tail -n +"$1" "$work/big.log" | grep '"message":"tick"' | grep -o '"elapsed_us":[0-9]*' | cut -d: -f2 | sort -n |
     awk '{a[NR]=$1} END {if (NR==0) {print "no ticks"; exit} printf "%d ticks: p50 %.1f ms, p99 %.1f ms, max %.1f ms\n", NR, a[int(NR*0.5)+1]/1000, a[int(NR*0.99)+1]/1000, a[NR]/1000}'
 }
 sleep 5

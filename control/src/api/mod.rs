@@ -28,7 +28,7 @@ use crate::events;
 use crate::refusal::Refusal;
 use crate::rollout::RolloutAction;
 pub use body::{parse_command, CommandKind, MAX_WEIGHT};
-pub use document::service_json;
+pub use document::{service_doc, ServiceDoc};
 
 /// Largest JSON body the API reads.
 const MAX_BODY: usize = 64 * 1024;
@@ -127,16 +127,20 @@ async fn answer(
             Ok(response)
         }
         Endpoint::Services => {
+            #[derive(serde::Serialize)]
+            struct List<'a> {
+                services: Vec<ServiceDoc<'a>>,
+            }
             let view = state.readers.view.load();
             let telemetry = state.readers.telemetry.load();
-            let services: Vec<Value> = view
+            let services = view
                 .services
                 .iter()
-                .map(|(name, sv)| service_json(name, &view, sv, &telemetry))
+                .map(|(name, sv)| service_doc(name, &view, sv, &telemetry))
                 .collect();
-            ok(&json!({ "services": services }))
+            Ok(json_response(StatusCode::OK, &List { services }))
         }
-        Endpoint::Service(svc) => ok(&service_doc(state, svc)?),
+        Endpoint::Service(svc) => service_response(state, svc),
         Endpoint::History(svc) => {
             let before =
                 query_u64(&query, "before").map_err(|e| Refusal::bad(e, Some("before")))?;
@@ -176,19 +180,15 @@ async fn answer(
     }
 }
 
-/// `GET /services/{svc}`'s document.
-fn service_doc(state: &AdminState, svc: &str) -> Result<Value, Refusal> {
+/// 200 with the service's document (`GET /services/{svc}`, and every mutation's answer).
+fn service_response(state: &AdminState, svc: &str) -> Result<AdminResponse, Refusal> {
     let view = state.readers.view.load();
     let sv = view
         .services
         .get(svc)
         .ok_or_else(|| Refusal::unknown_service(svc))?;
-    Ok(service_json(
-        svc,
-        &view,
-        sv,
-        &state.readers.telemetry.load(),
-    ))
+    let doc = service_doc(svc, &view, sv, &state.readers.telemetry.load());
+    Ok(json_response(StatusCode::OK, &doc))
 }
 
 /// Authorizes, checks and parses the body, sends the command, answers with the service.
@@ -227,7 +227,7 @@ async fn mutate(
     }
     let command: Command = parse_command(kind, &body)?;
     state.controller.command(svc, command).await?;
-    Ok(json_response(StatusCode::OK, &service_doc(state, svc)?))
+    service_response(state, svc)
 }
 
 /// Mutations must say `Content-Type: application/json` (parameters such as `charset`

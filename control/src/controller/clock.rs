@@ -22,9 +22,7 @@ impl Controller<'_> {
         let table = self.core.table.load_full();
         let running: Vec<String> = self.clocks.keys().cloned().collect();
         for service in &running {
-            if let Some(route) = self.route(&table, service) {
-                self.sampler.tick(route, now);
-            }
+            self.sampler.tick(&table, service, now);
         }
         let closed = now >= self.next_second;
         if closed {
