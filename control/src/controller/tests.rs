@@ -247,41 +247,60 @@ async fn a_gate_answer_for_a_rollout_that_moved_on_is_ignored() {
 }
 
 /// `cargo test -p switchyard-control --release -- --ignored --nocapture measure`: what a
-/// commit costs at 10,000 services (numbers in docs/PERFORMANCE.md).
+/// commit costs at 10,000 services, with each store (numbers in docs/PERFORMANCE.md).
 #[tokio::test]
 #[ignore]
 async fn measure_commits_at_10000_services() {
-    let store = MemoryStore::new();
-    let mut core = core(10_000, &store);
-    let started = Instant::now();
-    let mut c = Controller::boot(&mut core).await;
-    eprintln!("boot (reconcile + first compile): {:?}", started.elapsed());
-    let generation = c.core.table.load().generation;
-    let mut book = Vec::new();
-    for n in 1..=20 {
-        let t = Instant::now();
-        on_svc0(&mut c, |ctx| Ok(transitions::count_failed_checks(ctx, n)))
-            .await
-            .unwrap();
-        book.push(t.elapsed());
+    let dir = tempfile::tempdir().unwrap();
+    let file: Arc<dyn crate::store::StateStore> =
+        Arc::new(crate::store::file::FileStore::new(dir.path()));
+    for (kind, store) in [
+        (
+            "memory",
+            Arc::new(MemoryStore::new()) as Arc<dyn crate::store::StateStore>,
+        ),
+        ("file", file),
+    ] {
+        let (mut core, _, _, _) = Core::new(StartOptions {
+            config_path: "t.yaml".into(),
+            config: config(10_000),
+            store,
+            status: Arc::new(ArcSwap::from_pointee(Status::new("t.yaml".into()))),
+            on_reload: Arc::new(|| {}),
+        });
+        let started = Instant::now();
+        let mut c = Controller::boot(&mut core).await;
+        eprintln!(
+            "{kind}: boot (load, reconcile, first compile, persist): {:?}",
+            started.elapsed()
+        );
+        let generation = c.core.table.load().generation;
+        let mut book = Vec::new();
+        for n in 1..=20 {
+            let t = Instant::now();
+            on_svc0(&mut c, |ctx| Ok(transitions::count_failed_checks(ctx, n)))
+                .await
+                .unwrap();
+            book.push(t.elapsed());
+        }
+        assert_eq!(c.core.table.load().generation, generation, "no recompile");
+        let mut moves = Vec::new();
+        for i in 0..20 {
+            let t = Instant::now();
+            command(&mut c, "svc1", weights(50 + i, 50 - i))
+                .await
+                .unwrap();
+            moves.push(t.elapsed());
+        }
+        book.sort();
+        moves.sort();
+        eprintln!(
+            "{kind}: bookkeeping commit: median {:?}, max {:?}",
+            book[10], book[19]
+        );
+        eprintln!(
+            "{kind}: weights commit (recompiles): median {:?}, max {:?}",
+            moves[10], moves[19]
+        );
     }
-    assert_eq!(c.core.table.load().generation, generation, "no recompile");
-    let mut moves = Vec::new();
-    for i in 0..20 {
-        let t = Instant::now();
-        command(&mut c, "svc1", weights(50 + i, 50 - i))
-            .await
-            .unwrap();
-        moves.push(t.elapsed());
-    }
-    book.sort();
-    moves.sort();
-    eprintln!(
-        "bookkeeping commit: median {:?}, max {:?}",
-        book[10], book[19]
-    );
-    eprintln!(
-        "weights commit (recompiles): median {:?}, max {:?}",
-        moves[10], moves[19]
-    );
 }
