@@ -8,14 +8,19 @@
 mod harness;
 
 mod access_log;
+mod accounting;
 mod admin;
 mod api;
 mod check;
+mod cli;
+mod connect_storms;
 mod ctl;
 mod dashboard;
 mod demo;
+mod edge;
 mod fast_path;
 mod faults;
+mod grpc;
 mod h2_upstream;
 mod h2c;
 mod hardening;
@@ -25,6 +30,7 @@ mod memory;
 mod metrics;
 mod operator;
 mod overrides;
+mod packaging;
 mod persistence;
 mod prometheus;
 mod reliability;

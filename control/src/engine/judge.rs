@@ -9,12 +9,14 @@
 //! ([`VersionObs::recent`]) — whose evidence it keeps in [`JudgeInput::memory`].
 
 use serde_json::{json, Value};
+use switchyard_config::FastFail;
 
 use super::threshold::CheckResult;
 use super::{Observations, RollbackReason, Spec};
 use crate::clock::Millis;
 use crate::rollout::RolloutRecord;
 use crate::store::Source;
+use crate::telemetry::window::Window;
 
 /// Why a judge wants the canary out.
 #[derive(Debug, Clone, PartialEq)]
@@ -105,6 +107,13 @@ impl Judge for HealthJudge {
     }
 }
 
+/// The fast-fail line (SPEC §6): at least `min_requests` requests in `last_second` with an
+/// error rate at or above the line. Returns the error rate that tripped it.
+pub fn fast_fail(rule: &FastFail, last_second: &Window) -> Option<f64> {
+    let rate = last_second.error_rate()?;
+    (last_second.requests >= rule.min_requests && rate >= rule.error_rate).then_some(rate)
+}
+
 /// Fast-fail: within the last second, at least `min_requests` canary requests at or above the
 /// error-rate line roll back at once (SPEC §6).
 pub struct FastFailJudge;
@@ -123,12 +132,9 @@ impl Judge for FastFailJudge {
             return Verdict::default();
         };
         let last = &input.obs.canary.last_second;
-        let Some(rate) = last.error_rate() else {
+        let Some(rate) = fast_fail(&rule, last) else {
             return Verdict::default();
         };
-        if last.requests < rule.min_requests || rate < rule.error_rate {
-            return Verdict::default();
-        }
         Verdict::rollback(Rollback {
             reason: RollbackReason::FastFail,
             source: Source::Analysis,
