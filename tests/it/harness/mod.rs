@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod demo;
+pub mod disk;
 pub mod dns;
 
 use std::collections::{BTreeMap, VecDeque};
