@@ -425,7 +425,8 @@ impl Api {
             .method(method.clone())
             .uri(&url)
             .header(header::ACCEPT, "application/json");
-        if body.is_some() {
+        // Every mutation says it is JSON, body or not: the API refuses others (415).
+        if body.is_some() || method != Method::GET {
             req = req.header(header::CONTENT_TYPE, "application/json");
         }
         if let Some(token) = &self.token {
@@ -609,31 +610,33 @@ fn process_line(status: &Value, base: &str, now: SystemTime) -> String {
             "last reload FAILED (the previous config keeps serving):\n{e}"
         );
     }
+    if let Some(needed) = status["restart_needed"]
+        .as_array()
+        .filter(|n| !n.is_empty())
+    {
+        let list: Vec<String> = needed.iter().map(str_of).collect();
+        let _ = writeln!(out, "restart needed to apply: {}", list.join(", "));
+    }
+    let p = &status["persistence"];
+    if p["healthy"] == false {
+        let _ = writeln!(
+            out,
+            "state NOT persisted since {} ({} change(s) pending): {}",
+            age(&p["since"], now),
+            p["pending"],
+            str_of(&p["error"])
+        );
+    }
     out.push('\n');
     out
 }
 
-/// The role a version plays in the service's rollout, for the ROLE column.
-fn role(svc: &Value, version: &Value) -> String {
-    let name = &version["name"];
-    let rollout = &svc["rollout"];
+/// The role a version plays in the service's rollout, for the ROLE column: the API's
+/// `role` (stable, canary, standby), the same names the dashboard shows.
+fn role(version: &Value) -> String {
     let mut parts = Vec::new();
-    if !rollout.is_null() {
-        // After a promotion the canary is the stable one and the old stable stands by (it is
-        // the next rollout's canary).
-        let promoted = rollout["state"] == "promoted";
-        if rollout["stable"] == *name {
-            parts.push(if promoted { "standby" } else { "stable" }.to_string());
-        } else if rollout["canary"] == *name {
-            parts.push(
-                if promoted {
-                    "stable (promoted)"
-                } else {
-                    "canary"
-                }
-                .to_string(),
-            );
-        }
+    if let Some(role) = version["role"].as_str() {
+        parts.push(role.to_string());
     }
     if version["rolled_back"] == true {
         parts.push("rolled back".to_string());
@@ -645,7 +648,7 @@ fn role(svc: &Value, version: &Value) -> String {
     }
 }
 
-fn version_row(svc: &Value, v: &Value) -> Vec<String> {
+fn version_row(v: &Value) -> Vec<String> {
     let backends = v["backends"].as_array().cloned().unwrap_or_default();
     let healthy = backends.iter().filter(|b| b["healthy"] == true).count();
     let live = &v["live"];
@@ -657,7 +660,7 @@ fn version_row(svc: &Value, v: &Value) -> Vec<String> {
         format!("{:.1}", number(&live["rps"])),
         format!("{:.1}%", number(&live["error_rate"])),
         format!("{:.1}ms", number(&live["p99_ms"])),
-        role(svc, v),
+        role(v),
     ]
 }
 
@@ -672,7 +675,7 @@ fn services_table(doc: &Value) -> String {
     for svc in doc["services"].as_array().into_iter().flatten() {
         for v in svc["versions"].as_array().into_iter().flatten() {
             let mut row = vec![str_of(&svc["name"])];
-            row.extend(version_row(svc, v));
+            row.extend(version_row(v));
             rows.push(row);
         }
         if !svc["rollout"].is_null() {
@@ -789,7 +792,7 @@ fn versions_table(svc: &Value) -> String {
         .as_array()
         .into_iter()
         .flatten()
-        .map(|v| version_row(svc, v))
+        .map(version_row)
         .collect();
     table(&VERSION_HEADERS, &rows)
 }

@@ -9,12 +9,14 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+mod backend;
 mod certs;
 mod decoder;
 mod duration;
 mod error;
 pub mod fields;
 mod file;
+mod resolver;
 mod rollout;
 pub mod schema;
 mod service;

@@ -18,10 +18,12 @@ use tokio::sync::watch;
 use crate::admin::{self, AdminState};
 use crate::auth::Auth;
 use crate::certs::TlsReloader;
-use crate::controller::Controller;
+use crate::controller::StartOptions;
 use crate::exporter::Exporter;
-use crate::state::Store;
 use crate::status::Status;
+use crate::store::file::FileStore;
+use crate::store::memory::MemoryStore;
+use crate::store::StateStore;
 
 /// How long the watcher waits for a burst of file events to settle before reloading.
 const RELOAD_DEBOUNCE: Duration = Duration::from_millis(200);
@@ -41,6 +43,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), String> {
     let auth = Auth::load(&config.admin)?;
 
     let admin_tcp = admin::bind(config.admin.address).await?;
+    let admin_address = admin_tcp.local_addr().unwrap_or(config.admin.address);
     let mut listeners = Vec::new();
     for l in &config.listeners {
         let bound = Listener::bind(&l.name, l.address).await.map_err(|e| {
@@ -52,7 +55,12 @@ pub async fn serve(options: ServeOptions) -> Result<(), String> {
         listeners.push(bound.with_tls(tls.store(&l.name)));
     }
 
-    let (store, loaded) = Store::open(config.state_dir.as_deref())?;
+    // A state directory that cannot be read or written never stops the start: the proxy
+    // serves from the config and reports it (SPEC §16).
+    let store: Arc<dyn StateStore> = match &config.state_dir {
+        Some(dir) => Arc::new(FileStore::new(dir)),
+        None => Arc::new(MemoryStore::new()),
+    };
     let status = Arc::new(ArcSwap::from_pointee(Status::new(
         options.config_path.clone(),
     )));
@@ -69,14 +77,19 @@ pub async fn serve(options: ServeOptions) -> Result<(), String> {
         .as_ref()
         .map(AccessLog::start)
         .transpose()?;
-    let (controller, handle, table, readers) = Controller::start(
-        options.config_path.clone(),
+    // Certificates follow every config reload, read on the blocking pool with the config.
+    let on_reload = {
+        let (tls, path) = (tls.clone(), options.config_path.clone());
+        Arc::new(move || tls.reload_config_file(&path))
+    };
+    let (handle, readers, table) = crate::controller::start(StartOptions {
+        config_path: options.config_path.clone(),
         config,
         store,
-        loaded,
-        Arc::clone(&status),
-    )?;
-    run_controller_thread(controller)?;
+        status: Arc::clone(&status),
+        on_reload,
+    })
+    .await?;
     tokio::spawn(crate::health::run(Arc::clone(&table)));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -87,6 +100,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), String> {
         readers,
         exporter,
         auth,
+        address: admin_address,
     };
     tokio::spawn(admin::serve(admin_tcp, admin_state, shutdown_rx.clone()));
     let serving: Vec<_> = listeners
@@ -103,11 +117,9 @@ pub async fn serve(options: ServeOptions) -> Result<(), String> {
         .collect();
 
     let reload_handle = handle.clone();
-    let (reload_tls, config_path) = (tls.clone(), options.config_path.clone());
     let _watcher =
         switchyard_config::watch::watch(&options.config_path, RELOAD_DEBOUNCE, move || {
             reload_handle.request_reload();
-            reload_tls.reload_config_file(&config_path);
         })
         .map_err(|e| format!("cannot watch {}: {e}", options.config_path.display()))?;
     tls.watch_files();
@@ -118,11 +130,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), String> {
     });
     tracing::info!(config = %options.config_path.display(), "switchyard is ready");
 
-    wait_for_shutdown(|| {
-        handle.request_reload();
-        tls.reload_config_file(&options.config_path);
-    })
-    .await?;
+    wait_for_shutdown(|| handle.request_reload()).await?;
 
     tracing::info!(drain = ?options.drain_timeout, "shutting down");
     status.rcu(|s| Status {
@@ -137,22 +145,8 @@ pub async fn serve(options: ServeOptions) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs the controller on its own thread and runtime. Its work — fsync before every
-/// acknowledgement, compiling a table for thousands of services — then never stalls a
-/// data-path worker, and the data path may use a single-threaded runtime.
-fn run_controller_thread(controller: Controller) -> Result<(), String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the controller's runtime: {e}"))?;
-    std::thread::Builder::new()
-        .name("switchyard-controller".into())
-        .spawn(move || runtime.block_on(controller.run()))
-        .map_err(|e| format!("cannot start the controller thread: {e}"))?;
-    Ok(())
-}
-
-/// Waits for SIGTERM or SIGINT; SIGHUP calls `on_hangup` (reload) and keeps waiting.
+/// Waits for SIGTERM or SIGINT; SIGHUP calls `on_hangup`, which only sends the reload intent: the file is read
+/// by the controller, on the blocking pool.
 async fn wait_for_shutdown(on_hangup: impl Fn()) -> Result<(), String> {
     let install =
         |kind: SignalKind| signal(kind).map_err(|e| format!("cannot install signal handler: {e}"));

@@ -12,12 +12,12 @@ use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::state::EVENTS_KEPT;
+use crate::store::EVENTS_KEPT;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     pub id: u64,
-    /// RFC 3339, UTC.
+    /// RFC 3339, UTC, with milliseconds.
     pub at: String,
     pub service: String,
     /// `rollout_started`, `step`, `analysis`, `paused`, `resumed`, `promoted`, `rolled_back`,
@@ -48,6 +48,18 @@ impl EventLog {
         log
     }
 
+    /// Takes the events read from the store at start, unless events were recorded already
+    /// (a controller restart keeps its own, so ids never repeat).
+    pub fn restore(&mut self, loaded: Vec<Event>) {
+        if self.events.is_empty() && self.next_id <= 1 {
+            *self = EventLog {
+                published: Arc::clone(&self.published),
+                ..EventLog::new(loaded)
+            };
+            self.publish();
+        }
+    }
+
     /// The snapshot readers load.
     pub fn reader(&self) -> Arc<ArcSwap<Vec<Arc<Event>>>> {
         Arc::clone(&self.published)
@@ -63,7 +75,7 @@ impl EventLog {
     ) -> Arc<Event> {
         let event = Arc::new(Event {
             id: self.next_id,
-            at: crate::status::rfc3339(std::time::SystemTime::now()),
+            at: crate::clock::rfc3339(crate::clock::now()),
             service: service.to_string(),
             kind: kind.to_string(),
             message,

@@ -1,12 +1,15 @@
 //! `GET /metrics`: the data path's recordings and the control plane's events as Prometheus text.
 //!
 //! Requests are recorded once, on the data path, into atomics (`proxy::stats`); this module
-//! only *reads* them at scrape time (DESIGN §3). Counters and gauges are handed to the
-//! `metrics-exporter-prometheus` recorder as absolute values, and control-plane events
-//! (reloads, rollbacks, analysis checks) are recorded through the `metrics` macros where they
-//! happen. The request-duration histogram is rendered here straight from the per-version
-//! bucket counters — SPEC §5's exact bounds, `le` inclusive — because the `metrics` API can only
-//! take one sample at a time, and feeding it every request would be a second record path.
+//! only *reads* them at scrape time (DESIGN §3) and renders the per-version and per-backend
+//! series straight from the current routing table: requests, failures, weights, backend
+//! health and the request-duration histogram (SPEC §5's exact bounds, `le` inclusive). So a
+//! version, release or backend that a reload removed is gone from the very next scrape
+//! (SPEC §15) — a removed version never keeps a `switchyard_backend_healthy 0` that pages
+//! someone — and a scrape formats labels without touching a shared registry. Control-plane
+//! events (reloads, rollbacks, analysis checks, store errors, controller restarts) go
+//! through the `metrics` macros where they happen, into the `metrics-exporter-prometheus`
+//! recorder.
 //!
 //! The recorder keeps histogram samples until they are rendered; an upkeep task drains them
 //! every few seconds so memory stays flat when nothing scrapes.
@@ -66,12 +69,12 @@ impl Exporter {
 
     /// The whole `/metrics` page for the current table.
     pub fn render(&self, table: &RoutingTable) -> String {
-        publish_counters(table);
         for (name, stats) in self.listeners.iter() {
             metrics::gauge!("switchyard_connections_active", "listener" => name.clone())
                 .set(stats.active.load(Relaxed) as f64);
         }
         let mut text = self.handle.render();
+        render_data_path(table, &mut text);
         render_request_durations(table, &mut text);
         text
     }
@@ -79,22 +82,6 @@ impl Exporter {
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
-    describe_counter!(
-        "switchyard_requests_total",
-        "Proxied requests by status class."
-    );
-    describe_counter!(
-        "switchyard_request_failures_total",
-        "Failed requests (upstream 5xx, or the proxy answered 502/503/504) by reason."
-    );
-    describe_gauge!(
-        "switchyard_version_weight",
-        "Live traffic share of a version, in percent."
-    );
-    describe_gauge!(
-        "switchyard_backend_healthy",
-        "1 if the backend passes health checks."
-    );
     describe_counter!("switchyard_rollouts_total", "Finished rollouts by result.");
     describe_counter!("switchyard_rollbacks_total", "Rollbacks by reason.");
     describe_counter!(
@@ -122,19 +109,31 @@ fn describe() {
         "switchyard_access_log_dropped_total",
         "Access-log lines dropped because the writer could not keep up."
     );
+    describe_counter!(
+        "switchyard_state_write_errors_total",
+        "Failed attempts to persist the control plane's state, by store."
+    );
+    describe_counter!(
+        "switchyard_controller_restarts_total",
+        "Restarts of the controller after a panic."
+    );
 }
 
-/// Copies the data path's counters into the recorder as absolute values.
-fn publish_counters(table: &RoutingTable) {
+/// Renders the per-version and per-backend series of the current table.
+fn render_data_path(table: &RoutingTable, out: &mut String) {
+    let mut requests = String::new();
+    let mut failures = String::new();
+    let mut weights = String::new();
+    let mut healthy = String::new();
     for service in table.services.iter() {
+        let svc = escape(&service.name);
         for (vi, version) in service.versions.iter().enumerate() {
-            let (svc, ver, rel) = (
-                service.name.to_string(),
-                version.name.to_string(),
-                version.release.to_string(),
+            let (ver, rel) = (escape(&version.name), escape(&version.release));
+            let _ = writeln!(
+                weights,
+                "switchyard_version_weight{{service=\"{svc}\",version=\"{ver}\",release=\"{rel}\"}} {}",
+                service.share_percent(vi)
             );
-            metrics::gauge!("switchyard_version_weight", "service" => svc.clone(), "version" => ver.clone(), "release" => rel.clone())
-                .set(service.share_percent(vi));
             let backends = version
                 .backends
                 .iter()
@@ -145,24 +144,66 @@ fn publish_counters(table: &RoutingTable) {
                     ("none".to_string(), None),
                     &version.stats.unassigned,
                 )));
-            for ((backend, healthy), stats) in backends {
-                if let Some(healthy) = healthy {
-                    metrics::gauge!("switchyard_backend_healthy", "service" => svc.clone(), "version" => ver.clone(), "backend" => backend.clone())
-                        .set(if healthy { 1.0 } else { 0.0 });
+            for ((backend, up), stats) in backends {
+                if let Some(up) = up {
+                    let _ = writeln!(
+                        healthy,
+                        "switchyard_backend_healthy{{service=\"{svc}\",version=\"{ver}\",backend=\"{backend}\"}} {}",
+                        u8::from(up)
+                    );
                 }
+                let labels = format!(
+                    "service=\"{svc}\",version=\"{ver}\",release=\"{rel}\",backend=\"{backend}\""
+                );
                 for (class, n) in STATUS_CLASSES.iter().zip(stats.requests_by_class()) {
                     if n > 0 {
-                        metrics::counter!("switchyard_requests_total", "service" => svc.clone(), "version" => ver.clone(), "release" => rel.clone(), "backend" => backend.clone(), "code" => *class)
-                            .absolute(n);
+                        let _ = writeln!(
+                            requests,
+                            "switchyard_requests_total{{{labels},code=\"{class}\"}} {n}"
+                        );
                     }
                 }
                 for (reason, n) in FailureReason::ALL.iter().zip(stats.failures_by_reason()) {
                     if n > 0 {
-                        metrics::counter!("switchyard_request_failures_total", "service" => svc.clone(), "version" => ver.clone(), "release" => rel.clone(), "backend" => backend.clone(), "reason" => reason.as_str())
-                            .absolute(n);
+                        let _ = writeln!(
+                            failures,
+                            "switchyard_request_failures_total{{{labels},reason=\"{}\"}} {n}",
+                            reason.as_str()
+                        );
                     }
                 }
             }
+        }
+    }
+    for (name, kind, help, body) in [
+        (
+            "switchyard_requests_total",
+            "counter",
+            "Proxied requests by status class.",
+            requests,
+        ),
+        (
+            "switchyard_request_failures_total",
+            "counter",
+            "Failed requests (upstream 5xx, or the proxy answered 502/503/504) by reason.",
+            failures,
+        ),
+        (
+            "switchyard_version_weight",
+            "gauge",
+            "Live traffic share of a version, in percent.",
+            weights,
+        ),
+        (
+            "switchyard_backend_healthy",
+            "gauge",
+            "1 if the backend passes health checks.",
+            healthy,
+        ),
+    ] {
+        if !body.is_empty() {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            out.push_str(&body);
         }
     }
 }

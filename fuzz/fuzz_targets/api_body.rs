@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use switchyard_control::api::{parse_command, CommandKind};
-use switchyard_control::controller::Command;
+use switchyard_control::commands::Command;
 use switchyard_control::rollout::RolloutAction;
 
 fuzz_target!(|data: &[u8]| {
@@ -26,8 +26,8 @@ fuzz_target!(|data: &[u8]| {
         Ok(Command::Switch { to }) => assert!(!to.is_empty()),
         Ok(_) => {}
         Err(e) => {
-            assert_eq!(e.status, http::StatusCode::BAD_REQUEST, "{e:?}");
-            assert!(!e.message.is_empty());
+            assert_eq!(e.status(), http::StatusCode::BAD_REQUEST, "{e:?}");
+            assert!(!e.message().is_empty());
         }
     }
 });

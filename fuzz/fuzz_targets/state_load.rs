@@ -1,12 +1,14 @@
 //! The state loader never panics and never refuses to start, whatever is on disk: the input
 //! is split into a `state.json` and a `revisions.jsonl`; anything unreadable must be set
-//! aside with a warning, and what is loaded must be usable.
+//! aside with a warning, and the store must take a commit afterwards and read it back.
 #![no_main]
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use switchyard_control::state::Store;
+use switchyard_control::store::file::FileStore;
+use switchyard_control::store::{Commit, Fence, ServiceState, StateStore};
 
 fn dir() -> PathBuf {
     std::env::temp_dir().join(format!("switchyard-fuzz-state-{}", std::process::id()))
@@ -20,9 +22,27 @@ fuzz_target!(|data: &[u8]| {
     std::fs::create_dir_all(&dir).expect("temp dir");
     std::fs::write(dir.join("state.json"), state).expect("write state");
     std::fs::write(dir.join("revisions.jsonl"), revisions).expect("write revisions");
-    let (store, loaded) = Store::open(Some(&dir)).expect("a bad file must never stop the start");
-    // Whatever was loaded can be written back and read again identically.
-    store.save_state(&loaded.state).expect("save");
-    let (_, again) = Store::open(Some(&dir)).expect("reopen");
-    assert_eq!(again.state, loaded.state);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let later = || tokio::time::Instant::now() + Duration::from_secs(30);
+        let store = FileStore::new(&dir);
+        let loaded = store.load(later()).await.expect("a bad file must never stop the start");
+        let svc = loaded.state.services.get("api").cloned().unwrap_or_default();
+        let next = ServiceState {
+            revision: svc.revision + 1,
+            ..svc
+        };
+        let commit = Commit {
+            service: "api".into(),
+            expected: 0,
+            state: next.clone(),
+            revisions: Vec::new(),
+        };
+        store.commit(vec![commit], Fence::Any, later()).await.expect("commit");
+        let again = FileStore::new(&dir).load(later()).await.expect("reload");
+        assert_eq!(again.state.services["api"], next);
+    });
 });

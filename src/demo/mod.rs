@@ -14,7 +14,7 @@ mod timeline;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::Empty;
@@ -75,7 +75,7 @@ pub async fn run(options: Options) -> Result<(), String> {
     println!("  config     {}", config_path.display());
     println!();
 
-    let start = Instant::now();
+    let start = SystemTime::now();
     let story = tokio::spawn(async move {
         if let Err(e) = wait_ready(admin).await {
             eprintln!("demo: {e}");
@@ -93,8 +93,8 @@ pub async fn run(options: Options) -> Result<(), String> {
                 );
             });
         }
-        timeline::follow(admin, start, THRESHOLD, move |outcome| {
-            what_now(proxy, admin, start, &outcome)
+        timeline::follow(admin, start, THRESHOLD, move |outcome, at| {
+            what_now(proxy, admin, timeline::since(start, at), &outcome)
         })
         .await;
     });
@@ -151,8 +151,7 @@ async fn wait_ready(admin: SocketAddr) -> Result<(), String> {
 }
 
 /// Printed once the rollout has ended: what happened and what to try.
-fn what_now(proxy: SocketAddr, admin: SocketAddr, start: Instant, outcome: &Outcome) {
-    let secs = start.elapsed().as_secs_f64();
+fn what_now(proxy: SocketAddr, admin: SocketAddr, secs: f64, outcome: &Outcome) {
     println!();
     match outcome {
         Outcome::RolledBack => println!(

@@ -2,11 +2,13 @@
 //!
 //! The demo learns what happened the way any operator or pipeline would: by polling
 //! `GET /api/v1/events?since=N` on the admin address. Each event becomes one readable line
-//! stamped with the time since the demo started; analysis checks show every metric's value
-//! against its threshold, and the rollback shows its reason and how long detection took.
+//! stamped with the event's own time (the proxy's millisecond timestamp) since the demo
+//! started — not the moment the demo happened to poll — so the printed times agree with the
+//! detection time the rollback reports. Analysis checks show every metric's value against its
+//! threshold, and the rollback shows its reason and how long detection took.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -17,14 +19,20 @@ use serde_json::Value;
 /// How often the demo asks for new events.
 const POLL_EVERY: Duration = Duration::from_millis(200);
 
-/// `  12.3s  ` — the time since `start`, right-aligned so lines line up.
-pub fn stamp(start: Instant) -> String {
-    format!("{:>6.1}s", start.elapsed().as_secs_f64())
+/// Seconds from `start` to `at`.
+pub fn since(start: SystemTime, at: SystemTime) -> f64 {
+    at.duration_since(start).unwrap_or_default().as_secs_f64()
 }
 
-/// Prints one timeline line.
-pub fn line(start: Instant, kind: &str, text: &str) {
-    println!("{}  {kind:<9} {text}", stamp(start));
+/// Prints one timeline line for something that happened at `at`: `  12.3s  kind  text`,
+/// right-aligned so lines line up.
+pub fn line_at(start: SystemTime, at: SystemTime, kind: &str, text: &str) {
+    println!("{:>6.1}s  {kind:<9} {text}", since(start, at));
+}
+
+/// Prints one timeline line for something happening now.
+pub fn line(start: SystemTime, kind: &str, text: &str) {
+    line_at(start, SystemTime::now(), kind, text);
 }
 
 /// What the timeline remembers between events.
@@ -129,13 +137,13 @@ fn metric(m: &Value) -> String {
     }
 }
 
-/// Polls the admin API's events and prints them until the runtime stops. Calls `finished` once,
-/// when the first rollout ends.
+/// Polls the admin API's events and prints them until the runtime stops. Calls `finished`
+/// once, when the first rollout ends, with the time of the event that ended it.
 pub async fn follow(
     admin: SocketAddr,
-    start: Instant,
+    start: SystemTime,
     threshold: u32,
-    finished: impl FnOnce(Outcome),
+    finished: impl FnOnce(Outcome, SystemTime),
 ) {
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let mut timeline = Timeline::new(threshold);
@@ -145,13 +153,17 @@ pub async fn follow(
         if let Some(events) = fetch(&client, admin, since).await {
             for event in events {
                 since = since.max(event["id"].as_u64().unwrap_or(since));
+                let at = event["at"]
+                    .as_str()
+                    .and_then(|t| humantime::parse_rfc3339(t).ok())
+                    .unwrap_or_else(SystemTime::now);
                 let (lines, outcome) = timeline.describe(&event);
                 for (label, text) in lines {
-                    line(start, &label, &text);
+                    line_at(start, at, &label, &text);
                 }
                 if let Some(outcome) = outcome {
                     if let Some(done) = finished.take() {
-                        done(outcome);
+                        done(outcome, at);
                     }
                 }
             }

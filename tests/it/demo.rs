@@ -34,6 +34,42 @@ async fn the_bad_canary_is_rolled_back_by_itself_and_the_timeline_tells_the_stor
     ] {
         assert!(out.contains(line), "the timeline lacks {line:?}:\n{out}");
     }
+    // The printed times are the events' own (millisecond) times, so the detection time the
+    // rollback reports is what the timeline shows between the first failed check and it.
+    let stamp_of = |needle: &str| -> f64 {
+        let line = out
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} line:\n{out}"));
+        line.trim_start()
+            .split('s')
+            .next()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no time stamp on {line:?}"))
+    };
+    let (first_fail, rollback) = (stamp_of("FAIL 1/2"), stamp_of("ROLLBACK"));
+    let detected: f64 = out
+        .split("detected in ")
+        .nth(1)
+        .and_then(|rest| rest.split('s').next())
+        .and_then(|d| d.parse().ok())
+        .unwrap_or_else(|| panic!("no detection time:\n{out}"));
+    assert!(
+        ((rollback - first_fail) - detected).abs() <= 0.15,
+        "printed {first_fail}s → {rollback}s but detected in {detected}s:\n{out}"
+    );
+    let events = get_once(demo.admin, "/api/v1/events?since=0")
+        .await
+        .expect("events");
+    let events: serde_json::Value = serde_json::from_slice(&events.body).expect("json");
+    let at = events["events"][0]["at"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        at.len() == "2026-11-28T12:00:00.123Z".len() && at.as_bytes()[19] == b'.',
+        "event times carry milliseconds: {at:?}"
+    );
     // The demo keeps serving: the proxy answers from v1, even when v2 is asked for.
     for headers in [&[][..], &[("x-canary", "always")][..]] {
         let reply = Client::http1(demo.proxy)

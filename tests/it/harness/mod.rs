@@ -8,6 +8,8 @@
 #![allow(dead_code)]
 
 pub mod demo;
+pub mod disk;
+pub mod dns;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;

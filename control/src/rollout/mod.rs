@@ -1,13 +1,26 @@
 //! The rollout record: where a canary rollout stands, in a form that survives restarts.
 //!
 //! States (SPEC §6): `idle`, `progressing` (at step k), `paused`, `promoted`, `rolled_back`,
-//! `aborted`. The controller drives the transitions; this module holds the persisted record
-//! and the pure rules (which weights a step means, which actions a state allows), so they can
-//! be read and tested apart from the controller's plumbing.
+//! `aborted`. This module holds the persisted [`RolloutRecord`], the steps a rollout walks
+//! ([`StepSpec`]), which actions a state allows, and who is stable and canary ([`roles`]);
+//! [`transitions`] turns each state change into a change to commit. All of it is pure.
+//!
+//! The record is meant to grow: later features (fleet bookkeeping, mirror steps, impact
+//! counts) add fields with `#[serde(default)]`, a judge keeps its own memory in
+//! [`RolloutRecord::judges`], and unknown fields written by a newer binary are kept in
+//! [`RolloutRecord::extra`] — no command needs to change for any of that.
+
+mod holds;
+pub mod roles;
+pub mod transitions;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::clock::Millis;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -38,7 +51,7 @@ impl Phase {
     }
 }
 
-/// One rollout, persisted in `state.json`.
+/// One rollout, persisted with its service's state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RolloutRecord {
     pub phase: Phase,
@@ -46,14 +59,22 @@ pub struct RolloutRecord {
     pub canary: String,
     /// The canary's release this rollout is about.
     pub canary_release: String,
+    /// Which rollout of the service this is (1, 2, …): late answers to gate webhooks name it,
+    /// so an answer for a rollout that ended is recognised and ignored.
+    #[serde(default)]
+    pub number: u64,
     /// Index of the current step (0-based).
     pub step: usize,
     pub steps: usize,
+    /// When the current step began (wall clock, so a restarted process — or, in a fleet,
+    /// another replica — continues the step where it was). 0 = not known.
+    #[serde(default)]
+    pub step_started_at: Millis,
     /// Time spent in the current step before a pause, so a resume continues the clock.
     #[serde(default)]
     pub step_elapsed_ms: u64,
     pub failed_checks: u32,
-    /// Waiting for gate webhooks before applying `step`.
+    /// Waiting for gate webhooks before applying the next step (or the first).
     #[serde(default)]
     pub awaiting_gate: bool,
     /// Why it paused, rolled back or was aborted.
@@ -62,6 +83,70 @@ pub struct RolloutRecord {
     pub started_at: String,
     #[serde(default)]
     pub finished_at: Option<String>,
+    /// Each judge's own memory (e.g. a sequential judge's evidence), by judge name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub judges: BTreeMap<String, Value>,
+    /// Fields this binary does not know, kept as they were.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
+}
+
+impl RolloutRecord {
+    /// How long the current step has run at `now`.
+    pub fn step_elapsed(&self, now: Millis) -> u64 {
+        match self.phase {
+            Phase::Progressing if self.step_started_at > 0 => {
+                now.saturating_sub(self.step_started_at)
+            }
+            _ => self.step_elapsed_ms,
+        }
+    }
+}
+
+#[cfg(test)]
+impl RolloutRecord {
+    /// Test helper: rollout 1 of green over blue, at `step` since `started`.
+    pub fn for_test(phase: Phase, step: usize, started: Millis) -> RolloutRecord {
+        RolloutRecord {
+            phase,
+            stable: "blue".into(),
+            canary: "green".into(),
+            canary_release: "v2".into(),
+            number: 1,
+            step,
+            steps: 3,
+            step_started_at: started,
+            step_elapsed_ms: 0,
+            failed_checks: 0,
+            awaiting_gate: false,
+            reason: None,
+            started_at: String::new(),
+            finished_at: None,
+            judges: BTreeMap::new(),
+            extra: BTreeMap::new(),
+        }
+    }
+}
+
+/// One step of a rollout as the engine walks it (from the config's `steps`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepSpec {
+    /// The canary's share of users' traffic, in percent.
+    pub traffic: u32,
+    /// How long the step holds; `None` on the last step (promotion).
+    pub duration: Option<Duration>,
+}
+
+/// The steps of a configured rollout.
+pub fn steps(rollout: &switchyard_config::Rollout) -> Vec<StepSpec> {
+    rollout
+        .steps
+        .iter()
+        .map(|s| StepSpec {
+            traffic: s.traffic,
+            duration: s.duration,
+        })
+        .collect()
 }
 
 /// The weights a rollout step means: the canary gets `traffic` percent, the stable the rest,
@@ -110,6 +195,16 @@ impl RolloutAction {
         })
     }
 
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutAction::Start => "start",
+            RolloutAction::Pause => "pause",
+            RolloutAction::Resume => "resume",
+            RolloutAction::Promote => "promote",
+            RolloutAction::Abort => "abort",
+        }
+    }
+
     /// Whether `self` is allowed in `phase` (`None` = no rollout yet); else the 409 message.
     pub fn allowed_in(self, phase: Option<Phase>) -> Result<(), String> {
         let phase = phase.unwrap_or(Phase::Idle);
@@ -124,13 +219,7 @@ impl RolloutAction {
         } else {
             Err(format!(
                 "cannot {} a rollout that is {}",
-                match self {
-                    RolloutAction::Start => "start",
-                    RolloutAction::Pause => "pause",
-                    RolloutAction::Resume => "resume",
-                    RolloutAction::Promote => "promote",
-                    RolloutAction::Abort => "abort",
-                },
+                self.as_str(),
                 phase.as_str()
             ))
         }
@@ -163,5 +252,16 @@ mod tests {
             Abort.allowed_in(Some(Phase::Aborted)).unwrap_err(),
             "cannot abort a rollout that is aborted"
         );
+    }
+
+    #[test]
+    fn unknown_fields_of_a_newer_binary_are_kept() {
+        let json = r#"{"phase":"progressing","stable":"blue","canary":"green",
+            "canary_release":"v2","step":0,"steps":2,"failed_checks":0,
+            "started_at":"2026-11-28T12:00:00Z","mode":"mirror","mirror_pct":50}"#;
+        let record: RolloutRecord = serde_json::from_str(json).unwrap();
+        assert_eq!(record.extra["mode"], "mirror");
+        let again = serde_json::to_value(&record).unwrap();
+        assert_eq!(again["mirror_pct"], 50);
     }
 }
