@@ -33,6 +33,9 @@ pub enum ClientBody {
     Http1(Incoming),
     /// An HTTP/2 stream's DATA (and trailer) frames; `crate::http2` drives the connection.
     Http2(H2Body),
+    /// None, whatever the client sends: an HTTP/2 `CONNECT` is forwarded as a bodyless
+    /// request, as hyper's server did, so no bytes of a would-be tunnel reach a backend.
+    Empty,
 }
 
 /// An HTTP/2 request stream as a body: data as it comes, flow-control window given back as
@@ -97,6 +100,7 @@ impl Body for ClientBody {
         match self.get_mut() {
             ClientBody::Http1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             ClientBody::Http2(b) => b.poll_frame(cx).map_err(Into::into),
+            ClientBody::Empty => Poll::Ready(None),
         }
     }
 
@@ -104,6 +108,7 @@ impl Body for ClientBody {
         match self {
             ClientBody::Http1(b) => b.is_end_stream(),
             ClientBody::Http2(b) => b.recv.is_end_stream(),
+            ClientBody::Empty => true,
         }
     }
 
@@ -114,6 +119,7 @@ impl Body for ClientBody {
                 Some(n) => SizeHint::with_exact(n),
                 None => SizeHint::default(),
             },
+            ClientBody::Empty => SizeHint::with_exact(0),
         }
     }
 }

@@ -22,6 +22,7 @@ mod edge;
 mod fast_path;
 mod faults;
 mod grpc;
+mod h2_defences;
 mod h2_upstream;
 mod h2c;
 mod hardening;

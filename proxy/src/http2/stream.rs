@@ -81,13 +81,19 @@ pub(super) async fn serve(c: &Shared, req: Request<RecvStream>, mut respond: Sen
     }
 }
 
-/// The general path for this stream: hyper's client, the client's body streamed to it.
+/// The general path for this stream: hyper's client, the client's body streamed to it
+/// (`CONNECT`: none).
 async fn general_path(c: &Shared, req: Request<RecvStream>, mut respond: SendResponse<Bytes>) {
     let length = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| headers::content_length(v.as_bytes()));
-    let req = req.map(|recv| ClientBody::Http2(H2Body::new(recv, length)));
+    let req = match req.method() == Method::CONNECT {
+        // Never a tunnel (hyper's server answered it the same way): the stream's DATA is
+        // dropped unread.
+        true => req.map(|_| ClientBody::Empty),
+        false => req.map(|recv| ClientBody::Http2(H2Body::new(recv, length))),
+    };
     let Some(response) = until_reset(&mut respond, general::handle(&c.general, req)).await else {
         return;
     };
