@@ -204,13 +204,44 @@ async fn serve_http1<S: ClientStream + 'static>(
 ) {
     // The watcher stays held meanwhile, so a graceful shutdown waits for this connection
     // too (the fast path closes it at its next idle moment).
-    match http1::serve(&edge, stream, client, shutdown.clone()).await {
-        http1::Ended::Closed => {}
+    let mut stream = stream;
+    let mut idle_until = None;
+    let ended = loop {
+        // Boxed, and dropped while the connection idles: its state is most of a connection's
+        // memory, and an idle one needs none of it.
+        let serving = http1::serve(&edge, stream, client, shutdown.clone(), idle_until);
+        match Box::pin(serving).await {
+            http1::Ended::Idle(idle, until) => {
+                let Some(readable) = idle.readable() else {
+                    return;
+                };
+                let mut stopping = shutdown.clone();
+                let woke = tokio::select! {
+                    biased;
+                    _ = stopping.changed() => false,
+                    ready = tokio::time::timeout_at(until, readable) => matches!(ready, Ok(Ok(()))),
+                };
+                if !woke {
+                    // Shutdown, or the idle keep-alive timeout (nothing was sent: not counted).
+                    return;
+                }
+                (stream, idle_until) = (idle, Some(until));
+            }
+            ended => break ended,
+        }
+    };
+    match ended {
+        http1::Ended::Closed | http1::Ended::Idle(..) => {}
+        // Boxed: the other transports' futures are large, and an idle keep-alive connection
+        // on the fast path would carry their size all its life (benches/memory.sh).
         http1::Ended::Fallback(stream, read) if http2::is_preface(&read) => {
-            http2::serve(edge, stream, read, client, slot, watcher, shutdown).await;
+            Box::pin(http2::serve(
+                edge, stream, read, client, slot, watcher, shutdown,
+            ))
+            .await;
         }
         http1::Ended::Fallback(stream, read) => {
-            general::serve(edge, stream, read, client, slot, watcher).await;
+            Box::pin(general::serve(edge, stream, read, client, slot, watcher)).await;
         }
     }
 }

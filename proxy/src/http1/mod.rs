@@ -64,6 +64,11 @@ pub(crate) enum Ended<S> {
     Closed,
     /// For the general path: the stream and the bytes already read from it.
     Fallback(S, Bytes),
+    /// Idle between requests for a while (plain TCP): nothing of the connection's state is
+    /// needed until the socket is readable again, before the idle deadline (then `serve`
+    /// again, with it). The caller waits holding only the socket, so an idle keep-alive
+    /// connection costs its socket and a small task (benches/memory.sh).
+    Idle(S, Instant),
 }
 
 /// Per-connection buffers, reused by every request on it.
@@ -78,12 +83,14 @@ struct Scratch {
     out: Vec<u8>,
 }
 
-/// Serves requests on a client connection until it closes or must fall back.
+/// Serves requests on a client connection until it closes, must fall back, or idles.
+/// `idle_until`: the header-read deadline of a connection that comes back from [`Ended::Idle`].
 pub(crate) async fn serve<S: ClientStream>(
     edge: &Edge,
     mut stream: S,
     client: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
+    mut idle_until: Option<Instant>,
 ) -> Ended<S> {
     let client_ip = client.ip().to_string();
     let mut s = Scratch {
@@ -96,7 +103,9 @@ pub(crate) async fn serve<S: ClientStream>(
     tokio::pin!(stopping);
     loop {
         // Phase 0: a whole request head (or a reason to leave this path).
-        let deadline = Instant::now() + edge.header_read_timeout;
+        let deadline = idle_until
+            .take()
+            .unwrap_or_else(|| Instant::now() + edge.header_read_timeout);
         let head = loop {
             match parse_request(&s.buf, &mut s.headers) {
                 Parsed::Head(head) => break head,
@@ -107,21 +116,21 @@ pub(crate) async fn serve<S: ClientStream>(
                 Parsed::Partial => {}
             }
             let idle = s.buf.is_empty() && s.buf.capacity() > 0;
-            if let Some(readable) = idle.then(|| stream.readable()).flatten() {
-                // A busy connection keeps its buffers from request to request; one idle for a
-                // second gives them back, so idle keep-alive connections hold none.
-                let soon = deadline.min(Instant::now() + IDLE_BUFFERS);
-                tokio::select! {
-                    biased;
-                    _ = &mut stopping => return Ended::Closed,
-                    ready = tokio::time::timeout_at(soon, readable) => {
-                        if ready.is_err() {
-                            s.buf = BytesMut::new();
-                            s.request = Vec::new();
-                            s.out = Vec::new();
-                        }
+            // A busy connection keeps its buffers (and this state) from request to request;
+            // one idle for a second gives them all back.
+            let idled = match idle.then(|| stream.readable()).flatten() {
+                Some(readable) => {
+                    let soon = deadline.min(Instant::now() + IDLE_BUFFERS);
+                    tokio::select! {
+                        biased;
+                        _ = &mut stopping => return Ended::Closed,
+                        ready = tokio::time::timeout_at(soon, readable) => ready.is_err(),
                     }
                 }
+                None => false,
+            };
+            if idled {
+                return Ended::Idle(stream, deadline);
             }
             let read = tokio::select! {
                 biased;
