@@ -55,6 +55,8 @@ const FACTS: &str = r#"(() => {
       fail_ticks: wc.querySelectorAll('path.failtick').length,
       lines: wc.querySelectorAll('path.data').length,
     } : null,
+    panels: [...card.querySelectorAll('[data-panel]')].map(p => p.dataset.panel),
+    fleet_shown: !document.getElementById('fleet').hidden,
     confirm: !document.getElementById('confirm').hidden,
     auth: !document.getElementById('auth').hidden,
     auth_text: document.getElementById('auth-text').textContent,
@@ -99,6 +101,15 @@ async fn click(browser: &mut Browser, action: &str, to: Option<&str>) {
         .eval("(() => { document.getElementById('confirm-yes').click(); return 'ok'; })()")
         .await;
     assert_eq!(yes, "ok");
+}
+
+/// Types `token` into the page's token prompt and sends it.
+async fn type_token(browser: &mut Browser, token: &str) {
+    let js = format!(
+        "(() => {{ document.getElementById('auth-token').value = {token:?}; \
+         document.getElementById('auth-send').click(); return 1; }})()"
+    );
+    browser.eval(&js).await;
 }
 
 /// Polls the API until `check` holds for service shop; returns the document.
@@ -166,7 +177,7 @@ async fn click_every_button(browser: &mut Browser, proxy: &Proxy, token: Option<
         state(s) == "progressing"
     })
     .await;
-    let mut rev = svc["revision"].as_u64().unwrap();
+    let rev = svc["revision"].as_u64().unwrap();
     page_shows(browser, "progressing", rev).await;
     let f = facts(browser).await;
     for (action, to) in [
@@ -185,6 +196,9 @@ async fn click_every_button(browser: &mut Browser, proxy: &Proxy, token: Option<
         );
     }
     assert_eq!(button(&f, "resume", None)["disabled"], true);
+    // Without `cluster`, a sequential judge, impact, safety net or mirror: no such panels.
+    assert_eq!(f["panels"], serde_json::json!([]), "{f:#}");
+    assert_eq!(f["fleet_shown"], false, "{f:#}");
 
     // Pause; with a token the page asks for it first, and a wrong one changes nothing.
     click(browser, "pause", None).await;
@@ -207,9 +221,7 @@ async fn click_every_button(browser: &mut Browser, proxy: &Proxy, token: Option<
             "{f:#}"
         );
         assert!(f["notice"].as_str().unwrap().contains("401"), "{f:#}");
-        browser
-            .eval("(() => { document.getElementById('auth-token').value = 'wrong'; document.getElementById('auth-send').click(); return 1; })()")
-            .await;
+        type_token(browser, "wrong").await;
         browser
             .wait_for(
                 "document.getElementById('auth-text').textContent.includes('refused')",
@@ -225,30 +237,25 @@ async fn click_every_button(browser: &mut Browser, proxy: &Proxy, token: Option<
             "a wrong token changed something"
         );
         assert_eq!(svc["revision"].as_u64(), Some(rev));
-        browser
-            .eval(&format!("(() => {{ document.getElementById('auth-token').value = '{token}'; document.getElementById('auth-send').click(); return 1; }})()"))
-            .await;
+        type_token(browser, token).await;
     }
     let svc = api_until(proxy, "paused", |s| state(s) == "paused").await;
-    rev = svc["revision"].as_u64().unwrap();
-    page_shows(browser, "paused", rev).await;
+    page_shows(browser, "paused", svc["revision"].as_u64().unwrap()).await;
     assert_eq!(
         facts(browser).await["auth"],
         false,
         "the token prompt stayed open"
     );
 
-    click(browser, "resume", None).await;
-    rev = api_until(proxy, "progressing again", |s| state(s) == "progressing").await["revision"]
-        .as_u64()
-        .unwrap();
-    page_shows(browser, "progressing", rev).await;
-
-    click(browser, "rollback", None).await;
-    let svc = api_until(proxy, "rolled back", |s| state(s) == "rolled_back").await;
+    press(browser, proxy, ("resume", None), "progressing again", |s| {
+        state(s) == "progressing"
+    })
+    .await;
+    let svc = press(browser, proxy, ("rollback", None), "rolled back", |s| {
+        state(s) == "rolled_back"
+    })
+    .await;
     assert_eq!(weight_of(&svc, "v2"), 0.0);
-    rev = svc["revision"].as_u64().unwrap();
-    page_shows(browser, "rolled_back", rev).await;
     let f = facts(browser).await;
     let switch_v2 = button(&f, "switch", Some("v2"));
     assert_eq!(switch_v2["disabled"], true, "{switch_v2}");
@@ -256,71 +263,70 @@ async fn click_every_button(browser: &mut Browser, proxy: &Proxy, token: Option<
     assert_eq!(button(&f, "rollback", None)["disabled"], true);
     assert_eq!(button(&f, "resume", None)["disabled"], false);
 
-    click(browser, "resume", None).await;
-    let svc = api_until(proxy, "resumed after the rollback", |s| {
-        state(s) == "progressing"
-    })
+    let svc = press(
+        browser,
+        proxy,
+        ("resume", None),
+        "resumed after the rollback",
+        |s| state(s) == "progressing",
+    )
     .await;
     assert!(weight_of(&svc, "v2") > 0.0, "{svc}");
-    rev = svc["revision"].as_u64().unwrap();
-    page_shows(browser, "progressing", rev).await;
-
-    click(browser, "abort", None).await;
-    let svc = api_until(proxy, "aborted", |s| state(s) == "aborted").await;
+    let svc = press(browser, proxy, ("abort", None), "aborted", |s| {
+        state(s) == "aborted"
+    })
+    .await;
     assert_eq!(weight_of(&svc, "v1"), 100.0);
-    rev = svc["revision"].as_u64().unwrap();
-    page_shows(browser, "aborted", rev).await;
-
-    click(browser, "switch", Some("v2")).await;
-    let svc = api_until(proxy, "v2 at 100%", |s| weight_of(s, "v2") == 100.0).await;
-    rev = svc["revision"].as_u64().unwrap();
-    page_shows(browser, "aborted", rev).await;
-
-    click(browser, "switch", Some("v1")).await;
-    let svc = api_until(proxy, "v1 at 100%", |s| weight_of(s, "v1") == 100.0).await;
-    rev = svc["revision"].as_u64().unwrap();
-    page_shows(browser, "aborted", rev).await;
+    press(browser, proxy, ("switch", Some("v2")), "v2 at 100%", |s| {
+        weight_of(s, "v2") == 100.0
+    })
+    .await;
+    let svc = press(browser, proxy, ("switch", Some("v1")), "v1 at 100%", |s| {
+        weight_of(s, "v1") == 100.0
+    })
+    .await;
 
     // Undo restores the previous revision's weights (v2 100%) as a new revision.
-    click(browser, "undo", None).await;
-    let svc = api_until(proxy, "the undo", |s| {
+    let rev = svc["revision"].as_u64().unwrap();
+    let svc = press(browser, proxy, ("undo", None), "the undo", |s| {
         s["revision"].as_u64() == Some(rev + 1)
     })
     .await;
     assert_eq!(weight_of(&svc, "v2"), 100.0, "{svc}");
     let history = proxy.api("/services/shop/history").await;
-    let last = history["revisions"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()
-        .clone();
-    assert!(
-        last["reason"]
-            .as_str()
-            .unwrap()
-            .contains(&format!("undo to revision {}", rev - 1)),
-        "{last}"
-    );
-    rev += 1;
-    page_shows(browser, "aborted", rev).await;
+    let last = &history["revisions"].as_array().unwrap().last().unwrap()["reason"];
+    let undone = format!("undo to revision {}", rev - 1);
+    assert!(last.as_str().unwrap().contains(&undone), "{last}");
 
-    click(browser, "start", None).await;
-    rev = api_until(proxy, "a new rollout", |s| state(s) == "progressing").await["revision"]
-        .as_u64()
-        .unwrap();
-    page_shows(browser, "progressing", rev).await;
-
-    click(browser, "promote", None).await;
-    let svc = api_until(proxy, "promoted", |s| state(s) == "promoted").await;
-    rev = svc["revision"].as_u64().unwrap();
-    page_shows(browser, "promoted", rev).await;
+    press(browser, proxy, ("start", None), "a new rollout", |s| {
+        state(s) == "progressing"
+    })
+    .await;
+    press(browser, proxy, ("promote", None), "promoted", |s| {
+        state(s) == "promoted"
+    })
+    .await;
     let f = facts(browser).await;
     for action in ["promote", "abort", "pause", "resume"] {
         let b = button(&f, action, None);
         assert_eq!(b["disabled"], true, "{action} after promotion: {b}");
         assert!(b["why"].as_str().unwrap_or("").contains("promoted"), "{b}");
     }
+}
+
+/// Clicks a button, waits until the API shows `what`, then until the page shows it too
+/// (so the next click uses buttons drawn for the new state); the API's document.
+async fn press(
+    browser: &mut Browser,
+    proxy: &Proxy,
+    (action, to): (&str, Option<&str>),
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    click(browser, action, to).await;
+    let svc = api_until(proxy, what, check).await;
+    page_shows(browser, state(&svc), svc["revision"].as_u64().unwrap()).await;
+    svc
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

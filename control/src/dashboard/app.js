@@ -207,26 +207,17 @@ function panels(svc) {
         typeof im.requests_failed === "number" ? el("span", {}, "failed requests ", el("b", { text: String(im.requests_failed) })) : null)));
   }
   const k = app.counters.get(svc.name);
-  if (k && k.safety) {
-    const s = k.safety;
-    out.push(el("div", { class: "panel", "data-panel": "safety-net" },
-      el("h3", { text: "Safety net (retried on stable)" }),
-      el("div", { class: "kv" },
-        el("span", {}, "saved ", el("b", { text: String(s.ok || 0) })),
-        el("span", {}, "stable failed too ", el("b", { text: String(s.failed || 0) })),
-        el("span", {}, "over budget ", el("b", { text: String(s.budget || 0) })),
-        el("span", {}, "not replayable ", el("b", { text: String(s.unsafe || 0) })))));
-  }
-  if (k && k.mirror) {
-    const m = k.mirror;
-    out.push(el("div", { class: "panel", "data-panel": "mirror" },
-      el("h3", { text: "Mirror copies" }),
-      el("div", { class: "kv" },
-        el("span", {}, "sent ", el("b", { text: String(m.sent || 0) })),
-        el("span", {}, "dropped ", el("b", { text: String(m.dropped || 0) })),
-        el("span", {}, "failed ", el("b", { text: String(m.failed || 0) })))));
-  }
+  if (k && k.safety) out.push(countsPanel("safety-net", "Safety net (retried on stable)", k.safety,
+    [["ok", "saved"], ["failed", "stable failed too"], ["budget", "over budget"], ["unsafe", "not replayable"]]));
+  if (k && k.mirror) out.push(countsPanel("mirror", "Mirror copies", k.mirror,
+    [["sent", "sent"], ["dropped", "dropped"], ["failed", "failed"]]));
   return out;
+}
+
+/** A panel of counters by result (`/metrics` label values → what to call them). */
+function countsPanel(name, title, counts, results) {
+  return el("div", { class: "panel", "data-panel": name }, el("h3", { text: title }),
+    el("div", { class: "kv" }, ...results.map(([result, label]) => el("span", {}, label + " ", el("b", { text: String(counts[result] || 0) })))));
 }
 
 function keepEvidence(name, ev) {
@@ -484,8 +475,13 @@ function addEvents(events) {
     const failed = e.kind === "analysis" && e.details && e.details.verdict === "fail";
     const when = new Date(e.at);
     let extra = null;
-    if (e.kind === "rolled_back" && e.details && typeof e.details.detection_s === "number") {
-      extra = el("div", { text: `detected in ${e.details.detection_s.toFixed(2)} s (first failed check → canary at 0%)` });
+    if (e.kind === "rolled_back" && e.details) {
+      const d = e.details, im = d.impact;
+      extra = el("div", {},
+        typeof d.detection_s === "number" ? `detected in ${d.detection_s.toFixed(2)} s (first failed check → canary at 0%)` : "",
+        im && typeof im.users_failed === "number"
+          ? el("div", { text: `users who saw an error: ${im.users_failed}` + (typeof im.users_total === "number" ? ` of ${im.users_total}` : "")
+                              + (typeof im.users_failed_pct === "number" ? ` (${fmt(im.users_failed_pct, 2)}%)` : "") }) : null);
     }
     list.prepend(el("li", { class: `event k-${e.kind}` + (failed ? " fail" : ""), "data-kind": e.kind, "data-id": e.id },
       el("span", { class: "when", title: e.at, text: isNaN(when) ? e.at : when.toLocaleTimeString([], { hour12: false }) }),
