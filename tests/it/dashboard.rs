@@ -45,7 +45,7 @@ const FACTS: &str = r#"(() => {
   const wc = card.querySelector('.weights-chart svg');
   return {
     state: (card.querySelector('.pill[data-state]') || {}).dataset?.state || null,
-    revision: card.querySelector('.svc-head .muted').textContent,
+    revision: (card.querySelector('.svc-head .muted') || {}).textContent || '',
     v1: values('v1'), v2: values('v2'), v2_text: row('v2') ? row('v2').textContent : '',
     charts, ceilings_v2: ceilings('v2'), buttons,
     weight_chart: wc ? {
@@ -56,11 +56,11 @@ const FACTS: &str = r#"(() => {
       lines: wc.querySelectorAll('path.data').length,
     } : null,
     panels: [...card.querySelectorAll('[data-panel]')].map(p => p.dataset.panel),
-    fleet_shown: !document.getElementById('fleet').hidden,
-    confirm: !document.getElementById('confirm').hidden,
-    auth: !document.getElementById('auth').hidden,
-    auth_text: document.getElementById('auth-text').textContent,
-    notice: document.getElementById('notice').textContent,
+    fleet_shown: !(document.getElementById('fleet') || { hidden: true }).hidden,
+    confirm: !(document.getElementById('confirm') || { hidden: true }).hidden,
+    auth: !(document.getElementById('auth') || { hidden: true }).hidden,
+    auth_text: (document.getElementById('auth-text') || {}).textContent || '',
+    notice: (document.getElementById('notice') || {}).textContent || '',
   };
 })()"#;
 
