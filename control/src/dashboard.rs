@@ -1,12 +1,12 @@
 //! The dashboard at `GET /` on the admin address (SPEC §10): one self-contained HTML page.
 //!
 //! The page is compiled into the binary: its pieces under `dashboard/` (markup, CSS, the chart
-//! code, the page's logic) are concatenated at compile time into one document with inline CSS
-//! and vanilla JS, inline SVG charts, no external assets and no build step. It reads the same
-//! JSON API as every other client, once a second, and sends mutations with a bearer token the
-//! user types when the admin asks for one (kept in the page's memory only). The headers below
-//! keep it that way: a content security policy that allows nothing from elsewhere, and no
-//! framing (its buttons change live traffic).
+//! code, the wave-2 panels, the buttons, the page's loop) are concatenated at compile time
+//! into one document with inline CSS and vanilla JS, inline SVG charts, no external assets and
+//! no build step. It reads the same JSON API as every other client, once a second, and sends
+//! mutations with a bearer token the user types when the admin asks for one (kept in the
+//! page's memory only). The headers below keep it that way: a content security policy that
+//! allows nothing from elsewhere, and no framing (its buttons change live traffic).
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response};
@@ -20,6 +20,8 @@ pub const PAGE: &str = concat!(
     include_str!("dashboard/style.css"),
     include_str!("dashboard/body.html"),
     include_str!("dashboard/charts.js"),
+    include_str!("dashboard/panels.js"),
+    include_str!("dashboard/actions.js"),
     include_str!("dashboard/app.js"),
     include_str!("dashboard/tail.html"),
 );
