@@ -120,3 +120,9 @@ document.getElementById("auth").addEventListener("submit", e => {
 });
 document.getElementById("auth-cancel").addEventListener("click", () => { document.getElementById("auth").hidden = true; pending = null; });
 document.getElementById("token").addEventListener("input", e => { app.token = e.target.value.trim(); });
+document.addEventListener("keydown", e => {
+  if (e.key !== "Escape") return;
+  document.getElementById("confirm").hidden = true;
+  document.getElementById("auth").hidden = true;
+  pending = null;
+});
