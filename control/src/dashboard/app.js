@@ -269,7 +269,9 @@ function markOf(e) {
   if (e.kind === "analysis") return d.verdict === "fail" ? { t, kind: "fail" } : null;
   const kind = MARK_KINDS[e.kind];
   if (!kind) return null;
-  const label = e.kind === "step" ? `step ${d.step ?? ""}`.trim() + (typeof d.traffic === "number" ? ` ${d.traffic}%` : "")
+  const share = d.mode === "mirror" && typeof d.mirror_pct === "number" ? ` mirror ${d.mirror_pct}%`
+    : typeof d.traffic === "number" ? ` ${d.traffic}%` : "";
+  const label = e.kind === "step" ? `step ${d.step ?? ""}`.trim() + share
     : e.kind === "rolled_back" ? "rollback" : e.kind === "rollout_started" ? null : e.kind.replace("_", " ");
   return { t, kind, label };
 }

@@ -38,10 +38,17 @@ function panels(svc) {
           typeof im.users_failed_pct === "number" ? ` (${fmt(im.users_failed_pct, 2)}%)` : ""),
         typeof im.requests_failed === "number" ? el("span", {}, "failed requests ", el("b", { text: String(im.requests_failed) })) : null)));
   }
-  const k = app.counters.get(svc.name);
-  if (k && k.safety) out.push(countsPanel("safety-net", "Safety net (retried on stable)", k.safety,
+  // Counters from the service document when it carries them (`rollout.safety_net.retries`,
+  // `rollout.mirror`), else from `/metrics` (SPEC §15 names); drawn once there is something.
+  const k = app.counters.get(svc.name) || {};
+  const net = r.safety_net || {};
+  const safety = net.retries || k.safety;
+  const mirror = (r.mirror && typeof r.mirror.sent === "number" ? r.mirror : null) || k.mirror;
+  const any = c => !!c && Object.values(c).some(n => n > 0);
+  if (safety && (net.enabled || any(safety))) out.push(countsPanel("safety-net",
+    "Safety net (retried on stable)" + (typeof net.budget_pct === "number" ? ` · budget ${net.budget_pct}%` : ""), safety,
     [["ok", "saved"], ["failed", "stable failed too"], ["budget", "over budget"], ["unsafe", "not replayable"]]));
-  if (k && k.mirror) out.push(countsPanel("mirror", "Mirror copies", k.mirror,
+  if (mirror && (any(mirror) || r.mode === "mirror")) out.push(countsPanel("mirror", "Mirror copies", mirror,
     [["sent", "sent"], ["dropped", "dropped"], ["failed", "failed"]]));
   return out;
 }
@@ -121,6 +128,8 @@ function ago(at) {
 // ---- safety-net retries and mirror copies (SPEC §13, §15 metrics) ----------------------------
 async function pollCounters(services) {
   const active = services.some(s => isActive(s.rollout));
+  // The service documents carry the counters themselves: no need to read `/metrics`.
+  if (services.some(s => s.rollout && (s.rollout.safety_net || s.rollout.mirror))) return;
   if (Date.now() < app.metricsNext || services.length > METRICS_MAX_SERVICES) return;
   app.metricsNext = Date.now() + (active ? METRICS_EVERY_MS : 6 * METRICS_EVERY_MS);
   try {
