@@ -200,6 +200,15 @@ async fn click_every_button(browser: &mut Browser, proxy: &Proxy, token: Option<
     assert_eq!(f["panels"], serde_json::json!([]), "{f:#}");
     assert_eq!(f["fleet_shown"], false, "{f:#}");
 
+    // Cancel on the confirmation sends nothing.
+    let js = "(() => { document.querySelector('[data-service=\"shop\"] button[data-action=\"pause\"]').click(); \
+              const asked = !document.getElementById('confirm').hidden; \
+              document.getElementById('confirm-no').click(); return asked; })()";
+    assert_eq!(browser.eval(js).await, true, "no confirmation asked");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let svc = proxy.api("/services/shop").await;
+    assert_eq!(state(&svc), "progressing", "a cancelled pause was sent");
+
     // Pause; with a token the page asks for it first, and a wrong one changes nothing.
     click(browser, "pause", None).await;
     if let Some(token) = token {
