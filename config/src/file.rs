@@ -18,6 +18,7 @@ const TOP_FIELDS: &[&str] = &[
     "state_dir",
     "limits",
     "access_log",
+    "cluster",
     "services",
 ];
 
@@ -28,6 +29,7 @@ pub(crate) fn config(d: &mut Decoder, root: &Node) -> Option<Config> {
     let state_dir = f.opt(d, "state_dir", Decoder::path_buf);
     let limits = f.opt(d, "limits", limits).unwrap_or_default();
     let access_log = f.opt(d, "access_log", access_log);
+    let cluster = f.opt(d, "cluster", crate::cluster::cluster);
     let services = f.opt(d, "services", services).unwrap_or_default();
 
     if let Some(listeners) = &listeners {
@@ -35,9 +37,9 @@ pub(crate) fn config(d: &mut Decoder, root: &Node) -> Option<Config> {
         check_admin_address(d, &admin, admin_address, listeners, root);
     }
 
-    Some(Config::new(
-        listeners?, admin, state_dir, limits, access_log, services,
-    ))
+    let mut config = Config::new(listeners?, admin, state_dir, limits, access_log, services);
+    config.cluster = cluster;
+    Some(config)
 }
 
 // ---- listeners --------------------------------------------------------------------------

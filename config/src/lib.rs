@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+mod cluster;
 mod decoder;
 mod duration;
 mod error;
@@ -22,6 +23,7 @@ mod yaml;
 #[cfg(test)]
 mod tests;
 
+pub use cluster::MIN_LEASE;
 pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigErrors};
 pub use schema::*;
