@@ -15,6 +15,7 @@
 //! not answer in time answers [`CommitError::Unavailable`] and the change it was asked to make
 //! leaves no trace (the file store undoes a write that finishes after its deadline).
 
+pub mod etcd;
 pub mod file;
 pub mod fleet;
 pub mod memory;
