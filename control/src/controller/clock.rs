@@ -4,12 +4,13 @@
 
 use serde_json::json;
 
+use super::race::Redo;
 use super::{AnalysisRecord, Controller};
 use crate::clock::{self, Millis};
 use crate::engine::{self, Decision, Observations, Spec, VersionObs};
 use crate::plan::Plan;
 use crate::rollout::{transitions, Phase};
-use crate::store::Source;
+use crate::store::{Fence, Source};
 
 impl Controller<'_> {
     pub(super) async fn tick(&mut self) {
@@ -125,28 +126,45 @@ impl Controller<'_> {
             state: &state,
             now,
         };
+        let leader_only = |mut plan: Plan| {
+            // The clock's own bookkeeping is the leader's, fenced like its steps.
+            plan.change.fence = Fence::Leader;
+            plan
+        };
+        let mut redo = Redo::Drop;
         let plan = match decision {
             Decision::Checked(check) => {
                 self.checked(service, cfg, &state, check);
                 return Ok(());
             }
-            Decision::FailedChecks(n) => transitions::count_failed_checks(ctx, n),
+            Decision::FailedChecks(n) => leader_only(transitions::count_failed_checks(ctx, n)),
             Decision::Remember { judge, memory } => {
                 let mut next = state.clone();
                 if let Some(r) = next.rollout.as_mut() {
                     r.judges.insert(judge.to_string(), memory);
                 }
-                Plan::bookkeeping(service, next)
+                leader_only(Plan::bookkeeping(service, next))
             }
             Decision::Rollback(rb) => {
-                transitions::rollback(ctx, rb.reason, rb.source, &rb.message, rb.evidence)?
+                let plan = transitions::rollback(
+                    ctx,
+                    rb.reason,
+                    rb.source,
+                    &rb.message,
+                    rb.evidence.clone(),
+                )?;
+                redo = Redo::Rollback {
+                    rollout: state.rollout.as_ref().map_or(0, |r| r.number),
+                    rollback: rb,
+                };
+                plan
             }
-            Decision::AwaitGates { step } => transitions::await_gates(ctx, step),
+            Decision::AwaitGates { step } => leader_only(transitions::await_gates(ctx, step)),
             Decision::Advance { step } => {
                 transitions::enter_step(ctx, state.clone(), step, Source::Rollout)
             }
         };
-        self.carry_out(plan).await.map(|_| ())
+        self.carry_out(plan, redo).await.map(|_| ())
     }
 
     /// An analysis check ran: count it, show it, tell it.
@@ -244,7 +262,7 @@ impl Controller<'_> {
             ),
         };
         let done = match plan {
-            Ok(plan) => self.carry_out(plan).await,
+            Ok(plan) => self.carry_out(plan, Redo::Drop).await,
             Err(e) => Err(e),
         };
         match done {

@@ -23,6 +23,7 @@ mod clock;
 mod commit;
 mod effects;
 mod publish;
+mod race;
 mod reload;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -291,7 +292,7 @@ impl Controller<'_> {
             history: &history,
             now: crate::clock::now(),
         };
-        let plan = crate::commands::plan(ctx, command)?;
-        self.carry_out(plan).await
+        let plan = crate::commands::plan(ctx, command.clone())?;
+        self.carry_out(plan, race::Redo::Command(command)).await
     }
 }
