@@ -16,6 +16,7 @@ mod dashboard;
 mod demo;
 mod fast_path;
 mod faults;
+mod fleet;
 mod h2_upstream;
 mod h2c;
 mod headers;

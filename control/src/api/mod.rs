@@ -46,6 +46,7 @@ enum Endpoint<'a> {
     Service(&'a str),
     History(&'a str),
     Events,
+    Fleet,
     Weights(&'a str),
     Switch(&'a str),
     Rollback(&'a str),
@@ -62,6 +63,7 @@ impl<'a> Endpoint<'a> {
             ["services", svc] => Endpoint::Service(svc),
             ["services", svc, "history"] => Endpoint::History(svc),
             ["events"] => Endpoint::Events,
+            ["fleet"] => Endpoint::Fleet,
             ["services", svc, "weights"] => Endpoint::Weights(svc),
             ["services", svc, "switch"] => Endpoint::Switch(svc),
             ["services", svc, "rollback"] => Endpoint::Rollback(svc),
@@ -79,7 +81,8 @@ impl<'a> Endpoint<'a> {
             | Endpoint::Services
             | Endpoint::Service(_)
             | Endpoint::History(_)
-            | Endpoint::Events => Method::GET,
+            | Endpoint::Events
+            | Endpoint::Fleet => Method::GET,
             Endpoint::Weights(_) => Method::PUT,
             Endpoint::Switch(_)
             | Endpoint::Rollback(_)
@@ -158,6 +161,13 @@ async fn answer(
             let all = state.readers.events.load();
             ok(&json!({ "events": events::since(&all, since) }))
         }
+        Endpoint::Fleet => match &state.fleet {
+            Some(etcd) => ok(&document::fleet_json(&etcd.view())),
+            None => Err(Refusal::not_found(
+                "this replica is not in a fleet: the config has no cluster: block",
+                None,
+            )),
+        },
         Endpoint::Weights(svc) => mutate(state, req, svc, CommandKind::Weights).await,
         Endpoint::Switch(svc) => mutate(state, req, svc, CommandKind::Switch).await,
         Endpoint::Rollback(svc) => mutate(state, req, svc, CommandKind::Rollback).await,

@@ -154,6 +154,8 @@ impl Controller<'_> {
             dirty_views: Vec::new(),
             starts_pending: BTreeMap::new(),
             gates_passed: BTreeMap::new(),
+            leading: false,
+            hashes: Arc::default(),
         };
         // Rollouts that were running continue their step where it was; their analysis
         // starts a fresh window, and gates asked before the restart are asked again.

@@ -31,13 +31,26 @@ impl Controller<'_> {
             self.next_second = now + 1000;
             let view = self.sampler.second(&table, now);
             self.core.readers.telemetry.store(std::sync::Arc::new(view));
+            if self.core.store.shared() {
+                self.report(&table);
+            }
         }
+        let leading = self.follow_leadership();
+        let fleet = self.core.store.fleet();
         for service in running {
-            self.tick_service(&service, now, closed).await;
+            self.tick_service(&service, now, closed, leading, fleet.as_deref())
+                .await;
         }
     }
 
-    async fn tick_service(&mut self, service: &str, now: Millis, closed: bool) {
+    async fn tick_service(
+        &mut self,
+        service: &str,
+        now: Millis,
+        closed: bool,
+        leader: bool,
+        fleet: Option<&crate::store::fleet::FleetView>,
+    ) {
         let config = std::sync::Arc::clone(&self.core.config);
         let Some(cfg) = config.service(service) else {
             return;
@@ -87,8 +100,12 @@ impl Controller<'_> {
                     .collect()
             }),
         };
+        let obs = if self.core.store.shared() {
+            self.pool(service, record.number, obs, leader, fleet)
+        } else {
+            obs
+        };
         let spec = Spec::new(rollout);
-        let leader = self.core.store.is_leader();
         let outcome = engine::evaluate(&spec, &record, clock.engine, &obs, now, leader);
         let readings = (
             self.sampler.reading(service, canary),
@@ -98,6 +115,7 @@ impl Controller<'_> {
             c.engine = outcome.clock;
             if outcome.new_window {
                 c.baseline = readings;
+                self.rebase_peers(service, record.number, fleet);
             }
         }
         for decision in outcome.decisions {

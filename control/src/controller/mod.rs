@@ -22,6 +22,7 @@ mod boot;
 mod clock;
 mod commit;
 mod effects;
+mod fleet;
 mod publish;
 mod race;
 mod reload;
@@ -204,6 +205,8 @@ struct RolloutClock {
         crate::telemetry::window::Window,
     ),
     last_analysis: Option<AnalysisRecord>,
+    /// The leader's: other replicas' readings when the interval began (`fleet.rs`).
+    peers: BTreeMap<String, fleet::PeerBaseline>,
 }
 
 /// One incarnation of the loop.
@@ -226,6 +229,10 @@ pub struct Controller<'a> {
     starts_pending: BTreeMap<String, String>,
     /// Steps the gates allowed but the store refused: (rollout number, step), retried.
     gates_passed: BTreeMap<String, (u64, usize)>,
+    /// Whether this replica led at the last tick (a shared store; always true otherwise).
+    leading: bool,
+    /// Service → topology hash of the config now serving (a shared store only).
+    hashes: Arc<BTreeMap<String, String>>,
 }
 
 impl Controller<'_> {
@@ -234,13 +241,22 @@ impl Controller<'_> {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut remote = self.core.store.subscribe();
+        let mut remote_events = self.core.store.subscribe_events();
         loop {
             tokio::select! {
                 intent = self.core.rx.recv() => match intent {
                     Some(intent) => self.handle(intent).await,
                     None => return,
                 },
-                Some(r) = remote.recv() => self.apply_remote(r),
+                Some(r) = remote.recv() => {
+                    self.apply_remote(r);
+                    if !self.core.pending.is_empty() {
+                        // A change of ours was decided again on what arrived: commit it.
+                        self.publish();
+                        self.flush().await;
+                    }
+                }
+                Some(event) = next_event(&mut remote_events) => self.core.events.push_remote(event),
                 _ = tick.tick() => self.tick().await,
             }
             self.publish();
@@ -294,5 +310,13 @@ impl Controller<'_> {
         };
         let plan = crate::commands::plan(ctx, command.clone())?;
         self.carry_out(plan, race::Redo::Command(command)).await
+    }
+}
+
+/// The next event another replica recorded (never, for a single replica's store).
+async fn next_event(rx: &mut Option<mpsc::Receiver<Event>>) -> Option<Event> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }

@@ -64,6 +64,7 @@ impl Controller<'_> {
         self.traffic.retain(|n, _| known(n));
         self.views.retain(|n, _| config.service(n).is_some());
         self.all_views_dirty();
+        self.hash_topology();
         // What the table is compiled from, for every service (the config may have changed
         // topology, or this is a fresh incarnation).
         self.traffic = config
