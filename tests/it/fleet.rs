@@ -108,3 +108,233 @@ async fn a_change_through_any_replica_shows_on_all_three_with_the_same_revision(
     .await;
     leader_of(&fleet.iter().collect::<Vec<_>>()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_concurrent_changes_over_three_replicas_get_contiguous_revisions() {
+    let etcd = Etcd::start().await;
+    let (blue, green) = (Backend::start("blue").await, Backend::start("green").await);
+    let fleet = start_fleet(&etcd, 3, 2, &two_versions(&blue, &green)).await;
+    let first = api_state(&fleet[0]).await.0;
+    converged(&fleet, first).await;
+    let answers = futures_util::future::join_all((0..30u64).map(|i| {
+        let replica = &fleet[i as usize % 3];
+        async move {
+            let (status, doc) = replica
+                .api_send(
+                    "PUT",
+                    "/services/api/weights",
+                    Some(json!({ "blue": 100 - i, "green": i + 1 })),
+                    None,
+                )
+                .await;
+            (i, status, doc)
+        }
+    }))
+    .await;
+    let mut by_revision = std::collections::BTreeMap::new();
+    for (i, status, doc) in &answers {
+        assert_eq!(*status, 200, "change {i}: {doc}");
+        let revision = doc["revision"].as_u64().unwrap();
+        assert!(
+            by_revision.insert(revision, *i).is_none(),
+            "revision {revision} answered twice"
+        );
+    }
+    let revisions: Vec<u64> = by_revision.keys().copied().collect();
+    assert_eq!(revisions, (first + 1..=first + 30).collect::<Vec<_>>());
+    converged(&fleet, first + 30).await;
+    // Each revision holds the weights of the change it answered, on every replica.
+    for r in &fleet {
+        let history = r.api("/services/api/history").await;
+        let revs = history["revisions"].as_array().unwrap();
+        for rev in revs.iter().filter(|v| v["id"].as_u64().unwrap() > first) {
+            let id = rev["id"].as_u64().unwrap();
+            let i = by_revision[&id];
+            assert_eq!(rev["weights"]["green"], i + 1, "{} revision {id}", r.admin);
+        }
+        assert_eq!(revs.len() as u64, first + 30, "{history}");
+    }
+}
+
+fn rollout_service(blue: &Backend, green: &Backend, steps: &str, analysis: &str) -> String {
+    format!(
+        "api:\n  versions:\n    blue: {{ release: v1, backends: [\"{}\"], weight: 100 }}\n    green: {{ release: v2, backends: [\"{}\"], weight: 0 }}\n  rollout:\n    stable: blue\n    canary: green\n    steps: {steps}\n    analysis: {analysis}\n",
+        blue.addr, green.addr
+    )
+}
+
+/// Sum of a counter's samples matching all of `labels` on one replica.
+async fn counter(replica: &Proxy, name: &str, labels: &[&str]) -> f64 {
+    let text = replica.admin_get("/metrics").await.text();
+    text.lines()
+        .filter(|l| l.starts_with(name) && labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_failing_everything_on_every_listener_is_rolled_back_once_for_the_fleet() {
+    let etcd = Etcd::start().await;
+    let blue = Backend::start("blue").await;
+    let green = Backend::start_failing("green", 1000).await;
+    let services = rollout_service(
+        &blue,
+        &green,
+        "[{ traffic: 50%, duration: 5m }, { traffic: 100% }]",
+        "{ interval: 1m, threshold: 5, min_requests: 1000, metrics: [{ name: error-rate, threshold: 1 }] }",
+    );
+    let fleet = start_fleet(&etcd, 3, 2, &services).await;
+    eventually(CONVERGE, "the rollout at 50% everywhere", async || {
+        for r in &fleet {
+            let (_, w) = api_state(r).await;
+            if w["green"].as_f64() != Some(50.0) {
+                return Err(format!("{} at {w}", r.admin));
+            }
+        }
+        Ok(())
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let loads: Vec<_> = fleet
+        .iter()
+        .map(|r| crate::harness::Load::start(r.listen, 3))
+        .collect();
+    eventually(
+        Duration::from_secs(10),
+        "green at 0% on every replica",
+        async || {
+            for r in &fleet {
+                let (_, w) = api_state(r).await;
+                if w["green"].as_f64() != Some(0.0) {
+                    return Err(format!("{} at {w}", r.admin));
+                }
+            }
+            Ok(())
+        },
+    )
+    .await;
+    let took = started.elapsed();
+    for load in loads {
+        load.finish().await;
+    }
+    let (revision, _) = api_state(&fleet[0]).await;
+    converged(&fleet, revision).await;
+    let history = fleet[1].api("/services/api/history").await;
+    let rollbacks: Vec<&Value> = history["revisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["source"] == "analysis")
+        .collect();
+    assert_eq!(
+        rollbacks.len(),
+        1,
+        "exactly one rollback revision: {history}"
+    );
+    assert!(
+        rollbacks[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("fast-fail"),
+        "{history}"
+    );
+    // Counted once for the fleet, by the replica whose commit etcd took.
+    let mut counted = 0.0;
+    for r in &fleet {
+        counted += counter(
+            r,
+            "switchyard_rollbacks_total",
+            &["service=\"api\"", "reason=\"fast-fail\""],
+        )
+        .await;
+        let doc = r.api("/services/api").await;
+        assert_eq!(doc["rollout"]["state"], "rolled_back", "{doc}");
+    }
+    assert_eq!(counted, 1.0, "rollbacks counted over the fleet");
+    eprintln!("catastrophic canary: load start → 0% on every replica in {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_etcd_keeps_traffic_flowing_refuses_changes_and_converges_after() {
+    let etcd = Etcd::start().await;
+    let (blue, green) = (Backend::start("blue").await, Backend::start("green").await);
+    let fleet = start_fleet(&etcd, 3, 2, &two_versions(&blue, &green)).await;
+    let first = api_state(&fleet[0]).await.0;
+    converged(&fleet, first).await;
+    let loads: Vec<_> = fleet
+        .iter()
+        .map(|r| crate::harness::Load::start(r.listen, 2))
+        .collect();
+    etcd.stop();
+    for r in &fleet {
+        let asked = std::time::Instant::now();
+        let (status, doc) = r
+            .api_send(
+                "PUT",
+                "/services/api/weights",
+                Some(json!({ "blue": 50, "green": 50 })),
+                None,
+            )
+            .await;
+        let took = asked.elapsed();
+        assert_eq!(status, 503, "{doc}");
+        assert!(
+            doc["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("fleet state store unavailable: "),
+            "{doc}"
+        );
+        assert!(took < Duration::from_secs(5), "answered after {took:?}");
+    }
+    // Reads keep answering from snapshots; the fleet API says the store is away.
+    eventually(CONVERGE, "the store shown unhealthy", async || {
+        let doc = fleet_of(&fleet[0]).await;
+        match doc["store"]["healthy"].as_bool() {
+            Some(false) => Ok(()),
+            _ => Err(doc.to_string()),
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    etcd.resume();
+    eventually(
+        Duration::from_secs(15),
+        "the store healthy again",
+        async || {
+            for r in &fleet {
+                let doc = fleet_of(r).await;
+                if doc["store"]["healthy"] != true {
+                    return Err(doc.to_string());
+                }
+            }
+            Ok(())
+        },
+    )
+    .await;
+    // Nothing refused was applied anywhere; a change now reaches every replica.
+    for r in &fleet {
+        assert_eq!(api_state(r).await, api_state(&fleet[0]).await);
+        assert_eq!(api_state(r).await.0, first, "{}", r.admin);
+    }
+    let (status, doc) = fleet[2]
+        .api_send(
+            "PUT",
+            "/services/api/weights",
+            Some(json!({ "blue": 70, "green": 30 })),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{doc}");
+    let weights = converged(&fleet, first + 1).await;
+    assert_eq!(weights["green"].as_f64(), Some(30.0));
+    for load in loads {
+        let report = load.finish().await;
+        assert!(report.ok > 0);
+        assert!(
+            report.failures.is_empty(),
+            "{:?}",
+            &report.failures[..report.failures.len().min(5)]
+        );
+    }
+}

@@ -57,6 +57,12 @@ pub(super) struct Waiting {
     effects: Vec<(u64, Vec<Effect>)>,
 }
 
+impl Waiting {
+    pub(super) fn first_revision(&self) -> Option<u64> {
+        self.revisions.first().map(|r| r.id)
+    }
+}
+
 impl Pending {
     pub fn len(&self) -> usize {
         self.services.len()
@@ -102,7 +108,7 @@ impl Pending {
 
     /// The id of the oldest revision of `service` waiting for the store.
     pub(super) fn first_revision(&self, service: &str) -> Option<u64> {
-        self.services.get(service)?.revisions.first().map(|r| r.id)
+        self.services.get(service)?.first_revision()
     }
 
     /// The states to lay over what the store holds at a restart.

@@ -22,7 +22,7 @@ use crate::rollout::transitions;
 use crate::store::{push_bounded_arc, CommitError, Remote};
 
 /// How many times one change is decided again after lost races before it answers 409.
-pub(super) const MAX_RACES: usize = 8;
+pub(super) const MAX_RACES: usize = 32;
 
 /// How to decide a change again on a state another replica changed.
 #[derive(Debug, Clone)]
@@ -110,7 +110,7 @@ impl Controller<'_> {
         let deadline = tokio::time::Instant::now() + super::commit::STORE_DEADLINE;
         let store = Arc::clone(&self.core.store);
         let fresh = store.read(service, after, deadline).await?;
-        self.take_remote(fresh);
+        self.take_remote(fresh, first_waiting);
         Ok(())
     }
 
@@ -124,7 +124,8 @@ impl Controller<'_> {
         }
         let service = remote.service.clone();
         let waiting = self.core.pending.take(&service);
-        self.take_remote(remote);
+        let first_waiting = waiting.as_ref().and_then(|w| w.first_revision());
+        self.take_remote(remote, first_waiting);
         if let Some(entry) = waiting {
             self.redo_pending(&service, entry.redos);
         }
@@ -149,19 +150,21 @@ impl Controller<'_> {
         }
     }
 
-    /// Makes a commit from the store the loop's state (no questions asked).
-    pub(super) fn take_remote(&mut self, remote: Remote) {
+    /// Makes a commit from the store the loop's state (no questions asked). Revisions from
+    /// `uncommitted` on were ours and never committed (a race lost): they go.
+    pub(super) fn take_remote(&mut self, remote: Remote, uncommitted: Option<u64>) {
         if let Some(at) = remote.committed_at {
             let lag = clock::now().saturating_sub(at) as f64 / 1000.0;
             metrics::histogram!("switchyard_fleet_apply_seconds").record(lag);
         }
         self.versions.insert(remote.service.clone(), remote.version);
         let history = self.history.entry(remote.service.clone()).or_default();
-        // The store's history is the truth: revisions above its newest id were ours, never
-        // committed (a race lost), and go.
+        // The store's history is the truth: revisions above its newest id, or ours that it
+        // never took, go.
         let committed = remote.state.revision;
-        if history.back().is_some_and(|r| r.id > committed) {
-            Arc::make_mut(history).retain(|r| r.id <= committed);
+        let keep_below = uncommitted.unwrap_or(u64::MAX).min(committed + 1);
+        if history.back().is_some_and(|r| r.id >= keep_below) {
+            Arc::make_mut(history).retain(|r| r.id < keep_below);
         }
         let newest = history.back().map_or(0, |r| r.id);
         let fresh: Vec<_> = remote
