@@ -338,3 +338,275 @@ async fn a_stopped_etcd_keeps_traffic_flowing_refuses_changes_and_converges_afte
         );
     }
 }
+
+/// The replica named `name` (`edge-N` is `fleet[N-1]`).
+fn by_name<'a>(fleet: &'a [Proxy], name: &str) -> usize {
+    let n: usize = name.trim_start_matches("edge-").parse().expect("edge-N");
+    assert!(n >= 1 && n <= fleet.len(), "{name}");
+    n - 1
+}
+
+/// The `at` of the revision whose reason starts with `step {k}/`, if any (unix ms).
+fn step_at(history: &Value, k: usize) -> Vec<u64> {
+    history["revisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["reason"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with(&format!("step {k}/"))
+        })
+        .map(|r| {
+            let at = r["at"].as_str().unwrap();
+            humantime::parse_rfc3339(at)
+                .unwrap()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_leader_is_killed_another_continues_the_rollout_at_its_step() {
+    let etcd = Etcd::start().await;
+    let (blue, green) = (Backend::start("blue").await, Backend::start("green").await);
+    let services = rollout_service(
+        &blue,
+        &green,
+        "[{ traffic: 10%, duration: 7s }, { traffic: 40%, duration: 7s }, { traffic: 100% }]",
+        "{ interval: 1m, threshold: 5, min_requests: 1000, metrics: [{ name: error-rate, threshold: 1 }] }",
+    );
+    let mut fleet = start_fleet(&etcd, 3, 2, &services).await;
+    let leader = leader_of(&fleet.iter().collect::<Vec<_>>()).await;
+    let history = eventually(CONVERGE, "step 1 applied", async || {
+        let h = fleet[0].api("/services/api/history").await;
+        if step_at(&h, 1).len() == 1 {
+            Ok(h)
+        } else {
+            Err(h.to_string())
+        }
+    })
+    .await;
+    let step1 = step_at(&history, 1)[0];
+    let started = fleet[0].api("/services/api").await["rollout"]["started_at"].clone();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let dead = by_name(&fleet, &leader);
+    fleet[dead].kill9();
+    let killed = std::time::Instant::now();
+    let alive: Vec<&Proxy> = fleet
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != dead)
+        .map(|(_, p)| p)
+        .collect();
+    let next = eventually(Duration::from_secs(10), "a new leader", async || {
+        let doc = fleet_of(alive[0]).await;
+        match doc["leader"].as_str() {
+            Some(l) if l != leader => Ok(l.to_string()),
+            _ => Err(doc.to_string()),
+        }
+    })
+    .await;
+    let failover = killed.elapsed();
+    assert!(
+        failover < Duration::from_secs(2 + 2 + 1),
+        "failover took {failover:?} (lease 2s + 2s)"
+    );
+    // Step 2 comes 7s after step 1 began, as the dead leader would have applied it: the
+    // step kept its start time, nothing restarted from step 1.
+    let history = eventually(Duration::from_secs(15), "step 2 applied", async || {
+        let h = alive[0].api("/services/api/history").await;
+        if step_at(&h, 2).len() == 1 {
+            Ok(h)
+        } else {
+            Err(h.to_string())
+        }
+    })
+    .await;
+    assert_eq!(
+        step_at(&history, 1),
+        vec![step1],
+        "step 1 was not applied again"
+    );
+    let gap = step_at(&history, 2)[0] - step1;
+    assert!(
+        (7_000..8_500).contains(&gap),
+        "step 2 came {gap} ms after step 1 (the step lasts 7 s)"
+    );
+    for r in &alive {
+        let doc = r.api("/services/api").await;
+        assert_eq!(doc["rollout"]["step"], 2, "{doc}");
+        assert_eq!(doc["rollout"]["started_at"], started, "{doc}");
+    }
+    eprintln!(
+        "leader {leader} killed; {next} led after {failover:?}; step 2 {gap} ms after step 1"
+    );
+}
+
+/// `rps` plain requests a second to `addr` for `secs` seconds; returns how many were sent.
+async fn paced(addr: std::net::SocketAddr, rps: u64, secs: u64) -> usize {
+    let mut client = crate::harness::Client::http1(addr);
+    let mut tick = tokio::time::interval(Duration::from_millis(1000 / rps));
+    let mut sent = 0;
+    for _ in 0..rps * secs {
+        tick.tick().await;
+        let _ = client.get("/").await;
+        sent += 1;
+    }
+    sent
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_that_no_single_replica_sees_enough_of_is_judged_on_the_fleet_s_traffic() {
+    let etcd = Etcd::start().await;
+    let blue = Backend::start("blue").await;
+    // 5% of green's requests fail: under fast-fail's line, over error-rate's 1%.
+    let green = Backend::start_failing("green", 50).await;
+    let services = rollout_service(
+        &blue,
+        &green,
+        "[{ traffic: 50%, duration: 5m }, { traffic: 100% }]",
+        "{ interval: 4s, threshold: 1, min_requests: 60, fast_fail: off, metrics: [{ name: error-rate, threshold: 1 }] }",
+    );
+    let fleet = start_fleet(&etcd, 3, 2, &services).await;
+    // 20 req/s per replica, half on the canary: about 40 canary requests per replica per
+    // 4 s interval, under min_requests 60; the fleet's 120 are over it.
+    let loads: Vec<_> = fleet
+        .iter()
+        .map(|r| tokio::spawn(paced(r.listen, 20, 20)))
+        .collect();
+    let doc = eventually(
+        Duration::from_secs(20),
+        "the pooled check to roll back",
+        async || {
+            let doc = fleet[0].api("/services/api").await;
+            if doc["rollout"]["state"] == "rolled_back" {
+                Ok(doc)
+            } else {
+                Err(doc["rollout"].to_string())
+            }
+        },
+    )
+    .await;
+    for l in loads {
+        l.abort();
+    }
+    let history = fleet[0].api("/services/api/history").await;
+    let rollback = history["revisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rfind(|r| r["source"] == "analysis")
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        rollback["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("error-rate"),
+        "{history}"
+    );
+    assert_eq!(doc["rollout"]["failed_checks"], 1, "{doc}");
+    let (revision, _) = api_state(&fleet[0]).await;
+    let weights = converged(&fleet, revision).await;
+    assert_eq!(weights["green"].as_f64(), Some(0.0));
+}
+
+/// `PUT /api/v1/services/api/weights` green=`green_w` through `admin`, without panicking on
+/// a replica that dies under it: the acknowledged revision, if it was acknowledged.
+async fn try_weights(admin: std::net::SocketAddr, green_w: u64) -> Option<u64> {
+    let body = json!({ "blue": 100 - green_w, "green": green_w }).to_string();
+    let req = http::Request::builder()
+        .method("PUT")
+        .uri("/api/v1/services/api/weights")
+        .header("content-type", "application/json")
+        .body(crate::harness::full(body))
+        .ok()?;
+    let reply = crate::harness::Client::http1(admin).send(req).await.ok()?;
+    if reply.status != 200 {
+        return None;
+    }
+    let doc: Value = serde_json::from_slice(&reply.body).ok()?;
+    doc["revision"].as_u64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_any_replica_at_any_moment_loses_no_acknowledged_change() {
+    let etcd = Etcd::start().await;
+    let (blue, green) = (Backend::start("blue").await, Backend::start("green").await);
+    let mut fleet = start_fleet(&etcd, 3, 2, &two_versions(&blue, &green)).await;
+    let first = api_state(&fleet[0]).await.0;
+    converged(&fleet, first).await;
+    let mut acknowledged = std::collections::BTreeMap::new();
+    for round in 0..3u64 {
+        let victim = round as usize % 3;
+        // Every replica takes changes back to back; the victim is killed in the middle of
+        // them, at a different moment each round.
+        let writers: Vec<_> = fleet
+            .iter()
+            .enumerate()
+            .map(|(w, r)| {
+                let admin = r.admin;
+                tokio::spawn(async move {
+                    let mut acked = Vec::new();
+                    for k in 0..12u64 {
+                        let green_w = 1 + (round * 36 + w as u64 * 12 + k) % 99;
+                        if let Some(rev) = try_weights(admin, green_w).await {
+                            acked.push((rev, green_w));
+                        }
+                    }
+                    acked
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(20 + 35 * round)).await;
+        fleet[victim].kill9();
+        for w in writers {
+            for (rev, green_w) in w.await.unwrap() {
+                assert!(
+                    acknowledged.insert(rev, green_w).is_none(),
+                    "revision {rev} acknowledged twice"
+                );
+            }
+        }
+        fleet[victim].restart().await;
+    }
+    assert!(acknowledged.len() >= 40, "{acknowledged:?}");
+    let (newest, _) = api_state(&fleet[0]).await;
+    converged(&fleet, newest).await;
+    for r in &fleet {
+        let history = r.api("/services/api/history").await;
+        let by_id: std::collections::BTreeMap<u64, Value> = history["revisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| (v["id"].as_u64().unwrap(), v["weights"].clone()))
+            .collect();
+        for (id, green_w) in &acknowledged {
+            assert_eq!(
+                by_id.get(id).map(|w| w["green"].clone()),
+                Some(json!(green_w)),
+                "{} lost acknowledged revision {id}",
+                r.admin
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_cluster_block_there_is_no_fleet() {
+    let (blue, green) = (Backend::start("blue").await, Backend::start("green").await);
+    let proxy = Proxy::start_services(&two_versions(&blue, &green)).await;
+    let reply = proxy.admin_get("/api/v1/fleet").await;
+    assert_eq!(reply.status, 404, "{}", reply.text());
+    assert!(
+        reply.text().contains("no cluster: block"),
+        "{}",
+        reply.text()
+    );
+    let ctl = proxy.ctl(&["fleet"]).await;
+    assert_eq!(ctl.code, Some(1), "{ctl:?}");
+}
