@@ -340,7 +340,7 @@ async fn a_stopped_etcd_keeps_traffic_flowing_refuses_changes_and_converges_afte
 }
 
 /// The replica named `name` (`edge-N` is `fleet[N-1]`).
-fn by_name<'a>(fleet: &'a [Proxy], name: &str) -> usize {
+fn by_name(fleet: &[Proxy], name: &str) -> usize {
     let n: usize = name.trim_start_matches("edge-").parse().expect("edge-N");
     assert!(n >= 1 && n <= fleet.len(), "{name}");
     n - 1
