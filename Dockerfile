@@ -1,5 +1,9 @@
 # Multi-stage build: compile in the Rust image, run as a non-root user in a slim image.
 FROM rust:1-bookworm AS build
+# protoc: etcd-client (fleet mode, SPEC §11) compiles etcd's gRPC definitions at build time.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends protobuf-compiler \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --bin switchyard

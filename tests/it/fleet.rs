@@ -106,7 +106,28 @@ async fn a_change_through_any_replica_shows_on_all_three_with_the_same_revision(
         },
     )
     .await;
-    leader_of(&fleet.iter().collect::<Vec<_>>()).await;
+    let leader = leader_of(&fleet.iter().collect::<Vec<_>>()).await;
+    // The fleet's metrics: one leader, three replicas, commits applied from elsewhere timed.
+    let mut leaders = 0.0;
+    for r in &fleet {
+        leaders += counter(r, "switchyard_fleet_leader", &[]).await;
+        eventually(CONVERGE, "fleet gauges", async || {
+            let replicas = counter(r, "switchyard_fleet_replicas", &[]).await;
+            let mismatch =
+                counter(r, "switchyard_fleet_config_mismatch", &["service=\"api\""]).await;
+            (replicas == 3.0 && mismatch == 0.0)
+                .then_some(())
+                .ok_or(format!("replicas {replicas}, mismatch {mismatch}"))
+        })
+        .await;
+    }
+    assert_eq!(leaders, 1.0, "one leader ({leader})");
+    let applied = counter(&fleet[0], "switchyard_fleet_apply_seconds_count", &[]).await
+        + counter(&fleet[1], "switchyard_fleet_apply_seconds_count", &[]).await;
+    assert!(
+        applied >= 2.0,
+        "commits from elsewhere are timed: {applied}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
