@@ -83,12 +83,17 @@ pub struct FleetView {
 }
 
 impl FleetView {
-    /// Services whose topology on `replica` differs from the leader's.
+    /// Services whose topology on `replica` differs from the leader's (none while either has
+    /// not reported its topology yet, in its first second).
     pub fn mismatched(&self, replica: &ReplicaInfo) -> Vec<String> {
+        if replica.service_hashes.is_empty() {
+            return Vec::new();
+        }
         let Some(leader) = self
             .leader
             .as_ref()
             .and_then(|l| self.replicas.iter().find(|r| &r.name == l))
+            .filter(|l| !l.service_hashes.is_empty())
         else {
             return Vec::new();
         };
