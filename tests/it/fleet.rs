@@ -272,6 +272,24 @@ async fn a_canary_failing_everything_on_every_listener_is_rolled_back_once_for_t
         assert_eq!(doc["rollout"]["state"], "rolled_back", "{doc}");
     }
     assert_eq!(counted, 1.0, "rollbacks counted over the fleet");
+    // Every replica shows the one rollback event, whichever replica recorded it.
+    for r in &fleet {
+        eventually(
+            CONVERGE,
+            "the rollback event on every replica",
+            async || {
+                let events = r.api("/events").await;
+                let n = events["events"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|e| e["kind"] == "rolled_back")
+                    .count();
+                (n == 1).then_some(()).ok_or(events.to_string())
+            },
+        )
+        .await;
+    }
     eprintln!("catastrophic canary: load start → 0% on every replica in {took:?}");
 }
 
