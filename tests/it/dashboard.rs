@@ -204,3 +204,34 @@ fn the_weight_bar_is_read_from_the_dom() {
     );
     assert_eq!(weight_bar(dom, "v1"), None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_the_fleet_panel_with_every_replica() {
+    use crate::harness::etcd::{leader_of, start_fleet, Etcd};
+    let browser = chromium();
+    let etcd = Etcd::start().await;
+    let blue = crate::harness::Backend::start("blue").await;
+    let services = format!(
+        "api:\n  versions:\n    blue: {{ release: v1, backends: [\"{}\"] }}\n",
+        blue.addr
+    );
+    let fleet = start_fleet(&etcd, 2, 2, &services).await;
+    let leader = leader_of(&fleet.iter().collect::<Vec<_>>()).await;
+    let profile = tempfile::tempdir().expect("tempdir");
+    let url = format!("http://{}/", fleet[1].admin);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let dom = browse(&browser, profile.path(), &["--dump-dom".into()], &url).await;
+        let rows = ["edge-1", "edge-2"]
+            .iter()
+            .all(|r| dom.contains(&format!("data-replica=\"{r}\"")));
+        if rows && dom.contains(&format!("leader: {leader}")) && dom.contains("api 1") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no fleet panel with both replicas and leader {leader}:\n{dom}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
