@@ -649,3 +649,77 @@ async fn without_a_cluster_block_there_is_no_fleet() {
     let ctl = proxy.ctl(&["fleet"]).await;
     assert_eq!(ctl.code, Some(1), "{ctl:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_etcd_away_a_replica_that_sees_fast_fail_goes_to_stable_at_once_and_commits_later() {
+    let etcd = Etcd::start().await;
+    let blue = Backend::start("blue").await;
+    let green = Backend::start("green").await;
+    let services = rollout_service(
+        &blue,
+        &green,
+        "[{ traffic: 50%, duration: 5m }, { traffic: 100% }]",
+        "{ interval: 1m, threshold: 5, min_requests: 1000, metrics: [{ name: error-rate, threshold: 1 }] }",
+    );
+    let fleet = start_fleet(&etcd, 3, 2, &services).await;
+    let (at_50, _) = eventually(CONVERGE, "the rollout at 50% everywhere", async || {
+        let mut last = (0, Value::Null);
+        for r in &fleet {
+            last = api_state(r).await;
+            if last.1["green"].as_f64() != Some(50.0) {
+                return Err(format!("{} at {}", r.admin, last.1));
+            }
+        }
+        Ok(last)
+    })
+    .await;
+    converged(&fleet, at_50).await;
+    etcd.stop();
+    green.set_failure_rate(1000);
+    // Only edge-2 gets traffic: it sees the canary fail and takes it out at once, alone.
+    let load = crate::harness::Load::start(fleet[1].listen, 3);
+    eventually(CONVERGE, "edge-2 at 0% while etcd is stopped", async || {
+        let (_, w) = api_state(&fleet[1]).await;
+        (w["green"].as_f64() == Some(0.0))
+            .then_some(())
+            .ok_or(w.to_string())
+    })
+    .await;
+    assert_eq!(api_state(&fleet[0]).await.1["green"].as_f64(), Some(50.0));
+    eventually(CONVERGE, "the rollback waiting for etcd", async || {
+        let status = fleet[1].status_json().await;
+        let p = &status["persistence"];
+        (p["healthy"] == false && p["pending"] == 1)
+            .then_some(())
+            .ok_or(status.to_string())
+    })
+    .await;
+    load.finish().await;
+    etcd.resume();
+    // The rollback is committed when etcd answers again: one revision, on every replica.
+    let (revision, _) = eventually(
+        Duration::from_secs(15),
+        "the rollback everywhere",
+        async || {
+            let mut last = (0, Value::Null);
+            for r in &fleet {
+                last = api_state(r).await;
+                if last.1["green"].as_f64() != Some(0.0) {
+                    return Err(format!("{} at {}", r.admin, last.1));
+                }
+            }
+            Ok(last)
+        },
+    )
+    .await;
+    assert_eq!(revision, at_50 + 1, "one rollback revision");
+    converged(&fleet, revision).await;
+    let history = fleet[2].api("/services/api/history").await;
+    let rollbacks = history["revisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["source"] == "analysis")
+        .count();
+    assert_eq!(rollbacks, 1, "{history}");
+}

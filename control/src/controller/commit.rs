@@ -383,7 +383,10 @@ impl Controller<'_> {
 
     /// Retries pending changes when their pause is over (every tick calls this).
     pub(super) async fn retry_pending(&mut self, now: Millis) {
-        if !self.core.pending.is_empty() && now >= self.core.pending.next_retry {
+        // A shared store refuses at once while etcd is away (no I/O), so what waits is tried
+        // every tick and lands as soon as etcd answers again.
+        let due = self.core.store.shared() || now >= self.core.pending.next_retry;
+        if !self.core.pending.is_empty() && due {
             self.flush().await;
         }
     }
