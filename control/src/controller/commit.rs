@@ -9,18 +9,22 @@
 //!   resuming a rollout are committed first (together with anything pending); a commit the
 //!   store refuses answers 503 and leaves nothing behind: not applied, no revision in the
 //!   log, no revision id used.
+//! - **A shared store** (etcd, a fleet): one transaction per change; a race lost to another
+//!   replica re-reads the service and decides again (`race.rs`); the events and counters of
+//!   a change toward stable wait for its commit, so the replica whose commit the store took
+//!   tells and counts it — once per fleet.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::pending::{Pending, Waiting};
 use super::race::{Redo, MAX_RACES};
 use super::Controller;
 use crate::clock::{self, Millis};
-use crate::plan::{Change, Direction, Effect, Plan};
+use crate::plan::{Change, Direction, Plan};
 use crate::refusal::Refusal;
 use crate::status::Persistence;
-use crate::store::{push_bounded_arc, Commit, CommitError, Fence, Revision, ServiceState};
+use crate::store::{push_bounded_arc, Commit, CommitError, Fence, Revision};
 
 /// Why an away-from-stable commit did not happen.
 enum Lost {
@@ -34,90 +38,6 @@ pub const STORE_DEADLINE: Duration = Duration::from_secs(5);
 /// Pauses between retries of pending changes while the store refuses them.
 const RETRY_MIN_MS: Millis = 500;
 const RETRY_MAX_MS: Millis = 10_000;
-
-/// Changes applied to traffic but not yet persisted: per service, the newest state, the
-/// revisions made since the last commit, how to decide them again after a lost race, and —
-/// for a shared store — their effects, which belong to whichever replica's commit the store
-/// takes. Survives a controller restart.
-#[derive(Debug, Default)]
-pub struct Pending {
-    services: BTreeMap<String, Waiting>,
-    next_retry: Millis,
-    backoff: Millis,
-}
-
-/// One service's changes waiting for the store.
-#[derive(Debug)]
-pub(super) struct Waiting {
-    state: ServiceState,
-    revisions: Vec<Revision>,
-    fence: Fence,
-    pub(super) redos: Vec<Redo>,
-    /// (revision id, effects) to run once the store took the change (shared stores only).
-    effects: Vec<(u64, Vec<Effect>)>,
-}
-
-impl Waiting {
-    pub(super) fn first_revision(&self) -> Option<u64> {
-        self.revisions.first().map(|r| r.id)
-    }
-}
-
-impl Pending {
-    pub fn len(&self) -> usize {
-        self.services.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.services.is_empty()
-    }
-
-    fn queue(
-        &mut self,
-        service: &str,
-        state: ServiceState,
-        revision: Option<Revision>,
-        fence: Fence,
-        redo: Redo,
-    ) -> &mut Waiting {
-        let entry = self
-            .services
-            .entry(service.to_string())
-            .or_insert_with(|| Waiting {
-                state: state.clone(),
-                revisions: Vec::new(),
-                fence: Fence::Any,
-                redos: Vec::new(),
-                effects: Vec::new(),
-            });
-        entry.state = state;
-        entry.revisions.extend(revision);
-        // Leader-only bookkeeping waits with the fence; anything else any replica may commit.
-        entry.fence = if entry.redos.is_empty() || entry.fence == Fence::Leader {
-            fence
-        } else {
-            Fence::Any
-        };
-        entry.redos.push(redo);
-        entry
-    }
-
-    pub(super) fn take(&mut self, service: &str) -> Option<Waiting> {
-        self.services.remove(service)
-    }
-
-    /// The id of the oldest revision of `service` waiting for the store.
-    pub(super) fn first_revision(&self, service: &str) -> Option<u64> {
-        self.services.get(service)?.first_revision()
-    }
-
-    /// The states to lay over what the store holds at a restart.
-    pub fn overlay(&self) -> impl Iterator<Item = (&String, &ServiceState, &[Revision])> {
-        self.services
-            .iter()
-            .map(|(k, w)| (k, &w.state, w.revisions.as_slice()))
-    }
-}
 
 impl Controller<'_> {
     /// Carries out `plan` in the order its direction asks for; `Ok` is the service's revision.

@@ -14,7 +14,8 @@
 //! The loop's parts: [`boot`] builds it from the store (at start and after a panic),
 //! [`commit`] holds the two asymmetries of DESIGN §7, [`publish`] the table and views,
 //! [`effects`] what follows a change, [`clock`] the rollout clock (telemetry → engine →
-//! decisions), [`reload`] the config file. What survives a panic — the intent queue, the
+//! decisions), [`reload`] the config file, [`pending`] what waits for the store, [`race`]
+//! races lost to other replicas, [`fleet`] leadership and pooled analysis in a fleet. What survives a panic — the intent queue, the
 //! store, the table, the event log, changes not yet persisted — lives in [`Core`], owned by
 //! the supervisor (`supervisor.rs`).
 
@@ -23,6 +24,7 @@ mod clock;
 mod commit;
 mod effects;
 mod fleet;
+mod pending;
 mod publish;
 mod race;
 mod reload;
@@ -48,7 +50,7 @@ use crate::telemetry::{Sampler, TelemetryView};
 use crate::webhooks::EventWebhooks;
 
 pub use boot::{start, StartOptions};
-pub use commit::Pending;
+pub use pending::Pending;
 
 /// How often the rollout clock ticks (fast-fail needs sub-second ticks).
 pub const TICK: std::time::Duration = std::time::Duration::from_millis(250);

@@ -22,18 +22,17 @@
 //! resumes; every replica then applies it like any other commit (docs/FLEET.md).
 
 mod keys;
+mod read;
 mod session;
 mod watch;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp,
-    TxnOpResponse,
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp, TxnOpResponse,
 };
 use serde::{Deserialize, Serialize};
 use switchyard_config::Cluster;
@@ -42,8 +41,7 @@ use tokio::time::Instant;
 
 use super::fleet::{FleetView, Report};
 use super::{
-    Commit, CommitError, Fence, Loaded, Remote, Revision, ServiceState, StateStore, StoreFuture,
-    EVENTS_KEPT, HISTORY_KEPT,
+    Commit, CommitError, Fence, Loaded, Remote, ServiceState, StateStore, StoreFuture, EVENTS_KEPT,
 };
 use crate::clock::{self, Millis};
 use crate::events::Event;
@@ -360,155 +358,6 @@ impl Inner {
         self.set_leading(None);
         Err(CommitError::NotLeader)
     }
-
-    async fn load(&self, deadline: Instant) -> Result<Loaded, String> {
-        let deadline = deadline.min(Instant::now() + LOAD_MAX);
-        let mut kv = self.client.kv_client();
-        let mut loaded = Loaded::default();
-        let resp = within(
-            deadline,
-            kv.get(self.keys.states(), Some(GetOptions::new().with_prefix())),
-        )
-        .await
-        .map_err(|e| self.failed("commit", &e).to_string())?;
-        let revision = resp.header().map_or(0, |h| h.revision());
-        let mut services = Vec::new();
-        for item in resp.kvs() {
-            let Ok(key) = item.key_str() else { continue };
-            let Some(keys::Key::State(service)) = self.keys.parse(key) else {
-                continue;
-            };
-            let service = service.to_string();
-            loaded.versions.insert(
-                service.clone(),
-                u64::try_from(item.mod_revision()).unwrap_or(0),
-            );
-            match serde_json::from_slice::<Stored>(item.value()) {
-                Ok(stored) => {
-                    loaded.state.services.insert(service.clone(), stored.state);
-                }
-                Err(e) => loaded.warnings.push(format!(
-                    "etcd key {key} does not hold a service state ({e}); the service starts \
-                     from the config and its next change replaces the key"
-                )),
-            }
-            services.push(service);
-        }
-        for service in services {
-            let history = self
-                .history(&service, 0, Some(revision), deadline)
-                .await
-                .map_err(|e| e.to_string())?;
-            loaded.history.insert(service, history.into());
-        }
-        loaded.events = self.load_events(revision, deadline).await?;
-        self.seen.store(revision, Ordering::SeqCst);
-        self.set_health(None);
-        Ok(loaded)
-    }
-
-    /// The newest [`HISTORY_KEPT`] revisions of `service` with an id above `after`, oldest
-    /// first.
-    async fn history(
-        &self,
-        service: &str,
-        after: u64,
-        at: Option<i64>,
-        deadline: Instant,
-    ) -> Result<Vec<Revision>, CommitError> {
-        let mut options = GetOptions::new()
-            .with_range(keys::prefix_end(&self.keys.histories(service)))
-            .with_sort(SortTarget::Key, SortOrder::Descend)
-            .with_limit(HISTORY_KEPT as i64);
-        if let Some(at) = at {
-            options = options.with_revision(at);
-        }
-        let resp = within(
-            deadline,
-            self.client
-                .kv_client()
-                .get(self.keys.history(service, after + 1), Some(options)),
-        )
-        .await
-        .map_err(|e| self.failed("commit", &e))?;
-        let mut revisions: Vec<Revision> = resp
-            .kvs()
-            .iter()
-            .filter_map(|kv| serde_json::from_slice(kv.value()).ok())
-            .collect();
-        revisions.reverse();
-        Ok(revisions)
-    }
-
-    /// Every replica's recent events, oldest first, numbered for this replica's log.
-    async fn load_events(&self, at: i64, deadline: Instant) -> Result<Vec<Event>, String> {
-        let resp = within(
-            deadline,
-            self.client.kv_client().get(
-                self.keys.events(),
-                Some(GetOptions::new().with_prefix().with_revision(at)),
-            ),
-        )
-        .await
-        .map_err(|e| self.failed("commit", &e).to_string())?;
-        let mut events: Vec<Event> = Vec::new();
-        for item in resp.kvs() {
-            let Some(keys::Key::Event(replica, seq)) =
-                item.key_str().ok().and_then(|k| self.keys.parse(k))
-            else {
-                continue;
-            };
-            if replica == self.me {
-                self.event_seq.fetch_max(seq, Ordering::SeqCst);
-            }
-            if let Ok(stored) = serde_json::from_slice::<StoredEvent>(item.value()) {
-                events.push(stored.event);
-            }
-        }
-        events.sort_by(|a, b| a.at.cmp(&b.at));
-        let skip = events.len().saturating_sub(EVENTS_KEPT);
-        Ok(events
-            .into_iter()
-            .skip(skip)
-            .enumerate()
-            .map(|(i, e)| Event {
-                id: i as u64 + 1,
-                ..e
-            })
-            .collect())
-    }
-
-    async fn read(
-        &self,
-        service: &str,
-        after: u64,
-        deadline: Instant,
-    ) -> Result<Remote, CommitError> {
-        if let Some(e) = self.unavailable() {
-            return Err(e);
-        }
-        let resp = within(
-            deadline,
-            self.client.kv_client().get(self.keys.state(service), None),
-        )
-        .await
-        .map_err(|e| self.failed("commit", &e))?;
-        let (version, stored) = match resp.kvs().first() {
-            Some(kv) => (
-                u64::try_from(kv.mod_revision()).unwrap_or(0),
-                serde_json::from_slice::<Stored>(kv.value()).ok(),
-            ),
-            None => (0, None),
-        };
-        let revisions = self.history(service, after, None, deadline).await?;
-        Ok(Remote {
-            service: service.to_string(),
-            version,
-            committed_at: stored.as_ref().map(|s| s.at),
-            state: stored.map(|s| s.state).unwrap_or_default(),
-            revisions,
-        })
-    }
 }
 
 impl StateStore for EtcdStore {
@@ -619,54 +468,4 @@ async fn within<T>(
 
 fn json(value: &impl Serialize) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
-}
-
-/// Remotes of one watch response, in revision order: state puts with the history entries
-/// their transaction wrote.
-#[derive(Default)]
-pub(crate) struct Grouper {
-    history: HashMap<(String, i64), Vec<Revision>>,
-    ready: BTreeMap<i64, Vec<Remote>>,
-}
-
-impl Grouper {
-    fn history(&mut self, service: &str, revision: i64, r: Revision) {
-        self.history
-            .entry((service.to_string(), revision))
-            .or_default()
-            .push(r);
-    }
-
-    fn state(&mut self, service: &str, revision: i64, value: &[u8]) {
-        let mut revisions = self
-            .history
-            .remove(&(service.to_string(), revision))
-            .unwrap_or_default();
-        revisions.sort_by_key(|r| r.id);
-        let Ok(stored) = serde_json::from_slice::<Stored>(value) else {
-            tracing::warn!(
-                service,
-                revision,
-                "etcd holds a state this replica cannot read"
-            );
-            return;
-        };
-        self.ready.entry(revision).or_default().push(Remote {
-            service: service.to_string(),
-            version: u64::try_from(revision).unwrap_or(0),
-            state: stored.state,
-            revisions,
-            committed_at: Some(stored.at),
-        });
-    }
-
-    fn take(&mut self) -> VecDeque<Remote> {
-        // History keys whose state never came are from an older binary's partial write:
-        // forget them after the response that carried them.
-        self.history.clear();
-        std::mem::take(&mut self.ready)
-            .into_values()
-            .flatten()
-            .collect()
-    }
 }

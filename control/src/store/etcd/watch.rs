@@ -7,6 +7,7 @@
 //! reads every service again instead (resync) and carries on from there. A stopped etcd
 //! just means no events: nothing here waits on the data path or the API.
 
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,8 +16,8 @@ use etcd_client::{EventType, GetOptions, WatchOptions};
 use tokio::sync::mpsc;
 
 use super::keys::Key;
-use super::{within, Grouper, Inner, StoredEvent};
-use crate::store::Remote;
+use super::{within, Inner, Stored, StoredEvent};
+use crate::store::{Remote, Revision};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -134,4 +135,54 @@ async fn resync(inner: &Inner, tx: &mpsc::Sender<Remote>) -> Result<i64, String>
     }
     inner.seen.fetch_max(revision, Ordering::SeqCst);
     Ok(revision)
+}
+
+/// Remotes of one watch response, in revision order: state puts with the history entries
+/// their transaction wrote.
+#[derive(Default)]
+struct Grouper {
+    history: HashMap<(String, i64), Vec<Revision>>,
+    ready: BTreeMap<i64, Vec<Remote>>,
+}
+
+impl Grouper {
+    fn history(&mut self, service: &str, revision: i64, r: Revision) {
+        self.history
+            .entry((service.to_string(), revision))
+            .or_default()
+            .push(r);
+    }
+
+    fn state(&mut self, service: &str, revision: i64, value: &[u8]) {
+        let mut revisions = self
+            .history
+            .remove(&(service.to_string(), revision))
+            .unwrap_or_default();
+        revisions.sort_by_key(|r| r.id);
+        let Ok(stored) = serde_json::from_slice::<Stored>(value) else {
+            tracing::warn!(
+                service,
+                revision,
+                "etcd holds a state this replica cannot read"
+            );
+            return;
+        };
+        self.ready.entry(revision).or_default().push(Remote {
+            service: service.to_string(),
+            version: u64::try_from(revision).unwrap_or(0),
+            state: stored.state,
+            revisions,
+            committed_at: Some(stored.at),
+        });
+    }
+
+    fn take(&mut self) -> VecDeque<Remote> {
+        // History keys whose state never came are from an older binary's partial write:
+        // forget them after the response that carried them.
+        self.history.clear();
+        std::mem::take(&mut self.ready)
+            .into_values()
+            .flatten()
+            .collect()
+    }
 }
