@@ -184,6 +184,38 @@ fn rollout_service(blue: &Backend, green: &Backend, steps: &str, analysis: &str)
     )
 }
 
+/// Waits until every replica gives green `pct`% of `api`; returns the revision of the last
+/// replica asked.
+async fn every_replica_at(fleet: &[Proxy], pct: f64, within: Duration) -> u64 {
+    eventually(
+        within,
+        &format!("green at {pct}% on every replica"),
+        async || {
+            let mut revision = 0;
+            for r in fleet {
+                let (rev, w) = api_state(r).await;
+                if w["green"].as_f64() != Some(pct) {
+                    return Err(format!("{} at {w}", r.admin));
+                }
+                revision = rev;
+            }
+            Ok(revision)
+        },
+    )
+    .await
+}
+
+/// The revisions analysis made (rollbacks) in a history document.
+fn analysis_revisions(history: &Value) -> Vec<Value> {
+    history["revisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["source"] == "analysis")
+        .cloned()
+        .collect()
+}
+
 /// Sum of a counter's samples matching all of `labels` on one replica.
 async fn counter(replica: &Proxy, name: &str, labels: &[&str]) -> f64 {
     let text = replica.admin_get("/metrics").await.text();
@@ -205,35 +237,13 @@ async fn a_canary_failing_everything_on_every_listener_is_rolled_back_once_for_t
         "{ interval: 1m, threshold: 5, min_requests: 1000, metrics: [{ name: error-rate, threshold: 1 }] }",
     );
     let fleet = start_fleet(&etcd, 3, 2, &services).await;
-    eventually(CONVERGE, "the rollout at 50% everywhere", async || {
-        for r in &fleet {
-            let (_, w) = api_state(r).await;
-            if w["green"].as_f64() != Some(50.0) {
-                return Err(format!("{} at {w}", r.admin));
-            }
-        }
-        Ok(())
-    })
-    .await;
+    every_replica_at(&fleet, 50.0, CONVERGE).await;
     let started = std::time::Instant::now();
     let loads: Vec<_> = fleet
         .iter()
         .map(|r| crate::harness::Load::start(r.listen, 3))
         .collect();
-    eventually(
-        Duration::from_secs(10),
-        "green at 0% on every replica",
-        async || {
-            for r in &fleet {
-                let (_, w) = api_state(r).await;
-                if w["green"].as_f64() != Some(0.0) {
-                    return Err(format!("{} at {w}", r.admin));
-                }
-            }
-            Ok(())
-        },
-    )
-    .await;
+    every_replica_at(&fleet, 0.0, Duration::from_secs(10)).await;
     let took = started.elapsed();
     for load in loads {
         load.finish().await;
@@ -241,12 +251,7 @@ async fn a_canary_failing_everything_on_every_listener_is_rolled_back_once_for_t
     let (revision, _) = api_state(&fleet[0]).await;
     converged(&fleet, revision).await;
     let history = fleet[1].api("/services/api/history").await;
-    let rollbacks: Vec<&Value> = history["revisions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["source"] == "analysis")
-        .collect();
+    let rollbacks = analysis_revisions(&history);
     assert_eq!(
         rollbacks.len(),
         1,
@@ -534,13 +539,7 @@ async fn a_canary_that_no_single_replica_sees_enough_of_is_judged_on_the_fleet_s
         l.abort();
     }
     let history = fleet[0].api("/services/api/history").await;
-    let rollback = history["revisions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .rfind(|r| r["source"] == "analysis")
-        .cloned()
-        .unwrap_or_default();
+    let rollback = analysis_revisions(&history).pop().unwrap_or_default();
     assert!(
         rollback["reason"]
             .as_str()
@@ -662,17 +661,7 @@ async fn with_etcd_away_a_replica_that_sees_fast_fail_goes_to_stable_at_once_and
         "{ interval: 1m, threshold: 5, min_requests: 1000, metrics: [{ name: error-rate, threshold: 1 }] }",
     );
     let fleet = start_fleet(&etcd, 3, 2, &services).await;
-    let (at_50, _) = eventually(CONVERGE, "the rollout at 50% everywhere", async || {
-        let mut last = (0, Value::Null);
-        for r in &fleet {
-            last = api_state(r).await;
-            if last.1["green"].as_f64() != Some(50.0) {
-                return Err(format!("{} at {}", r.admin, last.1));
-            }
-        }
-        Ok(last)
-    })
-    .await;
+    let at_50 = every_replica_at(&fleet, 50.0, CONVERGE).await;
     converged(&fleet, at_50).await;
     etcd.stop();
     green.set_failure_rate(1000);
@@ -697,29 +686,9 @@ async fn with_etcd_away_a_replica_that_sees_fast_fail_goes_to_stable_at_once_and
     load.finish().await;
     etcd.resume();
     // The rollback is committed when etcd answers again: one revision, on every replica.
-    let (revision, _) = eventually(
-        Duration::from_secs(15),
-        "the rollback everywhere",
-        async || {
-            let mut last = (0, Value::Null);
-            for r in &fleet {
-                last = api_state(r).await;
-                if last.1["green"].as_f64() != Some(0.0) {
-                    return Err(format!("{} at {}", r.admin, last.1));
-                }
-            }
-            Ok(last)
-        },
-    )
-    .await;
+    let revision = every_replica_at(&fleet, 0.0, Duration::from_secs(15)).await;
     assert_eq!(revision, at_50 + 1, "one rollback revision");
     converged(&fleet, revision).await;
     let history = fleet[2].api("/services/api/history").await;
-    let rollbacks = history["revisions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["source"] == "analysis")
-        .count();
-    assert_eq!(rollbacks, 1, "{history}");
+    assert_eq!(analysis_revisions(&history).len(), 1, "{history}");
 }

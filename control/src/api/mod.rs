@@ -236,8 +236,13 @@ async fn mutate(
         return Err(Refusal::unknown_service(svc));
     }
     let command: Command = parse_command(kind, &body)?;
-    state.controller.command(svc, command).await?;
-    Ok(json_response(StatusCode::OK, &service_doc(state, svc)?))
+    let view = state.controller.command(svc, command).await?;
+    let sv = view
+        .services
+        .get(svc)
+        .ok_or_else(|| Refusal::unknown_service(svc))?;
+    let doc = service_json(svc, &view, sv, &state.readers.telemetry.load());
+    Ok(json_response(StatusCode::OK, &doc))
 }
 
 /// Mutations must say `Content-Type: application/json` (parameters such as `charset`

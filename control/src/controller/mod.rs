@@ -66,7 +66,7 @@ pub enum Intent {
     Command {
         service: String,
         command: Command,
-        reply: oneshot::Sender<Result<u64, Refusal>>,
+        reply: oneshot::Sender<Result<Arc<View>, Refusal>>,
     },
     /// Gate webhooks answered for step `step` of rollout number `rollout`.
     GateAnswered {
@@ -103,9 +103,10 @@ impl ControllerHandle {
         rx.await.map_err(|_| "controller stopped".to_string())?
     }
 
-    /// Runs an operator command; `Ok` carries the service's revision after it was applied
-    /// (and persisted, when the change needs the store).
-    pub async fn command(&self, service: &str, command: Command) -> Result<u64, Refusal> {
+    /// Runs an operator command; `Ok` carries the view published right after it was applied
+    /// (and persisted, when the change needs the store) — the state the change made, even if
+    /// another replica's commit is applied a moment later.
+    pub async fn command(&self, service: &str, command: Command) -> Result<Arc<View>, Refusal> {
         let (reply, rx) = oneshot::channel();
         let lost = || {
             Refusal::Unavailable(format!(
@@ -284,7 +285,7 @@ impl Controller<'_> {
                 }
                 let result = self.command(&service, command).await;
                 self.publish();
-                let _ = reply.send(result);
+                let _ = reply.send(result.map(|_| self.core.readers.view.load_full()));
             }
             Intent::GateAnswered {
                 service,
