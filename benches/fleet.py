@@ -35,7 +35,10 @@ class Backend(http.server.BaseHTTPRequestHandler):
         self.send_response(500 if failing and self.path != "/health" else 200)
         self.send_header("content-length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.wfile.write(body)
+        except OSError:
+            pass  # the client went away (load stopped)
 
     def log_message(self, *a):
         pass
