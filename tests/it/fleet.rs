@@ -650,7 +650,7 @@ async fn without_a_cluster_block_there_is_no_fleet() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_etcd_away_a_replica_that_sees_fast_fail_goes_to_stable_at_once_and_commits_later() {
+async fn with_etcd_away_replicas_that_see_fast_fail_go_to_stable_at_once_and_one_commits_later() {
     let etcd = Etcd::start().await;
     let blue = Backend::start("blue").await;
     let green = Backend::start("green").await;
@@ -683,12 +683,43 @@ async fn with_etcd_away_a_replica_that_sees_fast_fail_goes_to_stable_at_once_and
             .ok_or(status.to_string())
     })
     .await;
+    // Now the others see it too, each rolls back on its own: three local rollbacks, each
+    // waiting for etcd.
+    let others: Vec<_> = [0, 2]
+        .iter()
+        .map(|&i| crate::harness::Load::start(fleet[i].listen, 3))
+        .collect();
+    every_replica_at(&fleet, 0.0, CONVERGE).await;
     load.finish().await;
+    for l in others {
+        l.finish().await;
+    }
     etcd.resume();
-    // The rollback is committed when etcd answers again: one revision, on every replica.
-    let revision = every_replica_at(&fleet, 0.0, Duration::from_secs(15)).await;
+    // When etcd answers again one commit wins and the others find it there: one rollback
+    // revision for the fleet, counted once, on every replica.
+    let revision = eventually(
+        Duration::from_secs(15),
+        "the rollback committed",
+        async || {
+            let mut revision = 0;
+            for r in &fleet {
+                let p = r.status_json().await["persistence"].clone();
+                if p["pending"] != 0 {
+                    return Err(p.to_string());
+                }
+                revision = api_state(r).await.0;
+            }
+            Ok(revision)
+        },
+    )
+    .await;
     assert_eq!(revision, at_50 + 1, "one rollback revision");
     converged(&fleet, revision).await;
     let history = fleet[2].api("/services/api/history").await;
     assert_eq!(analysis_revisions(&history).len(), 1, "{history}");
+    let mut counted = 0.0;
+    for r in &fleet {
+        counted += counter(r, "switchyard_rollbacks_total", &["reason=\"fast-fail\""]).await;
+    }
+    assert_eq!(counted, 1.0, "rollbacks counted over the fleet");
 }

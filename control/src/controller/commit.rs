@@ -288,16 +288,16 @@ impl Controller<'_> {
     /// Re-reads a service whose waiting changes lost a race and decides them again.
     async fn reread_pending(&mut self, service: &str) -> Result<(), CommitError> {
         let after = self.core.pending.first_revision(service);
-        let redos = self.core.pending.take(service).map(|w| w.redos);
-        let read = self.reread_after(service, after).await;
-        if let Err(e) = read {
+        let Some(waiting) = self.core.pending.take(service) else {
+            return Ok(());
+        };
+        if let Err(e) = self.reread_after(service, after).await {
             // Keep what waited, as it was: it is retried once the store answers.
             tracing::debug!(service, "cannot re-read after a lost race: {e}");
+            self.core.pending.put_back(service, waiting);
             return Err(e);
         }
-        if let Some(redos) = redos {
-            self.redo_pending(service, redos);
-        }
+        self.redo_pending(service, waiting.redos);
         Ok(())
     }
 

@@ -252,11 +252,15 @@ impl Controller<'_> {
                     None => return,
                 },
                 Some(r) = remote.recv() => {
+                    let waited = !self.core.pending.is_empty();
                     self.apply_remote(r);
                     if !self.core.pending.is_empty() {
                         // A change of ours was decided again on what arrived: commit it.
                         self.publish();
                         self.flush().await;
+                    } else if waited {
+                        // What waited is settled by what another replica committed.
+                        self.publish_persistence(None);
                     }
                 }
                 Some(event) = next_event(&mut remote_events) => self.core.events.push_remote(event),

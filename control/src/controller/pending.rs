@@ -81,6 +81,11 @@ impl Pending {
         self.services.remove(service)
     }
 
+    /// Puts back what [`Pending::take`] took (a re-read that failed).
+    pub(super) fn put_back(&mut self, service: &str, waiting: Waiting) {
+        self.services.insert(service.to_string(), waiting);
+    }
+
     /// The id of the oldest revision of `service` waiting for the store.
     pub(super) fn first_revision(&self, service: &str) -> Option<u64> {
         self.services.get(service)?.first_revision()
