@@ -12,11 +12,12 @@
 # on its own thread and is counted too (a few hundred instructions per request of noise);
 # runs of one binary vary by about ±1,000. Caveat: callgrind counts a `rep movsb` memcpy
 # per byte, so copy-heavy code looks worse here than it runs.
-# Output files (callgrind_annotate them): $OUT/cg-{2000,12000}.out. PORT (default 29190).
+# Output files (callgrind_annotate them): $OUT/cg-{2000,12000}.out. PORT (default 29190);
+# SHARED: the shared/ directory (default: beside the repo, as for peers.sh).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${1:-$ROOT/target/release/switchyard}; MODE=${2:-h1}
-PORT=${PORT:-29190}; ADMIN=$((PORT + 1))
+PORT=${PORT:-29190}; ADMIN=$((PORT + 1)); SHARED=${SHARED:-$ROOT/../shared}
 for tool in valgrind h2load nginx curl; do
   command -v $tool >/dev/null || { echo "$tool missing" >&2; exit 1; }
 done
@@ -27,7 +28,7 @@ OUT=$(mktemp -d /tmp/switchyard-instructions.XXXXXX)
 PIDS=()
 cleanup() { local p; for p in "${PIDS[@]}"; do kill -TERM -- "-$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
-sed -e "s|@DIR@|$OUT|g" "$ROOT/../shared/bench/templates/backends.nginx.conf" >"$OUT/backends.conf"
+sed -e "s|@DIR@|$OUT|g" "$SHARED/bench/templates/backends.nginx.conf" >"$OUT/backends.conf"
 setsid nginx -p "$OUT" -c "$OUT/backends.conf" -e "$OUT/backends.err" >/dev/null 2>&1 </dev/null &
 PIDS+=($!)
 cat >"$OUT/config.yaml" <<CFG

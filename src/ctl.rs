@@ -20,6 +20,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 
+mod watch;
+
 /// Where the admin API listens unless told otherwise (SPEC §3 `admin.address`).
 pub const DEFAULT_ADMIN: &str = "http://127.0.0.1:9901";
 
@@ -65,21 +67,30 @@ enum CtlCommand {
     Status {
         /// One service to describe.
         service: Option<String>,
+        #[command(flatten)]
+        watch: watch::WatchArgs,
     },
     /// Set weights: `ctl weights api blue=90 green=10` (one new revision).
     Weights {
+        /// The service, as named under `services:` in the config.
         service: String,
         /// VERSION=WEIGHT pairs; a weight is a whole number or a percentage like 10%.
         #[arg(required = true, value_name = "VERSION=WEIGHT", value_parser = parse_weight)]
         weights: Vec<(String, Value)>,
     },
     /// Blue/green: send 100% of the service's traffic to one version, atomically.
-    Switch { service: String, version: String },
+    Switch {
+        /// The service, as named under `services:` in the config.
+        service: String,
+        /// The version that gets all the traffic.
+        version: String,
+    },
     /// Drive a canary rollout, or read and undo its history.
     #[command(subcommand)]
     Rollout(RolloutCommand),
     /// Roll the canary back now: 0% for it, 100% for the stable.
     Rollback {
+        /// The service, as named under `services:` in the config.
         service: String,
         /// Why, for the history and the events.
         #[arg(long)]
@@ -99,22 +110,47 @@ enum CtlCommand {
 #[derive(Subcommand)]
 enum RolloutCommand {
     /// Start a rollout of the service's canary.
-    Start { service: String },
+    Start {
+        /// The service, as named under `services:` in the config.
+        service: String,
+    },
     /// Hold the rollout at its current step.
-    Pause { service: String },
+    Pause {
+        /// The service, as named under `services:` in the config.
+        service: String,
+    },
     /// Continue a paused rollout (or restart a rolled-back canary).
-    Resume { service: String },
+    Resume {
+        /// The service, as named under `services:` in the config.
+        service: String,
+    },
     /// Give the canary 100% now and make it the stable version.
-    Promote { service: String },
+    Promote {
+        /// The service, as named under `services:` in the config.
+        service: String,
+    },
     /// Stop the rollout and send 100% back to the stable version.
-    Abort { service: String },
+    Abort {
+        /// The service, as named under `services:` in the config.
+        service: String,
+    },
     /// Where the rollout stands (same as `ctl status SERVICE`).
-    Status { service: String },
+    Status {
+        /// The service, as named under `services:` in the config.
+        service: String,
+        #[command(flatten)]
+        watch: watch::WatchArgs,
+    },
     /// The service's revisions: every change of its weights, and why.
-    History { service: String },
+    History {
+        /// The service, as named under `services:` in the config.
+        service: String,
+    },
     /// Restore an earlier revision's weights as a new revision (default: the previous one).
     Undo {
+        /// The service, as named under `services:` in the config.
         service: String,
+        /// The revision whose weights to restore (see `ctl rollout history`).
         #[arg(long, value_name = "N")]
         to_revision: Option<u64>,
     },
@@ -181,23 +217,17 @@ async fn execute(args: CtlArgs) -> Result<String, String> {
     };
     let now = SystemTime::now();
     Ok(match args.command {
-        CtlCommand::Status { service: None } => {
-            let services = api.get("/services").await?;
-            if json_out {
-                render(services, &|_| String::new())
-            } else {
-                let status = api.get("/status").await?;
-                format!(
-                    "{}{}",
-                    process_line(&status, &api.base, now),
-                    services_table(&services)
-                )
+        CtlCommand::Status { service, watch } => {
+            if watch.watch {
+                return watch::run(&api, service.as_deref(), json_out, &watch).await;
             }
+            status(&api, service.as_deref(), json_out, now).await?
         }
-        CtlCommand::Status { service: Some(svc) }
-        | CtlCommand::Rollout(RolloutCommand::Status { service: svc }) => {
-            let doc = api.get(&format!("/services/{}", segment(&svc))).await?;
-            render(doc, &|d| service_detail(d, now))
+        CtlCommand::Rollout(RolloutCommand::Status { service, watch }) => {
+            if watch.watch {
+                return watch::run(&api, Some(&service), json_out, &watch).await;
+            }
+            status(&api, Some(&service), json_out, now).await?
         }
         CtlCommand::Weights { service, weights } => {
             let body: serde_json::Map<String, Value> = weights.into_iter().collect();
@@ -311,6 +341,38 @@ async fn execute(args: CtlArgs) -> Result<String, String> {
             })
         }
     })
+}
+
+/// `ctl status [SERVICE]`: every service as one table (with the process line), or one
+/// service in detail; `-o json` is the API's own document.
+async fn status(
+    api: &Api,
+    service: Option<&str>,
+    json_out: bool,
+    now: SystemTime,
+) -> Result<String, String> {
+    match service {
+        None => {
+            let services = api.get("/services").await?;
+            if json_out {
+                return Ok(format!("{services:#}\n"));
+            }
+            let status = api.get("/status").await?;
+            Ok(format!(
+                "{}{}",
+                process_line(&status, &api.base, now),
+                services_table(&services)
+            ))
+        }
+        Some(svc) => {
+            let doc = api.get(&format!("/services/{}", segment(svc))).await?;
+            Ok(if json_out {
+                format!("{doc:#}\n")
+            } else {
+                service_detail(&doc, now)
+            })
+        }
+    }
 }
 
 // ---- the HTTP client ------------------------------------------------------------------------

@@ -1,17 +1,19 @@
 //! The `switchyard` binary: command-line parsing and nothing else.
 //!
 //! Every command is a thin call into a library crate: `serve` into the control plane's
-//! wiring, `check` into the config crate, `demo` into [`demo`], `ctl` into [`ctl`] (a client
-//! of the control API).
+//! wiring, `check` into [`check`] (the config crate plus what `serve` would refuse at
+//! start), `demo` into [`demo`], `ctl` into [`ctl`] (a client of the control API).
 
+mod check;
 mod ctl;
 mod demo;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(
@@ -24,7 +26,7 @@ struct Cli {
     /// timeline is the output].
     #[arg(long, global = true)]
     log_level: Option<String>,
-    /// Log line format.
+    /// Log line format: `text` for people, `json` (one object per line) for log shippers.
     #[arg(long, global = true, value_enum, default_value = "text")]
     log_format: LogFormat,
     #[command(subcommand)]
@@ -37,23 +39,44 @@ enum LogFormat {
     Json,
 }
 
+/// The config file, named the way operators of nginx, Envoy and HAProxy are used to:
+/// `-c FILE`, `--config FILE`, or just `FILE`.
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct ConfigFile {
+    /// The config file (YAML; JSON is YAML too). Reference: docs/CONFIG.md.
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The config file, as a plain argument (same as --config FILE).
+    #[arg(value_name = "FILE")]
+    file: Option<PathBuf>,
+}
+
+impl ConfigFile {
+    fn path(self) -> PathBuf {
+        // The group is required: clap has refused the command line if both are missing.
+        self.config.or(self.file).unwrap_or_default()
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the proxy.
     Serve {
-        #[arg(long)]
-        config: PathBuf,
-        /// Runtime worker threads (default: CPU count).
-        #[arg(long)]
+        #[command(flatten)]
+        config: ConfigFile,
+        /// Runtime worker threads (default: CPU count; 1 = a single-threaded runtime).
+        #[arg(long, value_name = "N")]
         workers: Option<usize>,
         /// How long in-flight requests may take to finish after SIGTERM (e.g. 30s).
-        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
         drain_timeout: Duration,
     },
-    /// Validate a config file: exit 0, or print every error and exit 1.
+    /// Validate a config file and what `serve` would refuse at start (token file, TLS
+    /// certificates, ...): exit 0 (warnings allowed), or print every error and exit 1.
     Check {
-        #[arg(long)]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigFile,
     },
     /// Self-contained demo: a canary rollout that goes bad and is rolled back by itself.
     Demo {
@@ -85,15 +108,16 @@ fn main() -> ExitCode {
         cli.log_level.as_deref().unwrap_or(default_level),
         cli.log_format,
     );
+    let format = cli.log_format;
     match cli.command {
-        Command::Check { config } => check(&config),
+        Command::Check { config } => check::run(&config.path()),
         Command::Serve {
             config,
             workers,
             drain_timeout,
-        } => run(workers, async move {
+        } => run(workers, format, async move {
             switchyard_control::app::serve(switchyard_control::app::ServeOptions {
-                config_path: config,
+                config_path: config.path(),
                 drain_timeout,
             })
             .await
@@ -104,6 +128,7 @@ fn main() -> ExitCode {
             healthy,
         } => run(
             None,
+            format,
             demo::run(demo::Options {
                 port,
                 admin_port,
@@ -114,42 +139,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn check(path: &std::path::Path) -> ExitCode {
-    match switchyard_config::load(path) {
-        Ok(config) => {
-            // Certificates too: unreadable files and keys that do not match, named.
-            if let Err(e) = switchyard_proxy::tls::TlsReloader::load(&config) {
-                eprintln!("{}: {e}", path.display());
-                eprintln!("{}: 1 error(s)", path.display());
-                return ExitCode::from(1);
-            }
-            let versions: usize = config.services.iter().map(|s| s.versions.len()).sum();
-            let backends: usize = config
-                .services
-                .iter()
-                .flat_map(|s| &s.versions)
-                .map(|v| v.backends.len())
-                .sum();
-            println!(
-                "{}: ok ({} listeners, {} services, {} versions, {} backends)",
-                path.display(),
-                config.listeners.len(),
-                config.services.len(),
-                versions,
-                backends
-            );
-            ExitCode::SUCCESS
-        }
-        Err(errors) => {
-            eprintln!("{errors}");
-            eprintln!("{}: {} error(s)", path.display(), errors.0.len());
-            ExitCode::from(1)
-        }
-    }
-}
-
 fn run(
     workers: Option<usize>,
+    format: LogFormat,
     main: impl std::future::Future<Output = Result<(), String>>,
 ) -> ExitCode {
     // One worker: a single-threaded runtime, like one nginx or HAProxy worker — no work
@@ -173,8 +165,12 @@ fn run(
     match runtime.block_on(main) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("error: {e}");
+            // Once: as a log line for log shippers, or as plain text for a person (a config
+            // error list keeps its one-error-per-line shape that way).
+            match format {
+                LogFormat::Json => tracing::error!("{e}"),
+                LogFormat::Text => eprintln!("error: {e}"),
+            }
             ExitCode::from(1)
         }
     }
@@ -186,9 +182,16 @@ fn init_logging(level: &str, format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour_on_stderr())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+/// Colour codes only for a person at a terminal: never into a file, a pipe or journald, and
+/// never when `NO_COLOR` is set (<https://no-color.org>).
+fn colour_on_stderr() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }

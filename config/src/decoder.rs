@@ -33,6 +33,8 @@ pub(crate) fn item(path: &str, index: usize) -> String {
 pub(crate) struct Decoder {
     file: String,
     errors: Vec<ConfigError>,
+    /// Only when asked ([`crate::fields`]): every field each mapping accepts.
+    pub(crate) fields: Option<crate::fields::FieldLog>,
 }
 
 impl Decoder {
@@ -40,6 +42,7 @@ impl Decoder {
         Decoder {
             file: file.to_string(),
             errors: Vec::new(),
+            fields: None,
         }
     }
 
@@ -80,7 +83,10 @@ impl Decoder {
 
     /// A mapping whose keys must all be in `known`; every other key is reported.
     pub fn map<'n>(&mut self, node: &'n Node, path: &str, known: &[&str]) -> Option<Fields<'n>> {
-        let entries = self.entries(node, path)?;
+        let entries = self.mapping(node, path)?;
+        if let Some(log) = &mut self.fields {
+            log.fields(path, known, entries);
+        }
         for entry in entries {
             if known.contains(&entry.key.as_str()) {
                 continue;
@@ -106,6 +112,14 @@ impl Decoder {
 
     /// A mapping from names the operator chooses (services, versions) to values.
     pub fn entries<'n>(&mut self, node: &'n Node, path: &str) -> Option<&'n [Entry]> {
+        let entries = self.mapping(node, path)?;
+        if let Some(log) = &mut self.fields {
+            log.names(path, entries);
+        }
+        Some(entries)
+    }
+
+    fn mapping<'n>(&mut self, node: &'n Node, path: &str) -> Option<&'n [Entry]> {
         match &node.kind {
             Kind::Map(entries) => Some(entries),
             _ => {

@@ -207,8 +207,10 @@ fn limits(d: &mut Decoder, node: &Node, path: &str) -> Option<Limits> {
         &[
             "max_header_bytes",
             "header_read_timeout",
+            "client_body_timeout",
             "max_connections",
             "max_request_body",
+            "trace",
         ],
     )?;
     let def = Limits::default();
@@ -219,11 +221,25 @@ fn limits(d: &mut Decoder, node: &Node, path: &str) -> Option<Limits> {
         header_read_timeout: f
             .opt(d, "header_read_timeout", Decoder::positive_duration)
             .unwrap_or(def.header_read_timeout),
+        client_body_timeout: f
+            .opt(d, "client_body_timeout", Decoder::positive_duration)
+            .unwrap_or(def.client_body_timeout),
         max_connections: f
             .opt(d, "max_connections", Decoder::positive)
             .unwrap_or(def.max_connections),
         // `null` (or absent) = unlimited.
         max_request_body: f.opt(d, "max_request_body", Decoder::uint),
+        trace: f.opt_or(d, "trace", def.trace, |d, n, p| {
+            d.choice(
+                n,
+                p,
+                "trace",
+                &[
+                    ("reject", TracePolicy::Reject),
+                    ("forward", TracePolicy::Forward),
+                ],
+            )
+        })?,
     })
 }
 

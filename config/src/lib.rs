@@ -9,10 +9,12 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+mod certs;
 mod cluster;
 mod decoder;
 mod duration;
 mod error;
+pub mod fields;
 mod file;
 mod rollout;
 pub mod schema;
@@ -23,6 +25,7 @@ mod yaml;
 #[cfg(test)]
 mod tests;
 
+pub use certs::{read_certificates, CertificatePem};
 pub use cluster::MIN_LEASE;
 pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigErrors};
@@ -37,8 +40,13 @@ use std::path::Path;
 /// column and field path.
 pub fn parse(source: &str, file: &str) -> Result<Config, ConfigErrors> {
     let mut d = decoder::Decoder::new(file);
-    let config = yaml::load(source, &mut d).and_then(|root| file::config(&mut d, &root));
+    let config = decode(&mut d, source);
     d.finish(config)
+}
+
+/// The whole decode of one document into `d`: YAML, then the file's schema.
+fn decode(d: &mut decoder::Decoder, source: &str) -> Option<Config> {
+    yaml::load(source, d).and_then(|root| file::config(d, &root))
 }
 
 /// Reads and parses a config file.

@@ -96,6 +96,8 @@ fn analysis(d: &mut Decoder, node: &Node, path: &str) -> Option<Analysis> {
         node,
         path,
         &[
+            "judge",
+            "alpha",
             "interval",
             "threshold",
             "min_requests",
@@ -105,6 +107,20 @@ fn analysis(d: &mut Decoder, node: &Node, path: &str) -> Option<Analysis> {
     )?;
     let def = Analysis::default();
     Some(Analysis {
+        judge: f
+            .opt(d, "judge", |d, n, p| {
+                d.choice(
+                    n,
+                    p,
+                    "judge",
+                    &[
+                        ("threshold", JudgeKind::Threshold),
+                        ("sequential", JudgeKind::Sequential),
+                    ],
+                )
+            })
+            .unwrap_or(def.judge),
+        alpha: f.opt(d, "alpha", alpha).unwrap_or(def.alpha),
         interval: f
             .opt(d, "interval", Decoder::positive_duration)
             .unwrap_or(def.interval),
@@ -119,6 +135,21 @@ fn analysis(d: &mut Decoder, node: &Node, path: &str) -> Option<Analysis> {
             .unwrap_or(def.fast_fail),
         metrics: f.opt(d, "metrics", metrics).unwrap_or_default(),
     })
+}
+
+/// A probability strictly between 0 and 1: at 0 the judge could never roll back, at 1 the
+/// bound it promises says nothing.
+fn alpha(d: &mut Decoder, node: &Node, path: &str) -> Option<f64> {
+    let value = d.number(node, path)?;
+    if value == 0.0 || value >= 1.0 {
+        d.error(
+            node.pos,
+            path,
+            format!("alpha {value} must be more than 0 and less than 1 (a probability, not a percentage: 0.01 is 1%)"),
+        );
+        return None;
+    }
+    Some(value)
 }
 
 /// `fast_fail: off` (or `false`) disables it; a mapping may change either field.

@@ -165,9 +165,26 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// A client that has not sent a full request head within this is disconnected (slowloris).
     pub header_read_timeout: Duration,
+    /// A client that sends nothing of its request body for this long is answered 408 (the
+    /// time between two reads, as nginx's `client_body_timeout`): a slow or stalled upload is
+    /// the client's, never the backend's timeout.
+    pub client_body_timeout: Duration,
     pub max_connections: usize,
     /// Larger request bodies are answered 413. `None` = unlimited.
     pub max_request_body: Option<u64>,
+    /// What the edge does with `TRACE` requests.
+    pub trace: TracePolicy,
+}
+
+/// `limits.trace`: TRACE echoes the request back, headers included — credentials a proxy
+/// or the browser added among them (cross-site tracing) — so the edge refuses it by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TracePolicy {
+    /// Answered 405 by the proxy; never forwarded.
+    #[default]
+    Reject,
+    /// Forwarded like any other method.
+    Forward,
 }
 
 impl Default for Limits {
@@ -175,8 +192,10 @@ impl Default for Limits {
         Limits {
             max_header_bytes: 65536,
             header_read_timeout: Duration::from_secs(10),
+            client_body_timeout: Duration::from_secs(60),
             max_connections: 100_000,
             max_request_body: None,
+            trace: TracePolicy::Reject,
         }
     }
 }
@@ -286,9 +305,11 @@ impl Default for HealthCheck {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Timeouts {
-    /// TCP connect to a backend.
+    /// TCP connect to a backend (5 s, as operators of HAProxy and nginx expect: a backend
+    /// whose accept queue drops a SYN answers the retransmit a second or three later).
     pub connect: Duration,
-    /// From sending the request to receiving the response head.
+    /// From the moment the request (its body included) has been sent upstream to the
+    /// response head: the backend's time, never the client's upload.
     pub request: Duration,
     /// How long an idle keep-alive connection (client or upstream) is kept.
     pub idle: Duration,
@@ -297,18 +318,48 @@ pub struct Timeouts {
 impl Default for Timeouts {
     fn default() -> Self {
         Timeouts {
-            connect: Duration::from_secs(1),
+            connect: Duration::from_secs(5),
             request: Duration::from_secs(30),
             idle: Duration::from_secs(60),
         }
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Upstream {
     pub protocol: UpstreamProtocol,
     /// CA bundle for `h2` over TLS; `None` = system roots.
     pub ca: Option<PathBuf>,
+    /// Connections open to one backend at most, idle ones included (HAProxy's `maxconn`).
+    /// HTTP/2 upstreams use one multiplexed connection.
+    pub max_connections: usize,
+    /// Connects under way to one backend at once (HTTP/2: always one).
+    pub max_connecting: usize,
+    /// Requests that may wait for a connection to one backend beyond the caps…
+    pub queue: usize,
+    /// …and for how long, before they are answered 503 (after a retry elsewhere).
+    pub queue_timeout: Duration,
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        Upstream {
+            protocol: UpstreamProtocol::Http1,
+            ca: None,
+            max_connections: 1024,
+            max_connecting: 32,
+            queue: 1024,
+            queue_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Upstream {
+    /// Whether connections made under `self` can serve under `other` (what a reload may
+    /// change without closing a backend's pool: the caps, not the protocol or CA).
+    pub fn same_connections(&self, other: &Upstream) -> bool {
+        self.protocol == other.protocol && self.ca == other.ca
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -339,6 +390,11 @@ pub struct Step {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Analysis {
+    /// Who may roll back besides the threshold checks and fast-fail (SPEC §14).
+    pub judge: JudgeKind,
+    /// With `judge: sequential`: the bound on the chance of rolling back a canary that is no
+    /// worse than the stable. Strictly between 0 and 1.
+    pub alpha: f64,
     pub interval: Duration,
     /// Failed checks (across the rollout) that trigger a rollback.
     pub threshold: u32,
@@ -352,11 +408,37 @@ pub struct Analysis {
 impl Default for Analysis {
     fn default() -> Self {
         Analysis {
+            judge: JudgeKind::Threshold,
+            alpha: Analysis::DEFAULT_ALPHA,
             interval: Duration::from_secs(30),
             threshold: 5,
             min_requests: 50,
             fast_fail: Some(FastFail::default()),
             metrics: Vec::new(),
+        }
+    }
+}
+
+impl Analysis {
+    pub const DEFAULT_ALPHA: f64 = 0.01;
+}
+
+/// `analysis.judge`: how the canary is judged (SPEC §6, §14).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum JudgeKind {
+    /// The Flagger semantics of §6 alone: failed interval checks and fast-fail.
+    #[default]
+    Threshold,
+    /// §6 plus the always-valid comparison against the stable, checked every second.
+    Sequential,
+}
+
+impl JudgeKind {
+    /// The name as written in the config and shown by the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JudgeKind::Threshold => "threshold",
+            JudgeKind::Sequential => "sequential",
         }
     }
 }

@@ -425,7 +425,19 @@ fn timeouts(d: &mut Decoder, node: &Node, path: &str) -> Option<Timeouts> {
 }
 
 fn upstream(d: &mut Decoder, node: &Node, path: &str) -> Option<Upstream> {
-    let f = d.map(node, path, &["protocol", "ca"])?;
+    let f = d.map(
+        node,
+        path,
+        &[
+            "protocol",
+            "ca",
+            "max_connections",
+            "max_connecting",
+            "queue",
+            "queue_timeout",
+        ],
+    )?;
+    let def = Upstream::default();
     let protocol = f.opt_or(d, "protocol", UpstreamProtocol::Http1, |d, n, p| {
         d.choice(
             n,
@@ -449,5 +461,18 @@ fn upstream(d: &mut Decoder, node: &Node, path: &str) -> Option<Upstream> {
         }
     }
     let protocol = protocol.unwrap_or_default();
-    Some(Upstream { protocol, ca })
+    Some(Upstream {
+        protocol,
+        ca,
+        max_connections: f
+            .opt(d, "max_connections", Decoder::positive)
+            .unwrap_or(def.max_connections),
+        max_connecting: f
+            .opt(d, "max_connecting", Decoder::positive)
+            .unwrap_or(def.max_connecting),
+        queue: f.opt(d, "queue", Decoder::uint).unwrap_or(def.queue),
+        queue_timeout: f
+            .opt(d, "queue_timeout", Decoder::positive_duration)
+            .unwrap_or(def.queue_timeout),
+    })
 }

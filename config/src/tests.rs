@@ -182,7 +182,12 @@ fn the_spec_example_parses_fully() {
         ]
     );
     assert_eq!(api.health_check, Some(HealthCheck::default()));
-    assert_eq!(api.timeouts, Timeouts::default());
+    // The SPEC example's `connect: 1s` is below the 5 s default.
+    let timeouts = Timeouts {
+        connect: Duration::from_secs(1),
+        ..Timeouts::default()
+    };
+    assert_eq!(api.timeouts, timeouts);
     assert_eq!(api.upstream, Upstream::default());
 
     let rollout = api.rollout.as_ref().unwrap();
@@ -207,6 +212,9 @@ fn the_spec_example_parses_fully() {
         ]
     );
     let analysis = &rollout.analysis;
+    // The Flagger-style block means what it meant before `judge:` existed.
+    assert_eq!(analysis.judge, JudgeKind::Threshold);
+    assert_eq!(analysis.alpha, 0.01);
     assert_eq!(analysis.interval, Duration::from_secs(30));
     assert_eq!(analysis.threshold, 5);
     assert_eq!(analysis.min_requests, 50);
@@ -314,7 +322,7 @@ fn json_is_accepted() {
                 1,
                 35,
                 "extra",
-                "unknown field \"extra\" (expected one of: listeners, admin, state_dir, limits, access_log, services)"
+                "unknown field \"extra\" (expected one of: listeners, admin, state_dir, limits, access_log, cluster, services)"
             ),
         ]
     );
@@ -831,8 +839,28 @@ fn rollout_rules() {
         })
     );
 
+    // SPEC §14's block: the sequential judge on top of the same ceilings.
+    let c = ok(&with_rollout(&format!(
+        "{base}      steps: [{{ traffic: 100 }}]\n      analysis:\n        judge: sequential\n        alpha: 0.05\n        interval: 30s\n        threshold: 5\n        metrics:\n          - {{ name: error-rate, threshold: 1 }}\n          - {{ name: latency-p99, threshold: 500 }}\n"
+    )));
+    let analysis = &c.services[0].rollout.as_ref().unwrap().analysis;
+    assert_eq!(analysis.judge, JudgeKind::Sequential);
+    assert_eq!(analysis.judge.as_str(), "sequential");
+    assert_eq!(analysis.alpha, 0.05);
+    assert_eq!(analysis.metrics.len(), 2);
+    let c = ok(&with_rollout(&format!(
+        "{base}      steps: [{{ traffic: 100 }}]\n      analysis: {{ judge: sequential, alpha: 1e-6 }}\n"
+    )));
+    assert_eq!(c.services[0].rollout.as_ref().unwrap().analysis.alpha, 1e-6);
+
     let cases = [
         ("      steps: []\n", "services.api.rollout.steps", "a rollout needs at least one step"),
+        ("      steps: [{ traffic: 100 }]\n      analysis: { judge: bayesian }\n", "services.api.rollout.analysis.judge", "unknown judge \"bayesian\" (expected one of: threshold, sequential)"),
+        ("      steps: [{ traffic: 100 }]\n      analysis: { alpha: 0 }\n", "services.api.rollout.analysis.alpha", "alpha 0 must be more than 0 and less than 1 (a probability, not a percentage: 0.01 is 1%)"),
+        ("      steps: [{ traffic: 100 }]\n      analysis: { alpha: 1 }\n", "services.api.rollout.analysis.alpha", "alpha 1 must be more than 0 and less than 1"),
+        ("      steps: [{ traffic: 100 }]\n      analysis: { judge: sequential, alpha: 5 }\n", "services.api.rollout.analysis.alpha", "alpha 5 must be more than 0 and less than 1"),
+        ("      steps: [{ traffic: 100 }]\n      analysis: { alpha: -0.01 }\n", "services.api.rollout.analysis.alpha", "-0.01 is negative"),
+        ("      steps: [{ traffic: 100 }]\n      analysis: { alpha: 1% }\n", "services.api.rollout.analysis.alpha", "expected a number such as 1 or 0.5, found \"1%\""),
         ("      steps: [{ traffic: 101 }]\n", "services.api.rollout.steps[0].traffic", "invalid traffic: 101 is too large (at most 100)"),
         ("      steps: [{ traffic: 100, duration: 5m }]\n", "services.api.rollout.steps[0].duration", "the last step is the promotion"),
         ("      steps: [{ traffic: 100 }]\n      analysis: { threshold: 0 }\n", "services.api.rollout.analysis.threshold", "must be at least 1"),
@@ -971,6 +999,38 @@ fn tags_force_strings_or_are_refused() {
         "services.api.versions.v1.release",
     );
     assert_eq!(e.message, "YAML tag !custom is not supported (remove it)");
+}
+
+#[test]
+fn edge_timeouts_and_the_trace_policy_have_defaults_and_clear_errors() {
+    let c = ok(MINIMAL);
+    assert_eq!(c.limits.client_body_timeout, Duration::from_secs(60));
+    assert_eq!(c.limits.trace, TracePolicy::Reject);
+    assert_eq!(c.services[0].timeouts.connect, Duration::from_secs(5));
+
+    let c = ok(&MINIMAL.replace(
+        "services:",
+        "limits: { client_body_timeout: 5s, trace: forward }\nservices:",
+    ));
+    assert_eq!(c.limits.client_body_timeout, Duration::from_secs(5));
+    assert_eq!(c.limits.trace, TracePolicy::Forward);
+
+    let e = only_error(
+        &MINIMAL.replace("services:", "limits: { trace: allow }\nservices:"),
+        "limits.trace",
+    );
+    assert_eq!(
+        e.message,
+        "unknown trace \"allow\" (expected one of: reject, forward)"
+    );
+    let e = only_error(
+        &MINIMAL.replace(
+            "services:",
+            "limits: { client_body_timeout: 0s }\nservices:",
+        ),
+        "limits.client_body_timeout",
+    );
+    assert_eq!(e.message, "must be longer than 0 (e.g. 500ms or 5s)");
 }
 
 const FLEET_BASE: &str = "listeners: [{ name: public, address: 127.0.0.1:0 }]\n";

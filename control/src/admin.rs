@@ -20,7 +20,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use serde_json::{json, Value};
+use serde_json::json;
 use switchyard_proxy::TableHandle;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -136,8 +136,11 @@ async fn route(state: &AdminState, req: Request<Incoming>) -> AdminResponse {
     }
 }
 
-pub fn json_response(status: StatusCode, body: &Value) -> AdminResponse {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+pub fn json_response(status: StatusCode, body: &impl serde::Serialize) -> AdminResponse {
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|e| {
+        format!(r#"{{"error":"cannot render the answer: {e}","field":null}}"#).into_bytes()
+    });
+    let mut response = Response::new(Full::new(Bytes::from(bytes)));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -12,12 +12,12 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use switchyard_proxy::access_log::AccessLog;
 use switchyard_proxy::listener::Listener;
-use switchyard_proxy::tls::TlsReloader;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 use crate::admin::{self, AdminState};
 use crate::auth::Auth;
+use crate::certs::TlsReloader;
 use crate::controller::StartOptions;
 use crate::exporter::Exporter;
 use crate::status::Status;

@@ -15,9 +15,11 @@
 #![deny(rust_2018_idioms)]
 
 pub mod admin;
+pub mod analysis;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod certs;
 pub mod clock;
 pub mod commands;
 pub mod controller;
@@ -31,6 +33,7 @@ mod mutate;
 pub mod plan;
 pub mod refusal;
 pub mod rollout;
+pub mod sequential;
 pub mod status;
 pub mod store;
 mod supervisor;

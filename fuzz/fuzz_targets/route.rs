@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use switchyard_proxy::{pipeline, RoutingTable, TrafficState};
+use switchyard_proxy::{phases, RoutingTable, TrafficState};
 
 const CONFIG: &str = r#"
 listeners: [{ name: public, address: "127.0.0.1:8080" }]
@@ -84,7 +84,7 @@ fuzz_target!(|input: Input<'_>| {
         }
     }
     let table = table();
-    if let Some((s, v)) = pipeline::route(table, &builder) {
+    if let Some((s, v)) = phases::route(table, &builder) {
         assert!(s < table.services.len());
         let service = &table.services[s];
         assert!(v < service.versions.len());

@@ -1,10 +1,10 @@
 //! The access log: one line per request, written off the request path.
 //!
 //! Off unless the config has `access_log`. When on, a request carries a [`Pending`] line
-//! (cheap clones of what hyper already parsed: method, URI, host, user agent, referer) inside
-//! its response body; when the body ends — or the client goes away — the line is finished
-//! (status, bytes sent, duration, service, version, backend) and handed to a bounded channel
-//! with `try_send`. A dedicated writer thread formats and writes lines (JSON or the Apache
+//! (cheap clones of what was parsed: method, URI, host, user agent, referer) in its context;
+//! when the response ends — or the client goes away — the phases' one finishing step fills in
+//! status, bytes sent, duration, service, version and backend, and hands the line to a
+//! bounded channel with `try_send`: exactly one line per request. A dedicated writer thread formats and writes lines (JSON or the Apache
 //! "combined" format) to stdout or a file. A request never waits for the log: when the channel
 //! is full the line is dropped and counted in `switchyard_access_log_dropped_total`.
 //! With the log off, the only per-request cost is one `Option` check.
@@ -83,18 +83,27 @@ pub(crate) struct LoggedRequest {
     pub user_agent: Option<HeaderValue>,
 }
 
-/// A line being filled in while its request is served; sent when dropped.
+/// A line started when its request arrived; [`Pending::send`] finishes and queues it once
+/// the response has ended (the request's outcome is recorded in one place: `phases`).
 #[derive(Debug)]
 pub struct Pending {
     log: Arc<AccessLog>,
     arrived: Instant,
     line: Line,
-    /// Response body bytes sent so far.
+}
+
+/// Where a finished request went and how it ended, for its log line.
+pub(crate) struct Finished {
+    pub status: u16,
     pub bytes: u64,
+    pub service: Option<Arc<str>>,
+    pub version: Option<Arc<str>>,
+    pub backend: Option<SocketAddr>,
 }
 
 impl Pending {
-    pub fn start<B>(
+    /// A line for a request hyper parsed.
+    pub(crate) fn of_request<B>(
         log: &Arc<AccessLog>,
         client: SocketAddr,
         req: &Request<B>,
@@ -149,42 +158,25 @@ impl Pending {
                 version: None,
                 backend: None,
             },
-            bytes: 0,
         }
     }
 
-    /// Notes the outcome: the status, and where the request went (if it was routed).
-    pub fn set(
-        &mut self,
-        status: u16,
-        service: Option<Arc<str>>,
-        version: Option<Arc<str>>,
-        backend: Option<SocketAddr>,
-    ) {
-        self.line.status = status;
-        self.line.service = service;
-        self.line.version = version;
-        self.line.backend = backend;
-    }
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        let mut line = Line {
-            method: Method::GET,
-            uri: Uri::default(),
-            host: None,
-            referer: None,
-            user_agent: None,
-            service: None,
-            version: None,
-            ..self.line
-        };
-        std::mem::swap(&mut line, &mut self.line);
-        line.bytes = self.bytes;
-        line.duration = self.arrived.elapsed();
-        if self.log.tx.try_send(line).is_err() {
-            self.log.dropped.increment(1);
+    /// Finishes the line and queues it for the writer; never waits (a full queue drops the
+    /// line and counts it).
+    pub(crate) fn send(self, finished: Finished) {
+        let Pending {
+            log,
+            arrived,
+            mut line,
+        } = self;
+        line.status = finished.status;
+        line.bytes = finished.bytes;
+        line.service = finished.service;
+        line.version = finished.version;
+        line.backend = finished.backend;
+        line.duration = arrived.elapsed();
+        if log.tx.try_send(line).is_err() {
+            log.dropped.increment(1);
         }
     }
 }

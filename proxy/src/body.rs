@@ -1,42 +1,141 @@
-//! The two body types of the data path: what goes upstream and what goes back to the client.
+//! The request body sent upstream: the client's body, streamed frame by frame as it arrives
+//! (nothing is buffered whole); the response side is [`crate::response`].
 //!
-//! Bodies are streamed frame by frame in both directions (nothing is buffered whole), and a
-//! response is either the upstream's own stream or a short proxy-made text. One concrete enum
-//! instead of a boxed trait object keeps a request free of extra allocations.
+//! Three things ride along, because each decides whose fault a failure is:
+//! - `limits.max_request_body` is enforced as the body streams (a body that grows past it
+//!   ends in [`BodyError::TooLarge`], which cuts the upstream request);
+//! - `limits.client_body_timeout`: a client that sends nothing for that long ends in
+//!   [`BodyError::Timeout`] (408), so a stalled upload never turns into the backend's 504;
+//! - [`BodySent`] tells the exchange when the whole body has been handed upstream: the
+//!   request timeout (time to the response head) and the latency the analysis judges start
+//!   there, not at the request's arrival.
 //!
-//! The request body also enforces `limits.max_request_body` as it streams (a body that grows
-//! past it ends in [`BodyError::TooLarge`], which cuts the upstream request) and marks errors
-//! that are the *client's* fault, so the pipeline can answer 400/413 for them instead of
-//! blaming the backend with a 502.
+//! What went wrong with the body is noted in [`BodySent`] too, so the transport answers
+//! 400/408/413 for it — however the upstream client library reports the broken exchange.
 
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::Full;
 use hyper::body::Incoming;
-
-use crate::access_log::Pending;
+use tokio::sync::Notify;
+use tokio::time::Sleep;
 
 /// The request body sent upstream: the client's body, streamed as it arrives, with the
-/// body-size limit applied on the way.
+/// body-size limit and the client body timeout applied on the way.
 #[derive(Debug)]
 pub struct RequestBody {
     inner: Incoming,
     /// Bytes allowed (`u64::MAX` = unlimited) and bytes seen so far.
     limit: u64,
     seen: u64,
+    /// While the body is still coming (`None` for a request without one).
+    watch: Option<Watch>,
+}
+
+#[derive(Debug)]
+struct Watch {
+    sent: Arc<BodySent>,
+    /// Fires when the client has sent nothing for `timeout`.
+    idle: Pin<Box<Sleep>>,
+    timeout: Duration,
+    /// The body has been asked for at least once (the timer runs from then on).
+    waiting: bool,
+}
+
+impl Watch {
+    fn restart(&mut self) {
+        let next = tokio::time::Instant::now() + self.timeout;
+        self.idle.as_mut().reset(next);
+    }
 }
 
 impl RequestBody {
-    pub fn new(inner: Incoming, limit: Option<u64>) -> RequestBody {
+    pub fn new(inner: Incoming, limit: Option<u64>, timeout: Duration) -> RequestBody {
+        let watch = (!inner.is_end_stream()).then(|| Watch {
+            sent: Arc::default(),
+            idle: Box::pin(tokio::time::sleep(timeout)),
+            timeout,
+            waiting: false,
+        });
         RequestBody {
             inner,
             limit: limit.unwrap_or(u64::MAX),
             seen: 0,
+            watch,
         }
     }
+
+    /// When the body has been sent and how it failed, for the exchange (`None`: no body).
+    pub(crate) fn sent(&self) -> Option<Arc<BodySent>> {
+        self.watch.as_ref().map(|w| Arc::clone(&w.sent))
+    }
+
+    fn fail(&mut self, e: BodyError) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        if let Some(w) = self.watch.take() {
+            w.sent.failed.store(e.kind(), Relaxed);
+        }
+        Poll::Ready(Some(Err(e)))
+    }
+}
+
+/// Shared by a request body and the exchange that sends it.
+#[derive(Debug, Default)]
+pub(crate) struct BodySent {
+    /// When the last byte was handed upstream.
+    at: OnceLock<Instant>,
+    done: Notify,
+    /// What went wrong with the body, if anything (a [`BodyError::kind`]).
+    failed: AtomicU8,
+}
+
+impl BodySent {
+    fn mark(&self) {
+        if self.at.set(Instant::now()).is_ok() {
+            self.done.notify_waiters();
+        }
+    }
+
+    /// When the whole body had been handed upstream, if it has.
+    pub(crate) fn at(&self) -> Option<Instant> {
+        self.at.get().copied()
+    }
+
+    /// Resolves once the whole body has been handed upstream (never, if it fails).
+    pub(crate) async fn wait(&self) {
+        loop {
+            let notified = self.done.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.at.get().is_some() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// The client's fault that broke the body, if any.
+    pub(crate) fn failure(&self) -> Option<BodyFailure> {
+        match self.failed.load(Relaxed) {
+            1 => Some(BodyFailure::TooLarge),
+            2 => Some(BodyFailure::Client),
+            3 => Some(BodyFailure::Timeout),
+            _ => None,
+        }
+    }
+}
+
+/// What [`BodySent::failure`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyFailure {
+    TooLarge,
+    Client,
+    Timeout,
 }
 
 /// Why the client's request body could not be forwarded.
@@ -46,6 +145,8 @@ pub enum BodyError {
     TooLarge,
     /// Reading the client's body failed (bad chunk framing, the client went away, …).
     Client(hyper::Error),
+    /// The client sent nothing of it for `limits.client_body_timeout`.
+    Timeout,
 }
 
 impl std::fmt::Display for BodyError {
@@ -53,6 +154,7 @@ impl std::fmt::Display for BodyError {
         match self {
             BodyError::TooLarge => f.write_str("request body larger than max_request_body"),
             BodyError::Client(e) => write!(f, "reading the client's request body: {e}"),
+            BodyError::Timeout => f.write_str("the client stopped sending its request body"),
         }
     }
 }
@@ -60,7 +162,7 @@ impl std::fmt::Display for BodyError {
 impl std::error::Error for BodyError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            BodyError::TooLarge => None,
+            BodyError::TooLarge | BodyError::Timeout => None,
             BodyError::Client(e) => Some(e),
         }
     }
@@ -75,6 +177,14 @@ impl BodyError {
                 return Some(found);
             }
             e = e.source()?;
+        }
+    }
+
+    fn kind(&self) -> u8 {
+        match self {
+            BodyError::TooLarge => 1,
+            BodyError::Client(_) => 2,
+            BodyError::Timeout => 3,
         }
     }
 }
@@ -93,14 +203,40 @@ impl Body for RequestBody {
                 if let Some(data) = frame.data_ref() {
                     this.seen += data.len() as u64;
                     if this.seen > this.limit {
-                        return Poll::Ready(Some(Err(BodyError::TooLarge)));
+                        return this.fail(BodyError::TooLarge);
                     }
+                }
+                if this.inner.is_end_stream() {
+                    // The last frame: hyper may not ask again.
+                    if let Some(w) = this.watch.take() {
+                        w.sent.mark();
+                    }
+                } else if let Some(w) = &mut this.watch {
+                    w.restart();
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Client(e)))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Err(e))) => this.fail(BodyError::Client(e)),
+            Poll::Ready(None) => {
+                if let Some(w) = this.watch.take() {
+                    w.sent.mark();
+                }
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                let Some(w) = &mut this.watch else {
+                    return Poll::Pending;
+                };
+                if !w.waiting {
+                    // Asked for only now (after the connect): the clock starts here.
+                    w.waiting = true;
+                    w.restart();
+                }
+                match w.idle.as_mut().poll(cx) {
+                    Poll::Ready(()) => this.fail(BodyError::Timeout),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 
@@ -110,73 +246,5 @@ impl Body for RequestBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-/// The response body sent to the client.
-#[derive(Debug)]
-pub enum ResponseBody {
-    /// Streamed from the upstream as it arrives (trailers included).
-    Upstream(Incoming),
-    /// A response the proxy made itself (errors, admin pages).
-    Local(Full<Bytes>),
-    /// Any of the above, counted for the access log; the line is written when it ends.
-    /// Only exists while the access log is on (one allocation per logged request).
-    Logged(Box<(ResponseBody, Pending)>),
-}
-
-impl ResponseBody {
-    pub fn text(text: impl Into<Bytes>) -> ResponseBody {
-        ResponseBody::Local(Full::new(text.into()))
-    }
-
-    pub fn empty() -> ResponseBody {
-        ResponseBody::Local(Full::new(Bytes::new()))
-    }
-}
-
-impl Body for ResponseBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            ResponseBody::Upstream(b) => Pin::new(b).poll_frame(cx),
-            ResponseBody::Logged(logged) => {
-                let (body, pending) = &mut **logged;
-                let poll = Pin::new(body).poll_frame(cx);
-                if let Poll::Ready(Some(Ok(frame))) = &poll {
-                    if let Some(data) = frame.data_ref() {
-                        pending.bytes += data.len() as u64;
-                    }
-                }
-                poll
-            }
-            ResponseBody::Local(b) => match Pin::new(b).poll_frame(cx) {
-                Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
-                Poll::Ready(Some(Err(never))) => match never {},
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            },
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            ResponseBody::Upstream(b) => b.is_end_stream(),
-            ResponseBody::Local(b) => b.is_end_stream(),
-            ResponseBody::Logged(logged) => logged.0.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            ResponseBody::Upstream(b) => b.size_hint(),
-            ResponseBody::Local(b) => b.size_hint(),
-            ResponseBody::Logged(logged) => logged.0.size_hint(),
-        }
     }
 }

@@ -9,7 +9,7 @@
 //! [`ScanIo`] wraps the connection and runs every read through a small state machine that
 //! parses each request head with `httparse` (the same parser hyper uses), then skips the body
 //! by its framing — `Content-Length` bytes, or chunk by chunk with hyper's own chunk-line rules
-//! — to land on the next head. A head with both framing headers, or a chunked body whose
+//! ([`crate::chunked`]) — to land on the next head. A head with both framing headers, or a chunked body whose
 //! framing is invalid, is noted in the shared [`FramingVerdict`] as "request *n* is bad".
 //!
 //! hyper can only parse bytes that came through this reader, so by the time the pipeline sees
@@ -22,12 +22,16 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::chunked::{BadChunk, Chunked};
+use crate::edge::ClientStream;
+use crate::headers::content_length;
 
 /// Why a request's framing was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,29 +96,13 @@ impl FramingVerdict {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
-    Start,
-    Size,
-    SizeLws,
-    Extension,
-    SizeLf,
-    Data,
-    DataCr,
-    DataLf,
-    Trailer,
-    TrailerLf,
-    EndCr,
-    EndLf,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Reading request head number `Scanner::request`.
     Head,
     /// Skipping this many body bytes.
     Length(u64),
-    /// Following a chunked body.
-    Chunked(Chunk),
+    /// Following a chunked body (in `Scanner::chunked`).
+    Chunked,
     /// Not following this connection any more (HTTP/2, tunnel, unparsable input).
     Off,
 }
@@ -126,7 +114,7 @@ pub struct Scanner {
     request: u64,
     /// Head bytes that arrived in pieces (reused across requests).
     partial: Vec<u8>,
-    chunk_size: u64,
+    chunked: Chunked,
     max_head: usize,
     verdict: Arc<FramingVerdict>,
 }
@@ -139,7 +127,7 @@ impl Scanner {
             state: State::Head,
             request: 0,
             partial: Vec::new(),
-            chunk_size: 0,
+            chunked: Chunked::default(),
             max_head,
             verdict,
         }
@@ -160,18 +148,18 @@ impl Scanner {
                     };
                     &bytes[take as usize..]
                 }
-                State::Chunked(Chunk::Data) => {
-                    let take = self.chunk_size.min(bytes.len() as u64);
-                    self.chunk_size -= take;
-                    if self.chunk_size == 0 {
-                        self.state = State::Chunked(Chunk::DataCr);
+                State::Chunked => match self.chunked.feed(bytes) {
+                    Ok((n, true)) => {
+                        self.state = self.next_head();
+                        &bytes[n..]
                     }
-                    &bytes[take as usize..]
-                }
-                State::Chunked(c) => {
-                    self.chunk_byte(c, bytes[0]);
-                    &bytes[1..]
-                }
+                    Ok((n, false)) => &bytes[n..],
+                    Err(BadChunk) => {
+                        self.verdict.mark(self.request, FramingError::InvalidChunk);
+                        self.state = State::Off;
+                        return;
+                    }
+                },
             };
         }
     }
@@ -203,9 +191,13 @@ impl Scanner {
                         self.verdict
                             .mark(self.request, FramingError::ContentLengthAndTransferEncoding);
                         // hyper reads it as chunked (and closes after it): follow that.
-                        State::Chunked(Chunk::Start)
+                        self.chunked = Chunked::default();
+                        State::Chunked
                     }
-                    Framing::Chunked => State::Chunked(Chunk::Start),
+                    Framing::Chunked => {
+                        self.chunked = Chunked::default();
+                        State::Chunked
+                    }
                     Framing::Length(0) | Framing::None => self.next_head(),
                     Framing::Length(n) => State::Length(n),
                     Framing::Unknown => State::Off,
@@ -230,74 +222,6 @@ impl Scanner {
                 &[]
             }
         }
-    }
-
-    /// One byte of chunked framing, with the transitions of hyper's decoder (decode.rs).
-    fn chunk_byte(&mut self, c: Chunk, b: u8) {
-        let hex = |b: u8| match b {
-            b'0'..=b'9' => Some(b - b'0'),
-            b'a'..=b'f' => Some(b - b'a' + 10),
-            b'A'..=b'F' => Some(b - b'A' + 10),
-            _ => None,
-        };
-        let next = match (c, b) {
-            (Chunk::Start, b) => match hex(b) {
-                Some(d) => {
-                    self.chunk_size = u64::from(d);
-                    Some(Chunk::Size)
-                }
-                None => None,
-            },
-            (Chunk::Size, b) => match hex(b) {
-                Some(d) => self
-                    .chunk_size
-                    .checked_mul(16)
-                    .and_then(|s| s.checked_add(u64::from(d)))
-                    .map(|s| {
-                        self.chunk_size = s;
-                        Chunk::Size
-                    }),
-                None => match b {
-                    b'\t' | b' ' => Some(Chunk::SizeLws),
-                    b';' => Some(Chunk::Extension),
-                    b'\r' => Some(Chunk::SizeLf),
-                    _ => None,
-                },
-            },
-            (Chunk::SizeLws, b'\t' | b' ') => Some(Chunk::SizeLws),
-            (Chunk::SizeLws, b';') => Some(Chunk::Extension),
-            (Chunk::SizeLws, b'\r') => Some(Chunk::SizeLf),
-            (Chunk::SizeLws, _) => None,
-            (Chunk::Extension, b'\r') => Some(Chunk::SizeLf),
-            (Chunk::Extension, b'\n') => None,
-            (Chunk::Extension, _) => Some(Chunk::Extension),
-            (Chunk::SizeLf, b'\n') if self.chunk_size == 0 => Some(Chunk::EndCr),
-            (Chunk::SizeLf, b'\n') => Some(Chunk::Data),
-            (Chunk::SizeLf, _) => None,
-            // Data is skipped in bulk by `feed`; never reached byte by byte.
-            (Chunk::Data, _) => Some(Chunk::Data),
-            (Chunk::DataCr, b'\r') => Some(Chunk::DataLf),
-            (Chunk::DataLf, b'\n') => Some(Chunk::Start),
-            (Chunk::DataCr | Chunk::DataLf, _) => None,
-            (Chunk::Trailer, b'\r') => Some(Chunk::TrailerLf),
-            (Chunk::Trailer, _) => Some(Chunk::Trailer),
-            (Chunk::TrailerLf, b'\n') => Some(Chunk::EndCr),
-            (Chunk::TrailerLf, _) => None,
-            (Chunk::EndCr, b'\r') => Some(Chunk::EndLf),
-            (Chunk::EndCr, _) => Some(Chunk::Trailer),
-            (Chunk::EndLf, b'\n') => {
-                self.state = self.next_head();
-                return;
-            }
-            (Chunk::EndLf, _) => None,
-        };
-        self.state = match next {
-            Some(next) => State::Chunked(next),
-            None => {
-                self.verdict.mark(self.request, FramingError::InvalidChunk);
-                State::Off
-            }
-        };
     }
 }
 
@@ -337,7 +261,7 @@ fn framing_of(req: &httparse::Request<'_, '_>) -> Framing {
     let mut te_chunked: Option<bool> = None;
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
-            let Some(n) = parse_length(h.value) else {
+            let Some(n) = content_length(h.value) else {
                 return Framing::Unknown;
             };
             if length.is_some_and(|l| l != n) {
@@ -361,39 +285,58 @@ fn framing_of(req: &httparse::Request<'_, '_>) -> Framing {
     }
 }
 
-fn parse_length(value: &[u8]) -> Option<u64> {
-    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
-        return None;
+/// Set when a response broke off upstream: the client connection must then end with a reset
+/// (RST), never with a clean close an HTTP/1.0 client would take for the end of the body.
+#[derive(Debug, Default)]
+pub struct AbortSignal(AtomicBool);
+
+impl AbortSignal {
+    pub fn abort(&self) {
+        self.0.store(true, Relaxed);
     }
-    std::str::from_utf8(value).ok()?.parse().ok()
+
+    fn is_set(&self) -> bool {
+        self.0.load(Relaxed)
+    }
 }
 
 /// The client connection as hyper sees it: reads pass through the [`Scanner`] first, and
-/// bytes the fast path (`h1.rs`) already read come before the socket's.
-pub struct ScanIo<I> {
+/// bytes the fast path (`http1`) already read come before the socket's. After an
+/// [`AbortSignal`], shutting down or dropping it resets the connection.
+pub(crate) struct ScanIo<I: ClientStream> {
     inner: I,
     scanner: Option<Scanner>,
     read_before: Bytes,
+    abort: Arc<AbortSignal>,
 }
 
-impl<I> ScanIo<I> {
+impl<I: ClientStream> ScanIo<I> {
     /// `scanner: None` passes bytes through untouched (HTTP/2 by ALPN).
-    pub fn new(inner: I, scanner: Option<Scanner>) -> ScanIo<I> {
+    pub(crate) fn new(inner: I, scanner: Option<Scanner>, abort: Arc<AbortSignal>) -> ScanIo<I> {
         ScanIo {
             inner,
             scanner,
             read_before: Bytes::new(),
+            abort,
         }
     }
 
     /// Puts back bytes already read from `inner`: they are read (and scanned) first.
-    pub fn with_read_before(mut self, bytes: Bytes) -> ScanIo<I> {
+    pub(crate) fn with_read_before(mut self, bytes: Bytes) -> ScanIo<I> {
         self.read_before = bytes;
         self
     }
 }
 
-impl<I: AsyncRead + Unpin> AsyncRead for ScanIo<I> {
+impl<I: ClientStream> Drop for ScanIo<I> {
+    fn drop(&mut self) {
+        if self.abort.is_set() {
+            self.inner.reset_on_close();
+        }
+    }
+}
+
+impl<I: ClientStream> AsyncRead for ScanIo<I> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -418,7 +361,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for ScanIo<I> {
     }
 }
 
-impl<I: AsyncWrite + Unpin> AsyncWrite for ScanIo<I> {
+impl<I: ClientStream> AsyncWrite for ScanIo<I> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -444,7 +387,13 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for ScanIo<I> {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        if this.abort.is_set() {
+            // No FIN (or TLS close_notify): the drop that follows resets the connection.
+            this.inner.reset_on_close();
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }
 

@@ -49,11 +49,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         let listed: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|n| !n.eq_ignore_ascii_case("close") && !n.eq_ignore_ascii_case("keep-alive"))
-            .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+            .flat_map(|v| connection_tokens(v.as_bytes()))
+            .filter(|t| !is_connection_option(t))
+            .filter_map(|n| HeaderName::from_bytes(n).ok())
             .collect();
         for name in listed {
             headers.remove(name);
@@ -91,16 +89,71 @@ static HOP_BY_HOP_NAMES: [&[u8]; HOP_COUNT + 1] = [
     b"transfer-encoding",
 ];
 
+/// The tokens of one `Connection` header value (RFC 9110 §7.6.1): comma-separated, trimmed,
+/// empty ones skipped. The one parser of `Connection` on the data path.
+pub(crate) fn connection_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
+/// `close` and `keep-alive` are connection options, not header names.
+fn is_connection_option(token: &[u8]) -> bool {
+    token.eq_ignore_ascii_case(b"close") || token.eq_ignore_ascii_case(b"keep-alive")
+}
+
+/// What the `Connection` header lines of one message say.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct ConnectionOptions {
+    /// `close`: the connection ends after this message.
+    pub close: bool,
+    /// `upgrade` is named (with an `Upgrade` header: a protocol switch is asked for).
+    pub upgrade: bool,
+    /// Some token names a header (which is then hop-by-hop too).
+    pub names_headers: bool,
+}
+
+impl ConnectionOptions {
+    /// Adds one `Connection` header value.
+    pub(crate) fn add(&mut self, value: &[u8]) {
+        for token in connection_tokens(value) {
+            if token.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if !token.eq_ignore_ascii_case(b"keep-alive") {
+                self.upgrade |= token.eq_ignore_ascii_case(b"upgrade");
+                self.names_headers = true;
+            }
+        }
+    }
+
+    /// What all the `Connection` lines of `headers` say.
+    pub(crate) fn of(headers: &HeaderMap) -> ConnectionOptions {
+        let mut options = ConnectionOptions::default();
+        for v in headers.get_all(header::CONNECTION) {
+            options.add(v.as_bytes());
+        }
+        options
+    }
+}
+
 /// Whether a `Connection` header value lists `name` (so it is hop-by-hop too). `close` and
 /// `keep-alive` are options, not names, and list nothing.
 pub fn connection_lists(connection: &[u8], name: &[u8]) -> bool {
-    connection
-        .split(|&b| b == b',')
-        .map(<[u8]>::trim_ascii)
-        .any(|token| token.eq_ignore_ascii_case(name))
+    connection_tokens(connection).any(|token| token.eq_ignore_ascii_case(name))
 }
 
-/// Adds `X-Forwarded-For` (appending the client), `-Proto` and `-Host`.
+/// A `Content-Length` value: plain decimal digits (RFC 9110 §8.6), no sign, no spaces inside,
+/// at most 19 of them (so it fits in a `u64`).
+pub(crate) fn content_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+/// Adds `X-Forwarded-For` (appending the client) and sets `-Proto` and `-Host` (the `Host`
+/// the request was routed by), replacing what the client sent.
 pub fn add_forwarding(headers: &mut HeaderMap, client: IpAddr, proto: &'static str) {
     let mut buf = Vec::with_capacity(64);
     // Join every existing X-Forwarded-For line, then append this hop's client.
@@ -114,11 +167,11 @@ pub fn add_forwarding(headers: &mut HeaderMap, client: IpAddr, proto: &'static s
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    if !headers.contains_key(&X_FORWARDED_HOST) {
-        if let Some(host) = headers.get(header::HOST).cloned() {
-            headers.insert(X_FORWARDED_HOST.clone(), host);
-        }
-    }
+    // Set, not kept (SPEC §4): a client's own value would let it claim any host.
+    match headers.get(header::HOST).cloned() {
+        Some(host) => headers.insert(X_FORWARDED_HOST.clone(), host),
+        None => headers.remove(&X_FORWARDED_HOST),
+    };
 }
 
 #[cfg(test)]
@@ -158,6 +211,10 @@ mod tests {
         h.append("x-forwarded-for", HeaderValue::from_static("203.0.113.7"));
         h.append("x-forwarded-for", HeaderValue::from_static("198.51.100.1"));
         h.insert(header::HOST, HeaderValue::from_static("api.example.com"));
+        h.insert(
+            "x-forwarded-host",
+            HeaderValue::from_static("spoofed.example"),
+        );
         add_forwarding(&mut h, "127.0.0.1".parse().unwrap(), "http");
         assert_eq!(h["x-forwarded-for"], "203.0.113.7, 198.51.100.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");

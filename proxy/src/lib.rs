@@ -1,34 +1,48 @@
 //! Switchyard's data path: from an accepted connection to an upstream response.
 //!
-//! The request's journey, module by module:
-//! [`listener`] accepts and speaks HTTP/1.1 + h2c (HTTP/1.1 requests without a body
-//! take the fast path in `h1`, which runs the same phases on raw bytes) → [`pipeline`] runs the phases over the
-//! current [`table::RoutingTable`]: [`route`] finds the service, [`pick`] the version,
-//! the table's version route the backend, [`headers`] rewrites, [`upstream`] sends over a
-//! pooled connection, [`stats`] records the outcome once, and [`error`] renders anything the
-//! proxy answers itself. At the edge, [`tls`] terminates TLS (SNI, ALPN, hot-swapped
-//! certificates), [`framing`] catches request smuggling hyper's parser hides, and
-//! [`access_log`] writes one line per request off the request path.
+//! The request's journey, module by module: [`listener`] accepts (connection cap, TLS by
+//! [`tls`]) and hands each connection to a transport — the fast HTTP/1.1 path (`http1`,
+//! bytes to bytes) or hyper's general path (`general`, everything else) — which share what a
+//! listener's connections share ([`edge`]) and run the same [`phases`] over the current
+//! [`table::RoutingTable`]: [`route`] finds the service, [`pick`] the version, the table's
+//! version route the backend, [`headers`] rewrites, [`upstream`] sends over a pooled
+//! connection (within the backend's connection caps), `retry` decides whether an attempt
+//! that failed goes again, [`request`] judges the outcome by the one failure rule and records
+//! and logs it once ([`stats`], [`access_log`]), and [`error`] names anything the proxy
+//! answers itself. At the edge, [`framing`] catches request smuggling hyper's parser hides,
+//! and [`access_log`] writes one line per request off the request path.
 //!
-//! This crate knows nothing about the admin API or disks: the control plane compiles tables
-//! and `store()`s them into the [`TableHandle`]; the data path only ever `load()`s.
+//! This crate knows nothing about the admin API: the control plane compiles tables and
+//! `store()`s them into the [`TableHandle`]; the data path only ever `load()`s. Nor about
+//! disks — certificates come compiled from PEM bytes the control plane read — with one
+//! exception still to move out: an `h2` upstream's CA bundle, read on first use.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
 pub mod access_log;
 pub mod body;
+mod chunked;
+pub mod edge;
 pub mod error;
 pub mod framing;
-mod h1;
+mod general;
+mod grpc;
 pub mod headers;
+mod http1;
 pub mod listener;
+pub mod phases;
 pub mod pick;
-pub mod pipeline;
+pub mod request;
+pub mod response;
+mod retry;
 pub mod route;
 pub mod stats;
 pub mod table;
 pub mod tls;
 pub mod upstream;
+
+#[cfg(test)]
+mod layering;
 
 pub use table::{RoutingTable, ServiceTraffic, TrafficState};
 

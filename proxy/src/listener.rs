@@ -18,140 +18,24 @@
 //! instead of spinning.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use switchyard_config::Limits;
-use tokio::io::{AsyncRead, AsyncWrite};
+use switchyard_config::{Limits, TracePolicy};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::access_log::AccessLog;
-use crate::framing::{FramingVerdict, ScanIo, Scanner};
-use crate::h1;
-use crate::pipeline::{self, Conn, Edge};
+pub use crate::edge::ListenerStats;
+use crate::edge::{ClientStream, Edge, Rejection, Rejections, Slot, Tunnels};
+use crate::general::{self, Protocol};
+use crate::http1;
 use crate::tls::CertStore;
 use crate::TableHandle;
-
-/// Live numbers about one listener, read by the exporter.
-#[derive(Debug, Default)]
-pub struct ListenerStats {
-    pub active: AtomicI64,
-    pub accepted: AtomicU64,
-    /// Connections closed at once because `max_connections` was reached.
-    pub refused: AtomicU64,
-}
-
-/// Why the edge refused a connection or a request.
-#[derive(Debug, Clone, Copy)]
-pub enum Rejection {
-    MaxConnections = 0,
-    HeaderTimeout = 1,
-    HeaderTooLarge = 2,
-    BadRequest = 3,
-    BodyTooLarge = 4,
-    TlsHandshake = 5,
-}
-
-const REJECTION_REASONS: [&str; 6] = [
-    "max_connections",
-    "header_timeout",
-    "header_too_large",
-    "bad_request",
-    "body_too_large",
-    "tls_handshake",
-];
-
-/// `switchyard_edge_rejections_total{listener, reason}`, resolved once per listener.
-#[derive(Debug)]
-pub struct Rejections([metrics::Counter; 6]);
-
-impl Rejections {
-    fn new(listener: &str) -> Rejections {
-        Rejections(REJECTION_REASONS.map(|reason| {
-            let c = metrics::counter!(
-                "switchyard_edge_rejections_total",
-                "listener" => listener.to_string(),
-                "reason" => reason
-            );
-            c.absolute(0);
-            c
-        }))
-    }
-
-    pub fn count(&self, why: Rejection) {
-        self.0[why as usize].increment(1);
-    }
-}
-
-/// Upgraded (WebSocket…) tunnels of one listener: counted so shutdown can wait for them, and
-/// told to close when the drain deadline passes.
-#[derive(Debug, Clone)]
-pub struct Tunnels(Arc<TunnelsInner>);
-
-#[derive(Debug)]
-struct TunnelsInner {
-    open: AtomicUsize,
-    all_closed: Notify,
-    close: watch::Sender<bool>,
-}
-
-impl Default for Tunnels {
-    fn default() -> Self {
-        Tunnels(Arc::new(TunnelsInner {
-            open: AtomicUsize::new(0),
-            all_closed: Notify::new(),
-            close: watch::channel(false).0,
-        }))
-    }
-}
-
-/// Held by one tunnel; [`TunnelGuard::wait`] resolves when it must close.
-pub struct TunnelGuard {
-    tunnels: Tunnels,
-    close: watch::Receiver<bool>,
-}
-
-impl Tunnels {
-    pub fn enter(&self) -> TunnelGuard {
-        self.0.open.fetch_add(1, Relaxed);
-        TunnelGuard {
-            tunnels: self.clone(),
-            close: self.0.close.subscribe(),
-        }
-    }
-
-    async fn all_closed(&self) {
-        loop {
-            let notified = self.0.all_closed.notified();
-            if self.0.open.load(Relaxed) == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
-impl TunnelGuard {
-    pub async fn wait(&mut self) {
-        let _ = self.close.wait_for(|closing| *closing).await;
-    }
-}
-
-impl Drop for TunnelGuard {
-    fn drop(&mut self) {
-        if self.tunnels.0.open.fetch_sub(1, Relaxed) == 1 {
-            self.tunnels.0.all_closed.notify_waiters();
-        }
-    }
-}
 
 /// A bound listener ready to serve.
 pub struct Listener {
@@ -160,19 +44,6 @@ pub struct Listener {
     pub stats: Arc<ListenerStats>,
     tls: Option<Arc<CertStore>>,
     access_log: Option<Arc<AccessLog>>,
-}
-
-/// Frees the connection's slot when the connection (and its tunnel, if any) is gone.
-#[derive(Debug)]
-pub(crate) struct Slot {
-    _permit: OwnedSemaphorePermit,
-    stats: Arc<ListenerStats>,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.stats.active.fetch_sub(1, Relaxed);
-    }
 }
 
 impl Listener {
@@ -206,7 +77,6 @@ impl Listener {
         mut shutdown: watch::Receiver<bool>,
         drain: Duration,
     ) {
-        let builder = Arc::new(http_builder(&limits));
         let graceful = GracefulShutdown::new();
         let permits = Arc::new(Semaphore::new(limits.max_connections));
         let acceptor = self
@@ -217,20 +87,15 @@ impl Listener {
             table,
             scheme: if acceptor.is_some() { "https" } else { "http" },
             max_request_body: limits.max_request_body,
+            header_read_timeout: limits.header_read_timeout,
+            client_body_timeout: limits.client_body_timeout,
+            max_head: limits.max_header_bytes.max(8192),
             access_log: self.access_log.clone(),
             tunnels: Tunnels::default(),
             rejections: Rejections::new(&self.name),
-        });
-        let fast = h1::Settings {
-            header_read_timeout: limits.header_read_timeout,
-            max_head: limits.max_header_bytes.max(8192),
-        };
-        let setup = Arc::new(ConnSetup {
-            builder,
-            edge: Arc::clone(&edge),
-            handshake_timeout: limits.header_read_timeout,
-            max_head: limits.max_header_bytes.max(8192),
-            fast,
+            allow_trace: limits.trace == TracePolicy::Forward,
+            http: general::http_builder(&limits),
+            http2_only: general::http_builder(&limits).http2_only(),
         });
         loop {
             let (stream, client) = tokio::select! {
@@ -258,16 +123,14 @@ impl Listener {
                 _permit: permit,
                 stats: Arc::clone(&self.stats),
             };
-            let setup = Arc::clone(&setup);
+            let edge = Arc::clone(&edge);
             let watcher = graceful.watcher();
             match &acceptor {
                 None => {
-                    tokio::spawn(setup.serve_http1(
-                        stream,
-                        client,
-                        slot,
-                        watcher,
-                        shutdown.clone(),
+                    let shutdown = shutdown.clone();
+                    let any = Protocol::Any;
+                    tokio::spawn(serve_http1(
+                        edge, stream, client, slot, watcher, shutdown, any,
                     ));
                 }
                 Some(acceptor) => {
@@ -276,26 +139,30 @@ impl Listener {
                     tokio::spawn(async move {
                         let handshake = acceptor.accept(stream);
                         let tls =
-                            match tokio::time::timeout(setup.handshake_timeout, handshake).await {
+                            match tokio::time::timeout(edge.header_read_timeout, handshake).await {
                                 Ok(Ok(tls)) => tls,
                                 Ok(Err(e)) => {
                                     tracing::debug!(%client, error = %e, "TLS handshake failed");
-                                    setup.edge.rejections.count(Rejection::TlsHandshake);
+                                    edge.rejections.count(Rejection::TlsHandshake);
                                     return;
                                 }
                                 Err(_) => {
-                                    setup.edge.rejections.count(Rejection::HeaderTimeout);
+                                    edge.rejections.count(Rejection::HeaderTimeout);
                                     return;
                                 }
                             };
-                        if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
-                            setup
-                                .serve(tls, Bytes::new(), client, slot, watcher, false)
+                        // The protocol ALPN agreed on is the only one spoken: HTTP/1.1 bytes
+                        // on an h2 connection are a bad preface (GOAWAY), not a request.
+                        let alpn = match tls.get_ref().1.alpn_protocol() {
+                            Some(b"h2") => Protocol::Http2,
+                            Some(_) => Protocol::Http1,
+                            None => Protocol::Any,
+                        };
+                        if alpn == Protocol::Http2 {
+                            general::serve(edge, tls, Bytes::new(), client, slot, watcher, alpn)
                                 .await;
                         } else {
-                            setup
-                                .serve_http1(tls, client, slot, watcher, shutdown)
-                                .await;
+                            serve_http1(edge, tls, client, slot, watcher, shutdown, alpn).await;
                         }
                     });
                 }
@@ -309,7 +176,7 @@ impl Listener {
         };
         if tokio::time::timeout(drain, drained).await.is_err() {
             tracing::warn!(listener = %self.name, "drain deadline passed; closing the rest");
-            let _ = edge.tunnels.0.close.send(true);
+            edge.tunnels.close_all();
         }
     }
 }
@@ -331,116 +198,23 @@ fn bind_tcp(address: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(ACCEPT_BACKLOG)
 }
 
-/// What every connection of a listener is served with.
-struct ConnSetup {
-    builder: Arc<auto::Builder<TokioExecutor>>,
+/// Serves an HTTP/1.x connection (plain TCP, or TLS that chose HTTP/1.1): on the fast path
+/// while its requests allow, then (if ever) on hyper with the bytes read so far put back.
+async fn serve_http1<S: ClientStream + 'static>(
     edge: Arc<Edge>,
-    handshake_timeout: Duration,
-    max_head: usize,
-    /// HTTP/1.1 requests without a body are served by [`h1`] first.
-    fast: h1::Settings,
-}
-
-impl ConnSetup {
-    /// Serves an HTTP/1.x connection (plain TCP, or TLS that chose HTTP/1.1): on the fast path
-    /// while its requests allow, then (if ever) on hyper with the bytes read so far put back.
-    async fn serve_http1<S: h1::ClientStream + 'static>(
-        self: Arc<Self>,
-        stream: S,
-        client: SocketAddr,
-        slot: Slot,
-        watcher: Watcher,
-        shutdown: watch::Receiver<bool>,
-    ) {
-        // The watcher stays held meanwhile, so a graceful shutdown waits for this connection
-        // too (the fast path closes it at its next idle moment).
-        match h1::serve(&self.edge, stream, client, &self.fast, shutdown).await {
-            h1::Ended::Closed => {}
-            h1::Ended::Fallback(stream, read) => {
-                self.serve(stream, read, client, slot, watcher, true).await;
-            }
+    stream: S,
+    client: SocketAddr,
+    slot: Slot,
+    watcher: Watcher,
+    shutdown: watch::Receiver<bool>,
+    protocol: Protocol,
+) {
+    // The watcher stays held meanwhile, so a graceful shutdown waits for this connection
+    // too (the fast path closes it at its next idle moment).
+    match http1::serve(&edge, stream, client, shutdown).await {
+        http1::Ended::Closed => {}
+        http1::Ended::Fallback(stream, read) => {
+            general::serve(edge, stream, read, client, slot, watcher, protocol).await;
         }
     }
-
-    /// Serves one connection (plain or TLS) to the end. `read_before`: bytes the fast path
-    /// already read from `io`. `scan`: read it through the smuggling scanner (anything that
-    /// may speak HTTP/1.x).
-    async fn serve<I>(
-        self: Arc<Self>,
-        io: I,
-        read_before: Bytes,
-        client: SocketAddr,
-        slot: Slot,
-        watcher: Watcher,
-        scan: bool,
-    ) where
-        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        let framing = scan.then(|| Arc::new(FramingVerdict::default()));
-        let scanner = framing
-            .as_ref()
-            .map(|v| Scanner::new(self.max_head, Arc::clone(v)));
-        let conn = Arc::new(Conn {
-            client,
-            edge: Arc::clone(&self.edge),
-            framing,
-            _slot: slot,
-        });
-        let service = service_fn(move |req| {
-            let conn = Arc::clone(&conn);
-            async move { Ok::<_, std::convert::Infallible>(pipeline::handle(&conn, req).await) }
-        });
-        let served = watcher.watch(self.builder.serve_connection_with_upgrades(
-            TokioIo::new(ScanIo::new(io, scanner).with_read_before(read_before)),
-            service,
-        ));
-        if let Err(e) = served.await {
-            let reason = e.downcast_ref::<hyper::Error>().and_then(|e| {
-                if e.is_timeout() {
-                    Some(Rejection::HeaderTimeout)
-                } else if e.is_parse_too_large() {
-                    Some(Rejection::HeaderTooLarge)
-                } else if e.is_parse() {
-                    Some(Rejection::BadRequest)
-                } else {
-                    None
-                }
-            });
-            if let Some(reason) = reason {
-                self.edge.rejections.count(reason);
-            }
-            tracing::debug!(%client, error = %e, "connection ended with an error");
-        }
-    }
-}
-
-/// hyper's limits, set explicitly rather than left to defaults that may change.
-fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // Runs from the moment the connection waits for a request head, so it bounds both a
-        // slow head (slowloris) and an idle kept-alive connection.
-        .header_read_timeout(limits.header_read_timeout)
-        // hyper answers 431 when a request head does not fit; its minimum buffer is 8 KiB.
-        .max_buf_size(limits.max_header_bytes.max(8192))
-        .max_headers(100)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(256)
-        // Rapid reset (CVE-2023-44487): at most this many streams reset by the client before
-        // being accepted, and at most this many locally reset for errors, then GOAWAY.
-        .max_pending_accept_reset_streams(64)
-        .max_local_error_reset_streams(256)
-        // CONTINUATION floods: the h2 codec stops decoding a header block at this size (and
-        // bounds the CONTINUATION frames it buffers for it).
-        .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32)
-        .max_send_buf_size(1024 * 1024)
-        // Dead peers: ping an idle connection, drop it if the ping is not answered.
-        .keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(20));
-    builder
 }

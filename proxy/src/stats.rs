@@ -19,16 +19,20 @@ pub enum FailureReason {
     Connect = 1,
     /// The upstream did not answer in time.
     Timeout = 2,
-    /// The upstream reset or broke the connection before the response head.
+    /// The upstream broke the connection before the response head, or in the middle of
+    /// the body.
     Reset = 3,
+    /// A gRPC call ended with a server-side `grpc-status` (SPEC §5).
+    Grpc = 4,
 }
 
 impl FailureReason {
-    pub const ALL: [FailureReason; 4] = [
+    pub const ALL: [FailureReason; 5] = [
         FailureReason::Status,
         FailureReason::Connect,
         FailureReason::Timeout,
         FailureReason::Reset,
+        FailureReason::Grpc,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -37,6 +41,7 @@ impl FailureReason {
             FailureReason::Connect => "connect",
             FailureReason::Timeout => "timeout",
             FailureReason::Reset => "reset",
+            FailureReason::Grpc => "grpc",
         }
     }
 }
@@ -48,7 +53,7 @@ pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 #[derive(Debug, Default)]
 pub struct BackendStats {
     by_class: [AtomicU64; 5],
-    failures: [AtomicU64; 4],
+    failures: [AtomicU64; 5],
 }
 
 impl BackendStats {
@@ -66,7 +71,7 @@ impl BackendStats {
         std::array::from_fn(|i| self.by_class[i].load(Relaxed))
     }
 
-    pub fn failures_by_reason(&self) -> [u64; 4] {
+    pub fn failures_by_reason(&self) -> [u64; 5] {
         std::array::from_fn(|i| self.failures[i].load(Relaxed))
     }
 

@@ -232,8 +232,8 @@ fn compile_service(
                 .backends
                 .iter()
                 .map(|&a| match carry.backends.get(&(&*svc.name, &*v.name, a)) {
-                    // A changed upstream protocol needs new connections (health starts over).
-                    Some(b) if *b.pool.upstream() == svc.upstream => Arc::clone(b),
+                    // A changed upstream protocol or CA needs new connections (health starts over).
+                    Some(b) if b.pool.upstream().same_connections(&svc.upstream) => Arc::clone(b),
                     _ => Arc::new(Backend::new(a, &svc.upstream)),
                 })
                 .collect();
@@ -328,6 +328,10 @@ fn compile_service(
             connect,
             request,
             idle,
+            max_connections: svc.upstream.max_connections,
+            max_connecting: svc.upstream.max_connecting,
+            queue: svc.upstream.queue,
+            queue_timeout: svc.upstream.queue_timeout,
         },
         upstream_is_http1: svc.upstream.protocol == UpstreamProtocol::Http1,
         health_check: svc.health_check.clone(),

@@ -418,3 +418,127 @@ async fn a_pipeline_does_a_full_canary_with_ctl_only() {
         assert!(kinds.contains(&kind), "no {kind} event in {kinds:?}");
     }
 }
+
+/// `ctl status --watch` as a child process whose stdout is a pipe (so frames follow one
+/// another), with the ctl variables cleared like [`run_cli_env`].
+fn spawn_watch(args: &[&str]) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(args)
+        .env_remove("SWITCHYARD_ADMIN")
+        .env_remove("SWITCHYARD_ADMIN_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn ctl --watch")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_watch_redraws_as_weights_move_and_ctrl_c_ends_it_cleanly() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let (blue, green) = backends().await;
+    let (listen, admin) = (free_port(), free_port());
+    let proxy = Proxy::start(&config(listen, admin, &blue, &green, "")).await;
+    let url = format!("http://{}", proxy.admin);
+    let mut child = spawn_watch(&[
+        "ctl",
+        "--admin",
+        &url,
+        "-o",
+        "json",
+        "status",
+        "api",
+        "--watch",
+        "--interval",
+        "200ms",
+    ]);
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let green_weight = |line: &str| -> f64 {
+        let doc: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("frame is not JSON ({e}): {line}"));
+        doc["versions"]
+            .as_array()
+            .and_then(|vs| vs.iter().find(|v| v["name"] == "green"))
+            .and_then(|v| v["weight"].as_f64())
+            .unwrap_or_else(|| panic!("no green in {doc}"))
+    };
+    let mut next_frame = async || {
+        tokio::time::timeout(std::time::Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("a frame within 10s")
+            .expect("read stdout")
+            .expect("the watch is still running")
+    };
+
+    assert_eq!(green_weight(&next_frame().await), 0.0);
+    let (status, body) = proxy
+        .api_send(
+            "PUT",
+            "/services/api/weights",
+            Some(serde_json::json!({"blue": 50, "green": 50})),
+            None,
+        )
+        .await;
+    assert_eq!(status, http::StatusCode::OK, "{body}");
+    let mut frames = 1;
+    loop {
+        frames += 1;
+        assert!(frames < 50, "the watch never showed green at 50%");
+        if green_weight(&next_frame().await) == 50.0 {
+            break;
+        }
+    }
+
+    // Ctrl-C: exit 0 at once, nothing on stderr.
+    let pid = child.id().expect("pid").to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = tokio::time::timeout(std::time::Duration::from_secs(5), child.wait_with_output())
+        .await
+        .expect("the watch ends within 5s of Ctrl-C")
+        .expect("wait");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn status_watch_rides_out_an_unreachable_admin_and_stops_at_its_timeout() {
+    let dead = format!("http://{}", refusing_addr());
+    let started = std::time::Instant::now();
+    let child = spawn_watch(&[
+        "ctl",
+        "--admin",
+        &dead,
+        "status",
+        "--watch",
+        "--interval",
+        "100ms",
+        "--timeout",
+        "1s",
+    ]);
+    let out = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait_with_output())
+        .await
+        .expect("--timeout 1s ends the watch")
+        .expect("wait");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(1));
+    let errors = stdout.matches("cannot reach the admin API").count();
+    assert!(
+        errors >= 2,
+        "each frame says what is wrong and the watch goes on:\n{stdout}"
+    );
+
+    // --interval without --watch is a usage error.
+    let (status, _, _) = run_cli_env(&["ctl", "status", "--interval", "1s"], &[]).await;
+    assert_eq!(status.code(), Some(2));
+}

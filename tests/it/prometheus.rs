@@ -95,6 +95,27 @@ impl Prometheus {
         }
     }
 
+    /// Waits until Prometheus holds at least `n` successful scrapes of the proxy (≤ 40 s).
+    async fn wait_for_scrapes(&self, n: usize) {
+        eventually(
+            Duration::from_secs(40),
+            &format!("{n} successful scrapes of the proxy"),
+            async || {
+                let up = self
+                    .by_label(r#"count_over_time(up{job="switchyard"}[30s])"#, "job")
+                    .await?;
+                let scrapes = lookup(&up, "switchyard");
+                let healthy = self.by_label(r#"up{job="switchyard"}"#, "job").await?;
+                if scrapes >= n as f64 && lookup(&healthy, "switchyard") == 1.0 {
+                    Ok(())
+                } else {
+                    Err(format!("scrapes {scrapes}, up {healthy:?}"))
+                }
+            },
+        )
+        .await;
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
     }
@@ -171,25 +192,7 @@ async fn prometheus_sees_the_split_and_the_p99() {
     let load = Load::start(proxy.listen, 12);
 
     // Wait until Prometheus holds ≥ 12 scrapes of the proxy under load, then ask once.
-    eventually(
-        Duration::from_secs(40),
-        "12 successful scrapes of the proxy",
-        async || {
-            let up = prometheus
-                .by_label(r#"count_over_time(up{job="switchyard"}[30s])"#, "job")
-                .await?;
-            let scrapes = lookup(&up, "switchyard");
-            let healthy = prometheus
-                .by_label(r#"up{job="switchyard"}"#, "job")
-                .await?;
-            if scrapes >= 12.0 && lookup(&healthy, "switchyard") == 1.0 {
-                Ok(())
-            } else {
-                Err(format!("scrapes {scrapes}, up {healthy:?}"))
-            }
-        },
-    )
-    .await;
+    prometheus.wait_for_scrapes(12).await;
 
     let rates = prometheus
         .by_label(
@@ -249,13 +252,29 @@ async fn prometheus_sees_the_split_and_the_p99() {
     );
 }
 
+/// The dashboard's JSON.
+fn grafana_dashboard() -> Value {
+    let text = std::fs::read_to_string(repo_file("deploy/grafana/switchyard.json"))
+        .expect("read deploy/grafana/switchyard.json");
+    serde_json::from_str(&text).expect("the dashboard is valid JSON")
+}
+
+/// A dashboard expression with Grafana's `$variables` replaced by sample values.
+fn grafana_to_promql(expr: &str, rate_interval: &str) -> String {
+    expr.replace("$__rate_interval", rate_interval)
+        .replace("$__interval", "15s")
+        .replace("$__range", "1h")
+        .replace("${service:regex}", "api")
+        .replace("$service", "api")
+        .replace("${canary}", "green")
+        .replace("$canary", "green")
+}
+
 /// Every PromQL expression in the Grafana dashboard parses and evaluates on a real
 /// Prometheus (Grafana's `$variables` replaced by sample values first).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grafana_dashboard_queries_parse() {
-    let text = std::fs::read_to_string(repo_file("deploy/grafana/switchyard.json"))
-        .expect("read deploy/grafana/switchyard.json");
-    let dashboard: Value = serde_json::from_str(&text).expect("the dashboard is valid JSON");
+    let dashboard = grafana_dashboard();
 
     // What Grafana's import needs: a title, a schema version, panels with types and ids.
     assert!(dashboard["title"].as_str().is_some_and(|t| !t.is_empty()));
@@ -282,14 +301,7 @@ async fn grafana_dashboard_queries_parse() {
 
     let prometheus = Prometheus::start(None).await;
     for (title, expr) in &exprs {
-        let concrete = expr
-            .replace("$__rate_interval", "1m")
-            .replace("$__interval", "15s")
-            .replace("$__range", "1h")
-            .replace("${service:regex}", "api")
-            .replace("$service", "api")
-            .replace("${canary}", "green")
-            .replace("$canary", "green");
+        let concrete = grafana_to_promql(expr, "1m");
         assert!(
             !concrete.contains('$'),
             "panel {title}: unknown Grafana variable in {expr:?}"
@@ -298,4 +310,60 @@ async fn grafana_dashboard_queries_parse() {
             panic!("panel {title}: PromQL does not parse: {e}");
         }
     }
+}
+
+/// The error-% panel draws a line at 0 for a version that served requests without failing:
+/// such a version has no `switchyard_request_failures_total` series at all, and a plain
+/// division by it drew nothing, so a healthy stable vanished from the panel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grafana_error_panel_shows_zero_for_a_version_without_failures() {
+    let blue = Backend::start("blue-1").await;
+    let green = Backend::start_failing("green-1", 500).await;
+    let proxy = Proxy::start_services(&format!(
+        r#"
+          api:
+            versions:
+              blue:  {{ release: v1, backends: ["{blue}"], weight: 50 }}
+              green: {{ release: v2, backends: ["{green}"], weight: 50 }}
+        "#,
+        blue = blue.addr,
+        green = green.addr,
+    ))
+    .await;
+    let prometheus = Prometheus::start(Some(proxy.admin)).await;
+    let dashboard = grafana_dashboard();
+    let panel = dashboard["panels"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["title"] == "Error % by version"))
+        .expect("an \"Error % by version\" panel");
+    let expr = grafana_to_promql(
+        panel["targets"][0]["expr"]
+            .as_str()
+            .expect("the panel's expr"),
+        "30s",
+    );
+
+    let load = Load::start(proxy.listen, 4);
+    prometheus.wait_for_scrapes(5).await;
+    let errors = eventually(
+        Duration::from_secs(30),
+        "both versions on the panel",
+        async || {
+            let errors = prometheus.by_label(&expr, "version").await?;
+            let (b, g) = (lookup(&errors, "blue"), lookup(&errors, "green"));
+            if b.is_nan() || g.is_nan() {
+                return Err(format!("{expr} gave {errors:?}"));
+            }
+            Ok(errors)
+        },
+    )
+    .await;
+    let _ = load.finish().await;
+
+    assert_eq!(lookup(&errors, "blue"), 0.0, "{errors:?}");
+    let green_errors = lookup(&errors, "green");
+    assert!(
+        (green_errors - 50.0).abs() <= 15.0,
+        "green fails half its requests: {errors:?}"
+    );
 }

@@ -284,3 +284,46 @@ async fn in_flight_request_finishes_on_a_backend_the_new_file_removed() {
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     assert_eq!(reply.version().as_deref(), Some("blue"));
 }
+
+/// Kubernetes updates a mounted ConfigMap by swapping the `..data` symlink, never by writing
+/// the file: the proxy must notice, apply the new config, and fail no request doing so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configmap_update_is_applied_with_no_failed_request() {
+    let blue = Backend::start("blue-1").await;
+    let green = Backend::start("green-1").await;
+    let (listen, admin) = (free_port(), free_port());
+    let proxy = Proxy::start_configmap(&two_versions(listen, admin, &blue, &green, (100, 0))).await;
+    assert!(
+        std::fs::symlink_metadata(&proxy.config_path)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the config is mounted the kubelet's way"
+    );
+
+    let load = Load::start(proxy.listen, 16);
+    for (weights, expected) in [
+        ((0, 100), [("green", 100.0)]),
+        ((100, 0), [("blue", 100.0)]),
+        ((0, 100), [("green", 100.0)]),
+    ] {
+        let (ok_before, _) = proxy.reload_counts().await;
+        proxy.update_configmap(&two_versions(listen, admin, &blue, &green, weights));
+        wait_for_split(&proxy, &expected).await;
+        let (ok_after, errors) = proxy.reload_counts().await;
+        assert!(
+            ok_after > ok_before,
+            "applied by a reload ({ok_before} → {ok_after})"
+        );
+        assert_eq!(errors, 0, "{}", proxy.stderr());
+    }
+    let report = load.finish().await;
+
+    assert!(report.ok > 200, "the load barely ran: {} ok", report.ok);
+    assert!(
+        report.failures.is_empty(),
+        "{} requests failed, e.g. {:?}",
+        report.failures.len(),
+        &report.failures[..report.failures.len().min(5)]
+    );
+}

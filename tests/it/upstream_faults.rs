@@ -9,34 +9,6 @@ use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// A raw TCP "backend" that reads a request head, then does whatever `act` does.
-async fn raw_backend<F, Fut>(act: F) -> SocketAddr
-where
-    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = tcp.local_addr().unwrap();
-    let act = std::sync::Arc::new(act);
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = tcp.accept().await {
-            let act = act.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 16384];
-                let mut seen = Vec::new();
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                }
-                act(stream).await;
-            });
-        }
-    });
-    addr
-}
-
 /// A proxy in front of one bad backend (`bad`) and, as a second service on `/good`, a good one.
 async fn proxy_with(bad: SocketAddr, good: &Backend, timeouts: &str) -> Proxy {
     let (listen, admin) = (free_port(), free_port());

@@ -1,20 +1,76 @@
 //! The documents the API answers with: a service (SPEC §7, with each version's role from the
 //! one rule in `rollout/roles.rs`), and a page of its history.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::controller::{ServiceView, View};
+use crate::controller::{AnalysisRecord, ServiceView, View};
+use crate::rollout::roles::Role;
 use crate::rollout::Phase;
 use crate::store::HISTORY_KEPT;
-use crate::telemetry::TelemetryView;
+use crate::telemetry::{Live, SeriesView, TelemetryView};
+
+/// The service document of SPEC §7, borrowing from the published view: serialized
+/// straight to bytes, so `GET /services` at 10,000 services builds no value tree.
+#[derive(Debug, Serialize)]
+pub struct ServiceDoc<'a> {
+    name: &'a str,
+    revision: u64,
+    versions: Vec<VersionDoc<'a>>,
+    rollout: Option<RolloutDoc<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct VersionDoc<'a> {
+    name: &'a str,
+    release: &'a str,
+    /// The live share in percent (two decimals).
+    weight: f64,
+    role: Option<Role>,
+    rolled_back: bool,
+    backends: Vec<BackendDoc>,
+    live: Live,
+    series: Arc<SeriesView>,
+}
+
+#[derive(Debug, Serialize)]
+struct BackendDoc {
+    address: SocketAddr,
+    healthy: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct RolloutDoc<'a> {
+    state: &'static str,
+    step: usize,
+    steps: usize,
+    stable: &'a str,
+    canary: &'a str,
+    release: Option<&'a str>,
+    failed_checks: u32,
+    threshold: Option<u32>,
+    awaiting_gate: bool,
+    reason: Option<&'a str>,
+    started_at: Option<&'a str>,
+    finished_at: Option<&'a str>,
+    last_analysis: Option<&'a AnalysisRecord>,
+}
 
 /// The service document of SPEC §7.
-pub fn service_json(name: &str, view: &View, sv: &ServiceView, telemetry: &TelemetryView) -> Value {
+pub fn service_doc<'a>(
+    name: &'a str,
+    view: &'a View,
+    sv: &'a ServiceView,
+    telemetry: &TelemetryView,
+) -> ServiceDoc<'a> {
     let route = sv
         .index
         .and_then(|i| view.table.services.get(i))
         .filter(|r| &*r.name == name);
-    let versions: Vec<Value> = route
+    let versions = route
         .map(|route| {
             route
                 .versions
@@ -22,20 +78,23 @@ pub fn service_json(name: &str, view: &View, sv: &ServiceView, telemetry: &Telem
                 .enumerate()
                 .map(|(i, v)| {
                     let series = telemetry.get(name, v);
-                    let role = sv.roles.as_ref().and_then(|r| r.role(&v.name, &sv.state));
-                    json!({
-                        "name": &*v.name,
-                        "release": &*v.release,
-                        "weight": round2(route.share_percent(i)),
-                        "role": role,
-                        "rolled_back": v.rolled_back,
-                        "backends": v.backends.iter().map(|b| json!({
-                            "address": b.address.to_string(),
-                            "healthy": b.is_healthy(),
-                        })).collect::<Vec<_>>(),
-                        "live": series.live,
-                        "series": series.points,
-                    })
+                    VersionDoc {
+                        name: &v.name,
+                        release: &v.release,
+                        weight: round2(route.share_percent(i)),
+                        role: sv.roles.as_ref().and_then(|r| r.role(&v.name, &sv.state)),
+                        rolled_back: v.rolled_back,
+                        backends: v
+                            .backends
+                            .iter()
+                            .map(|b| BackendDoc {
+                                address: b.address,
+                                healthy: b.is_healthy(),
+                            })
+                            .collect(),
+                        live: series.live,
+                        series,
+                    }
                 })
                 .collect()
         })
@@ -46,28 +105,34 @@ pub fn service_json(name: &str, view: &View, sv: &ServiceView, telemetry: &Telem
         .and_then(|cfg| cfg.rollout.as_ref())
         .map(|cfg| {
             let record = sv.rollout();
-            json!({
-                "state": record.map_or(Phase::Idle, |r| r.phase).as_str(),
-                "step": record.map_or(0, |r| if r.phase == Phase::Idle { 0 } else { r.step + 1 }),
-                "steps": cfg.steps.len(),
-                "stable": record.map_or(cfg.stable.as_str(), |r| r.stable.as_str()),
-                "canary": record.map_or(cfg.canary.as_str(), |r| r.canary.as_str()),
-                "release": record.map(|r| r.canary_release.as_str()),
-                "failed_checks": record.map_or(0, |r| r.failed_checks),
-                "threshold": sv.threshold,
-                "awaiting_gate": record.is_some_and(|r| r.awaiting_gate),
-                "reason": record.and_then(|r| r.reason.as_deref()),
-                "started_at": record.map(|r| r.started_at.as_str()),
-                "finished_at": record.and_then(|r| r.finished_at.as_deref()),
-                "last_analysis": sv.last_analysis,
-            })
+            RolloutDoc {
+                state: record.map_or(Phase::Idle, |r| r.phase).as_str(),
+                step: record.map_or(0, |r| {
+                    if r.phase == Phase::Idle {
+                        0
+                    } else {
+                        r.step + 1
+                    }
+                }),
+                steps: cfg.steps.len(),
+                stable: record.map_or(cfg.stable.as_str(), |r| r.stable.as_str()),
+                canary: record.map_or(cfg.canary.as_str(), |r| r.canary.as_str()),
+                release: record.map(|r| r.canary_release.as_str()),
+                failed_checks: record.map_or(0, |r| r.failed_checks),
+                threshold: sv.threshold,
+                awaiting_gate: record.is_some_and(|r| r.awaiting_gate),
+                reason: record.and_then(|r| r.reason.as_deref()),
+                started_at: record.map(|r| r.started_at.as_str()),
+                finished_at: record.and_then(|r| r.finished_at.as_deref()),
+                last_analysis: sv.last_analysis.as_ref(),
+            }
         });
-    json!({
-        "name": name,
-        "revision": sv.revision,
-        "versions": versions,
-        "rollout": rollout,
-    })
+    ServiceDoc {
+        name,
+        revision: sv.revision,
+        versions,
+        rollout,
+    }
 }
 
 fn round2(x: f64) -> f64 {

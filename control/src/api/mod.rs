@@ -24,11 +24,12 @@ use serde_json::{json, Value};
 
 use crate::admin::{json_response, refusal_response, AdminResponse, AdminState};
 use crate::commands::Command;
+use crate::controller::View;
 use crate::events;
 use crate::refusal::Refusal;
 use crate::rollout::RolloutAction;
 pub use body::{parse_command, CommandKind, MAX_WEIGHT};
-pub use document::service_json;
+pub use document::{service_doc, ServiceDoc};
 
 /// Largest JSON body the API reads.
 const MAX_BODY: usize = 64 * 1024;
@@ -130,16 +131,20 @@ async fn answer(
             Ok(response)
         }
         Endpoint::Services => {
+            #[derive(serde::Serialize)]
+            struct List<'a> {
+                services: Vec<ServiceDoc<'a>>,
+            }
             let view = state.readers.view.load();
             let telemetry = state.readers.telemetry.load();
-            let services: Vec<Value> = view
+            let services = view
                 .services
                 .iter()
-                .map(|(name, sv)| service_json(name, &view, sv, &telemetry))
+                .map(|(name, sv)| service_doc(name, &view, sv, &telemetry))
                 .collect();
-            ok(&json!({ "services": services }))
+            Ok(json_response(StatusCode::OK, &List { services }))
         }
-        Endpoint::Service(svc) => ok(&service_doc(state, svc)?),
+        Endpoint::Service(svc) => service_response(&state.readers.view.load(), state, svc),
         Endpoint::History(svc) => {
             let before =
                 query_u64(&query, "before").map_err(|e| Refusal::bad(e, Some("before")))?;
@@ -186,19 +191,14 @@ async fn answer(
     }
 }
 
-/// `GET /services/{svc}`'s document.
-fn service_doc(state: &AdminState, svc: &str) -> Result<Value, Refusal> {
-    let view = state.readers.view.load();
+/// 200 with the service's document (`GET /services/{svc}`, and every mutation's answer).
+fn service_response(view: &View, state: &AdminState, svc: &str) -> Result<AdminResponse, Refusal> {
     let sv = view
         .services
         .get(svc)
         .ok_or_else(|| Refusal::unknown_service(svc))?;
-    Ok(service_json(
-        svc,
-        &view,
-        sv,
-        &state.readers.telemetry.load(),
-    ))
+    let doc = service_doc(svc, view, sv, &state.readers.telemetry.load());
+    Ok(json_response(StatusCode::OK, &doc))
 }
 
 /// Authorizes, checks and parses the body, sends the command, answers with the service.
@@ -237,12 +237,7 @@ async fn mutate(
     }
     let command: Command = parse_command(kind, &body)?;
     let view = state.controller.command(svc, command).await?;
-    let sv = view
-        .services
-        .get(svc)
-        .ok_or_else(|| Refusal::unknown_service(svc))?;
-    let doc = service_json(svc, &view, sv, &state.readers.telemetry.load());
-    Ok(json_response(StatusCode::OK, &doc))
+    service_response(&view, state, svc)
 }
 
 /// Mutations must say `Content-Type: application/json` (parameters such as `charset`

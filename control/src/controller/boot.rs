@@ -40,48 +40,56 @@ pub struct StartOptions {
 pub async fn start(
     options: StartOptions,
 ) -> Result<(ControllerHandle, Readers, TableHandle), String> {
-    let (tx, rx) = mpsc::channel(256);
-    let config = Arc::new(options.config);
-    let table: TableHandle = Arc::new(ArcSwap::from_pointee(RoutingTable::default()));
-    let events = EventLog::new(Vec::new());
-    let readers = Readers {
-        view: Arc::new(ArcSwap::from_pointee(View {
-            config: Arc::clone(&config),
-            table: table.load_full(),
-            services: BTreeMap::new(),
-        })),
-        events: events.reader(),
-        telemetry: Arc::default(),
-    };
-    let store_kind = options.store.kind();
-    options.status.rcu(|s| {
-        let mut next = Status::clone(s);
-        next.persistence.store = store_kind;
-        next
-    });
-    let core = Core {
-        config_path: options.config_path,
-        started_with: Arc::clone(&config),
-        config,
-        store: options.store,
-        table: Arc::clone(&table),
-        readers: readers.clone(),
-        status: options.status,
-        events,
-        webhooks: EventWebhooks::start(),
-        pending: Pending::default(),
-        rx,
-        tx: tx.clone(),
-        on_reload: options.on_reload,
-        retired: Vec::new(),
-        panic_on: injected_fault(),
-        booted: false,
-    };
+    let (core, handle, readers, table) = Core::new(options);
     let ready = crate::supervisor::spawn(core)?;
     ready
         .await
         .map_err(|_| "the controller stopped while starting".to_string())?;
-    Ok((ControllerHandle { tx }, readers, table))
+    Ok((handle, readers, table))
+}
+
+impl Core {
+    /// Everything that outlives one incarnation of the loop, and the handles to it.
+    pub(crate) fn new(options: StartOptions) -> (Core, ControllerHandle, Readers, TableHandle) {
+        let (tx, rx) = mpsc::channel(256);
+        let config = Arc::new(options.config);
+        let table: TableHandle = Arc::new(ArcSwap::from_pointee(RoutingTable::default()));
+        let events = EventLog::new(Vec::new());
+        let readers = Readers {
+            view: Arc::new(ArcSwap::from_pointee(View {
+                config: Arc::clone(&config),
+                table: table.load_full(),
+                services: BTreeMap::new(),
+            })),
+            events: events.reader(),
+            telemetry: Arc::default(),
+        };
+        let store_kind = options.store.kind();
+        options.status.rcu(|s| {
+            let mut next = Status::clone(s);
+            next.persistence.store = store_kind;
+            next
+        });
+        let core = Core {
+            config_path: options.config_path,
+            started_with: Arc::clone(&config),
+            config,
+            store: options.store,
+            table: Arc::clone(&table),
+            readers: readers.clone(),
+            status: options.status,
+            events,
+            webhooks: EventWebhooks::start(),
+            pending: Pending::default(),
+            rx,
+            tx: tx.clone(),
+            on_reload: options.on_reload,
+            retired: Vec::new(),
+            panic_on: injected_fault(),
+            booted: false,
+        };
+        (core, ControllerHandle { tx }, readers, table)
+    }
 }
 
 /// Debug builds: `SWITCHYARD_FAULT=controller-panic:SERVICE` makes a command on SERVICE

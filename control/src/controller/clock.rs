@@ -14,6 +14,7 @@ use crate::store::{Fence, Source};
 
 impl Controller<'_> {
     pub(super) async fn tick(&mut self) {
+        let started = std::time::Instant::now();
         let now = clock::now();
         self.free_retired();
         self.retry_pending(now).await;
@@ -22,9 +23,7 @@ impl Controller<'_> {
         let table = self.core.table.load_full();
         let running: Vec<String> = self.clocks.keys().cloned().collect();
         for service in &running {
-            if let Some(route) = self.route(&table, service) {
-                self.sampler.tick(route, now);
-            }
+            self.sampler.tick(&table, service, now);
         }
         let closed = now >= self.next_second;
         if closed {
@@ -37,10 +36,18 @@ impl Controller<'_> {
         }
         let leading = self.follow_leadership();
         let fleet = self.core.store.fleet();
+        let rollouts = running.len();
         for service in running {
             self.tick_service(&service, now, closed, leading, fleet.as_deref())
                 .await;
         }
+        // `benches/control_plane.sh` reads these.
+        tracing::debug!(
+            elapsed_us = started.elapsed().as_micros() as u64,
+            rollouts,
+            sampled_all = closed,
+            "tick"
+        );
     }
 
     async fn tick_service(
@@ -178,6 +185,9 @@ impl Controller<'_> {
                 plan
             }
             Decision::AwaitGates { step } => leader_only(transitions::await_gates(ctx, step)),
+            // No step advances while the store is resting after a refusal (SPEC §11: the
+            // rollout clock pauses without the store); the next tick after it asks again.
+            Decision::Advance { .. } if self.store_resting(now) => return Ok(()),
             Decision::Advance { step } => {
                 transitions::enter_step(ctx, state.clone(), step, Source::Rollout)
             }

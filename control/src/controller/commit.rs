@@ -48,14 +48,17 @@ impl Controller<'_> {
         for _ in 0..MAX_RACES {
             if plan.change.direction == Direction::TowardStable {
                 // Traffic first: on the live table now, whatever the store says.
-                self.apply_toward(plan, redo);
-                self.publish();
+                self.apply_toward(plan, redo, true);
                 self.flush().await;
                 return Ok(self.revision_of(&service));
             }
             match self.commit_away(plan).await {
                 Ok(id) => return Ok(id),
                 Err(Lost::Refused(refusal)) => return Err(refusal),
+                Err(Lost::Race(e)) if !self.core.store.shared() => {
+                    // A store nobody else writes to moved under us: say so, change nothing.
+                    return Err(Refusal::conflict(format!("{e}; read it again and retry")));
+                }
                 Err(Lost::Race(e)) => {
                     // Someone else changed it first: read it again and decide again.
                     if let Err(read) = self.reread(&service).await {
@@ -153,10 +156,11 @@ impl Controller<'_> {
         self.state.get(service).map_or(0, |s| s.revision)
     }
 
-    /// Applies a toward-stable plan without waiting for the store (the caller flushes).
-    /// With a shared store its effects wait for the commit: the replica whose commit the
-    /// store takes tells and counts it, once per fleet.
-    pub(super) fn apply_toward(&mut self, plan: Plan, redo: Redo) {
+    /// Applies a toward-stable plan without waiting for the store (the caller flushes);
+    /// `publish`: swap the table before the effects run (a reconciliation of many services
+    /// publishes once, at the end). With a shared store its effects wait for the commit: the
+    /// replica whose commit the store takes tells and counts it, once per fleet.
+    pub(super) fn apply_toward(&mut self, plan: Plan, redo: Redo, publish: bool) {
         debug_assert_eq!(plan.change.direction, Direction::TowardStable);
         let Plan {
             mut change,
@@ -179,6 +183,9 @@ impl Controller<'_> {
             waiting.effects.push((id, fleet));
         }
         let id = self.apply(change, revision);
+        if publish {
+            self.publish();
+        }
         self.run_effects(&service, id, local);
     }
     /// Gives a change that moves the weights its revision: the next id and the time.
@@ -245,10 +252,6 @@ impl Controller<'_> {
         };
         if done {
             self.publish_persistence(None);
-        } else {
-            let p = &mut self.core.pending;
-            p.backoff = (p.backoff * 2).clamp(RETRY_MIN_MS, RETRY_MAX_MS);
-            p.next_retry = clock::now() + p.backoff;
         }
         done
     }
@@ -301,6 +304,12 @@ impl Controller<'_> {
         Ok(())
     }
 
+    /// Whether the store refused recently and its pause is not over: the rollout clock then
+    /// holds its steps instead of asking again every tick.
+    pub(super) fn store_resting(&self, now: Millis) -> bool {
+        now < self.core.pending.next_retry
+    }
+
     /// Retries pending changes when their pause is over (every tick calls this).
     pub(super) async fn retry_pending(&mut self, now: Millis) {
         // A shared store refuses at once while etcd is away (no I/O), so what waits is tried
@@ -326,6 +335,9 @@ impl Controller<'_> {
             Err(e) => {
                 metrics::counter!("switchyard_state_write_errors_total", "store" => store.kind())
                     .increment(1);
+                let p = &mut self.core.pending;
+                p.backoff = (p.backoff * 2).clamp(RETRY_MIN_MS, RETRY_MAX_MS);
+                p.next_retry = clock::now() + p.backoff;
                 self.publish_persistence(Some(e.to_string()));
                 Err(e)
             }

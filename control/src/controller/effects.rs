@@ -73,7 +73,7 @@ impl Controller<'_> {
         let (Some(record), Some(route)) = (record, self.route(&table, service)) else {
             return;
         };
-        self.sampler.tick(route, clock::now());
+        self.sampler.tick(&table, service, clock::now());
         let read = |name: &str| {
             route
                 .versions

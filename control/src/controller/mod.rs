@@ -28,6 +28,8 @@ mod pending;
 mod publish;
 mod race;
 mod reload;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;

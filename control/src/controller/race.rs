@@ -137,7 +137,7 @@ impl Controller<'_> {
         for redo in redos {
             match self.replan(service, &redo) {
                 Ok(Some(plan)) if plan.change.direction == Direction::TowardStable => {
-                    self.apply_toward(plan, redo);
+                    self.apply_toward(plan, redo, false);
                 }
                 Ok(Some(_)) => tracing::warn!(
                     service,

@@ -77,7 +77,7 @@ impl Controller<'_> {
             .collect();
         let now = clock::now();
         for plan in reload::reconcile(&config, &self.state, now) {
-            self.apply_toward(plan, Redo::Reconcile);
+            self.apply_toward(plan, Redo::Reconcile, false);
         }
         // One table compile for the whole reload (10,000 services: ~90 ms), then persist.
         self.publish();
@@ -100,7 +100,7 @@ impl Controller<'_> {
 
     /// Starts the rollouts the config names; one the store refuses is tried again next tick.
     pub(super) async fn retry_starts(&mut self) {
-        if self.starts_pending.is_empty() {
+        if self.starts_pending.is_empty() || self.store_resting(clock::now()) {
             return;
         }
         let config = Arc::clone(&self.core.config);

@@ -9,12 +9,14 @@
 //! ([`VersionObs::recent`]) — whose evidence it keeps in [`JudgeInput::memory`].
 
 use serde_json::{json, Value};
+use switchyard_config::FastFail;
 
 use super::threshold::CheckResult;
 use super::{Observations, RollbackReason, Spec};
 use crate::clock::Millis;
 use crate::rollout::RolloutRecord;
 use crate::store::Source;
+use crate::telemetry::window::Window;
 
 /// Why a judge wants the canary out.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,6 +40,16 @@ pub struct Verdict {
     pub rollback: Option<Rollback>,
     /// The judge's memory to keep in the record (`RolloutRecord::judges[name]`).
     pub memory: Option<Value>,
+}
+
+impl Verdict {
+    /// A verdict that only asks for a rollback.
+    pub fn rollback(rollback: Rollback) -> Verdict {
+        Verdict {
+            rollback: Some(rollback),
+            ..Verdict::default()
+        }
+    }
 }
 
 /// What every judge reads.
@@ -81,21 +93,25 @@ impl Judge for HealthJudge {
         if health.is_empty() || health.iter().any(|(_, up)| *up) {
             return Verdict::default();
         }
-        Verdict {
-            rollback: Some(Rollback {
-                reason: RollbackReason::Health,
-                source: Source::Health,
-                message: format!(
-                    "every backend of {} failed its health checks",
-                    input.record.canary
-                ),
-                evidence: json!({
-                    "backends": health.iter().map(|(a, _)| a).collect::<Vec<_>>()
-                }),
+        Verdict::rollback(Rollback {
+            reason: RollbackReason::Health,
+            source: Source::Health,
+            message: format!(
+                "every backend of {} failed its health checks",
+                input.record.canary
+            ),
+            evidence: json!({
+                "backends": health.iter().map(|(a, _)| a).collect::<Vec<_>>()
             }),
-            ..Verdict::default()
-        }
+        })
     }
+}
+
+/// The fast-fail line (SPEC §6): at least `min_requests` requests in `last_second` with an
+/// error rate at or above the line. Returns the error rate that tripped it.
+pub fn fast_fail(rule: &FastFail, last_second: &Window) -> Option<f64> {
+    let rate = last_second.error_rate()?;
+    (last_second.requests >= rule.min_requests && rate >= rule.error_rate).then_some(rate)
 }
 
 /// Fast-fail: within the last second, at least `min_requests` canary requests at or above the
@@ -116,27 +132,21 @@ impl Judge for FastFailJudge {
             return Verdict::default();
         };
         let last = &input.obs.canary.last_second;
-        let Some(rate) = last.error_rate() else {
+        let Some(rate) = fast_fail(&rule, last) else {
             return Verdict::default();
         };
-        if last.requests < rule.min_requests || rate < rule.error_rate {
-            return Verdict::default();
-        }
-        Verdict {
-            rollback: Some(Rollback {
-                reason: RollbackReason::FastFail,
-                source: Source::Analysis,
-                message: format!(
-                    "fast-fail: error rate {rate:.1}% over {} requests within the last second \
+        Verdict::rollback(Rollback {
+            reason: RollbackReason::FastFail,
+            source: Source::Analysis,
+            message: format!(
+                "fast-fail: error rate {rate:.1}% over {} requests within the last second \
                      (line: {}% over {})",
-                    last.requests, rule.error_rate, rule.min_requests
-                ),
-                evidence: json!({
-                    "metric": "error-rate", "value": rate, "threshold": rule.error_rate,
-                    "requests": last.requests, "window_s": 1,
-                }),
+                last.requests, rule.error_rate, rule.min_requests
+            ),
+            evidence: json!({
+                "metric": "error-rate", "value": rate, "threshold": rule.error_rate,
+                "requests": last.requests, "window_s": 1,
             }),
-            ..Verdict::default()
-        }
+        })
     }
 }

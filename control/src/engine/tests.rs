@@ -1,10 +1,8 @@
 //! Every SPEC §6 decision of the engine, with virtual time: no sockets, no sleeps, no clock.
 
-use std::collections::BTreeMap;
-
 use super::*;
 use crate::rollout::Phase;
-use crate::telemetry::window::{Histogram, Window};
+use crate::telemetry::window::Window;
 
 const T0: Millis = 1_000_000;
 
@@ -29,39 +27,10 @@ fn standard() -> Rollout {
 }
 
 fn record(step: usize, started: Millis) -> RolloutRecord {
-    RolloutRecord {
-        phase: Phase::Progressing,
-        stable: "blue".into(),
-        canary: "green".into(),
-        canary_release: "v2".into(),
-        number: 1,
-        step,
-        steps: 3,
-        step_started_at: started,
-        step_elapsed_ms: 0,
-        failed_checks: 0,
-        awaiting_gate: false,
-        reason: None,
-        started_at: String::new(),
-        finished_at: None,
-        judges: BTreeMap::new(),
-        extra: BTreeMap::new(),
-    }
+    RolloutRecord::for_test(Phase::Progressing, step, started)
 }
 
-fn window(requests: u64, failed: u64, ms: u64) -> Window {
-    let mut counts = vec![0u64; switchyard_proxy::stats::LATENCY_BUCKETS];
-    counts[switchyard_proxy::stats::latency_bucket(ms * 1000)] = requests;
-    Window {
-        requests,
-        failures: if failed > 0 {
-            BTreeMap::from([("status".to_string(), failed)])
-        } else {
-            BTreeMap::new()
-        },
-        latency: Histogram(counts.into()),
-    }
-}
+use crate::telemetry::window::test_window as window;
 
 /// The canary's interval and last second both show `w`.
 fn canary(w: Window) -> Observations {
@@ -80,6 +49,15 @@ fn run(r: &Rollout, rec: &RolloutRecord, clock: Clock, obs: &Observations, now: 
     evaluate(&Spec::new(r), rec, clock, obs, now, true)
 }
 
+/// One tick on a fresh clock started at `T0`.
+fn at(r: &Rollout, rec: &RolloutRecord, obs: &Observations, now: Millis) -> Outcome {
+    run(r, rec, Clock::start(&Spec::new(r), T0), obs, now)
+}
+
+fn any(o: &Outcome, f: impl Fn(&Decision) -> bool) -> bool {
+    o.decisions.iter().any(f)
+}
+
 fn rollbacks(o: &Outcome) -> Vec<RollbackReason> {
     o.decisions
         .iter()
@@ -93,14 +71,7 @@ fn rollbacks(o: &Outcome) -> Vec<RollbackReason> {
 #[test]
 fn nothing_happens_while_a_step_holds_and_no_check_is_due() {
     let r = standard();
-    let clock = Clock::start(&Spec::new(&r), T0);
-    let o = run(
-        &r,
-        &record(0, T0),
-        clock,
-        &canary(window(100, 0, 1)),
-        T0 + 500,
-    );
+    let o = at(&r, &record(0, T0), &canary(window(100, 0, 1)), T0 + 500);
     assert!(o.decisions.is_empty(), "{:?}", o.decisions);
     assert!(!o.new_window);
 }
@@ -108,36 +79,25 @@ fn nothing_happens_while_a_step_holds_and_no_check_is_due() {
 #[test]
 fn a_step_whose_duration_passed_advances_to_the_next() {
     let r = standard();
-    let clock = Clock::start(&Spec::new(&r), T0);
     let quiet = Observations::default();
-    let o = run(&r, &record(0, T0), clock, &quiet, T0 + 9_999);
+    let o = at(&r, &record(0, T0), &quiet, T0 + 9_999);
     assert!(!o.decisions.contains(&Decision::Advance { step: 1 }));
-    let o = run(&r, &record(0, T0), clock, &quiet, T0 + 10_000);
+    let o = at(&r, &record(0, T0), &quiet, T0 + 10_000);
     assert!(
         o.decisions.contains(&Decision::Advance { step: 1 }),
         "{:?}",
         o.decisions
     );
     // The step before the last advances to the last, which promotes (transitions.rs).
-    let o = run(&r, &record(1, T0), clock, &quiet, T0 + 10_000);
+    let o = at(&r, &record(1, T0), &quiet, T0 + 10_000);
     assert!(o.decisions.contains(&Decision::Advance { step: 2 }));
 }
 
 #[test]
 fn the_last_step_never_times_out() {
     let r = standard();
-    let clock = Clock::start(&Spec::new(&r), T0);
-    let o = run(
-        &r,
-        &record(2, T0),
-        clock,
-        &Observations::default(),
-        T0 + 3_600_000,
-    );
-    assert!(!o
-        .decisions
-        .iter()
-        .any(|d| matches!(d, Decision::Advance { .. })));
+    let o = at(&r, &record(2, T0), &Observations::default(), T0 + 3_600_000);
+    assert!(!any(&o, |d| matches!(d, Decision::Advance { .. })));
 }
 
 #[test]
@@ -156,35 +116,18 @@ fn with_gates_a_step_waits_for_them_and_asks_once() {
     let r = rollout(
         "      steps: [{ traffic: 10%, duration: 1s }, { traffic: 100% }]\n      webhooks: [{ type: gate, url: \"http://127.0.0.1:1/\" }]\n",
     );
-    let clock = Clock::start(&Spec::new(&r), T0);
-    let o = run(
-        &r,
-        &record(0, T0),
-        clock,
-        &Observations::default(),
-        T0 + 1_000,
-    );
+    let o = at(&r, &record(0, T0), &Observations::default(), T0 + 1_000);
     assert!(o.decisions.contains(&Decision::AwaitGates { step: 1 }));
     let mut waiting = record(0, T0);
     waiting.awaiting_gate = true;
-    let o = run(&r, &waiting, clock, &Observations::default(), T0 + 5_000);
-    assert!(!o
-        .decisions
-        .iter()
-        .any(|d| matches!(d, Decision::AwaitGates { .. })));
+    let o = at(&r, &waiting, &Observations::default(), T0 + 5_000);
+    assert!(!any(&o, |d| matches!(d, Decision::AwaitGates { .. })));
 }
 
 #[test]
 fn a_check_runs_every_interval_and_starts_a_new_window() {
     let r = standard();
-    let clock = Clock::start(&Spec::new(&r), T0);
-    let o = run(
-        &r,
-        &record(0, T0),
-        clock,
-        &canary(window(100, 0, 1)),
-        T0 + 1_000,
-    );
+    let o = at(&r, &record(0, T0), &canary(window(100, 0, 1)), T0 + 1_000);
     assert!(o.new_window);
     assert_eq!(o.clock.window_started, T0 + 1_000);
     assert_eq!(o.clock.next_check, T0 + 2_000);
@@ -198,14 +141,7 @@ fn a_check_runs_every_interval_and_starts_a_new_window() {
 #[test]
 fn too_few_requests_is_inconclusive_and_counts_nothing() {
     let r = standard();
-    let clock = Clock::start(&Spec::new(&r), T0);
-    let o = run(
-        &r,
-        &record(0, T0),
-        clock,
-        &canary(window(9, 9, 1)),
-        T0 + 1_000,
-    );
+    let o = at(&r, &record(0, T0), &canary(window(9, 9, 1)), T0 + 1_000);
     assert!(
         matches!(&o.decisions[..], [Decision::Checked(c)] if c.verdict == threshold::Verdict::Inconclusive),
         "{:?}",
@@ -216,9 +152,8 @@ fn too_few_requests_is_inconclusive_and_counts_nothing() {
 #[test]
 fn failed_checks_count_across_the_rollout_and_roll_back_at_the_threshold() {
     let r = standard();
-    let clock = Clock::start(&Spec::new(&r), T0);
     let bad = canary(window(100, 5, 1)); // 5%: above 1%, below the fast-fail line
-    let o = run(&r, &record(0, T0), clock, &bad, T0 + 1_000);
+    let o = at(&r, &record(0, T0), &bad, T0 + 1_000);
     assert!(
         o.decisions.contains(&Decision::FailedChecks(1)),
         "{:?}",
@@ -261,48 +196,22 @@ fn a_slow_canary_is_rolled_back_for_latency() {
 #[test]
 fn fast_fail_rolls_back_within_the_second_without_waiting_for_the_interval() {
     let r = standard();
-    let clock = Clock::start(&Spec::new(&r), T0);
-    let o = run(
-        &r,
-        &record(0, T0),
-        clock,
-        &canary(window(20, 10, 1)),
-        T0 + 250,
-    );
+    let o = at(&r, &record(0, T0), &canary(window(20, 10, 1)), T0 + 250);
     assert_eq!(rollbacks(&o), [RollbackReason::FastFail]);
-    let o = run(
-        &r,
-        &record(0, T0),
-        clock,
-        &canary(window(19, 19, 1)),
-        T0 + 250,
-    );
+    let o = at(&r, &record(0, T0), &canary(window(19, 19, 1)), T0 + 250);
     assert!(rollbacks(&o).is_empty(), "below min_requests");
-    let o = run(
-        &r,
-        &record(0, T0),
-        clock,
-        &canary(window(40, 19, 1)),
-        T0 + 250,
-    );
+    let o = at(&r, &record(0, T0), &canary(window(40, 19, 1)), T0 + 250);
     assert!(rollbacks(&o).is_empty(), "below the error-rate line");
     let off = rollout(
         "      steps: [{ traffic: 10% , duration: 10s }, { traffic: 100% }]\n      analysis: { fast_fail: off }\n",
     );
-    let o = run(
-        &off,
-        &record(0, T0),
-        Clock::start(&Spec::new(&off), T0),
-        &canary(window(100, 100, 1)),
-        T0 + 250,
-    );
+    let o = at(&off, &record(0, T0), &canary(window(100, 100, 1)), T0 + 250);
     assert!(rollbacks(&o).is_empty(), "fast_fail: off");
 }
 
 #[test]
 fn every_canary_backend_down_rolls_back_for_health() {
     let r = standard();
-    let clock = Clock::start(&Spec::new(&r), T0);
     let mut obs = Observations {
         canary_health: Some(vec![
             ("127.0.0.1:3".into(), false),
@@ -310,7 +219,7 @@ fn every_canary_backend_down_rolls_back_for_health() {
         ]),
         ..Observations::default()
     };
-    let o = run(&r, &record(0, T0), clock, &obs, T0 + 100);
+    let o = at(&r, &record(0, T0), &obs, T0 + 100);
     assert_eq!(rollbacks(&o), [RollbackReason::Health]);
     let Some(Decision::Rollback(rb)) = o.decisions.last() else {
         panic!()
@@ -320,27 +229,22 @@ fn every_canary_backend_down_rolls_back_for_health() {
         ("127.0.0.1:3".into(), false),
         ("127.0.0.1:4".into(), true),
     ]);
-    assert!(rollbacks(&run(&r, &record(0, T0), clock, &obs, T0 + 100)).is_empty());
+    assert!(rollbacks(&at(&r, &record(0, T0), &obs, T0 + 100)).is_empty());
     obs.canary_health = None;
-    assert!(rollbacks(&run(&r, &record(0, T0), clock, &obs, T0 + 100)).is_empty());
+    assert!(rollbacks(&at(&r, &record(0, T0), &obs, T0 + 100)).is_empty());
 }
 
 #[test]
 fn a_rollback_ends_the_tick_before_any_step() {
     let r = standard();
-    let clock = Clock::start(&Spec::new(&r), T0);
-    let o = run(
+    let o = at(
         &r,
         &record(0, T0),
-        clock,
         &canary(window(100, 100, 1)),
         T0 + 10_000,
     );
     assert_eq!(rollbacks(&o), [RollbackReason::FastFail]);
-    assert!(!o
-        .decisions
-        .iter()
-        .any(|d| matches!(d, Decision::Advance { .. })));
+    assert!(!any(&o, |d| matches!(d, Decision::Advance { .. })));
 }
 
 #[test]
@@ -350,26 +254,14 @@ fn max_increase_compares_with_the_stable_in_the_same_window() {
     );
     let mut obs = canary(window(200, 10, 1));
     obs.stable.interval = window(200, 10, 1);
-    let o = run(
-        &r,
-        &record(0, T0),
-        Clock::start(&Spec::new(&r), T0),
-        &obs,
-        T0 + 1_000,
-    );
+    let o = at(&r, &record(0, T0), &obs, T0 + 1_000);
     assert!(
         rollbacks(&o).is_empty(),
         "a shared outage: {:?}",
         o.decisions
     );
     obs.stable.interval = window(200, 2, 1);
-    let o = run(
-        &r,
-        &record(0, T0),
-        Clock::start(&Spec::new(&r), T0),
-        &obs,
-        T0 + 1_000,
-    );
+    let o = at(&r, &record(0, T0), &obs, T0 + 1_000);
     assert_eq!(rollbacks(&o), [RollbackReason::ErrorRate]);
 }
 

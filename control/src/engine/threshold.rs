@@ -187,19 +187,9 @@ impl Judge for ThresholdJudge {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
     use switchyard_config::MetricName;
 
-    /// A window with `total` requests of which `failed` failed, all taking `ms`.
-    pub fn window(total: u64, failed: u64, ms: u64) -> Window {
-        let mut counts = vec![0u64; switchyard_proxy::stats::LATENCY_BUCKETS];
-        counts[switchyard_proxy::stats::latency_bucket(ms * 1000)] = total;
-        Window {
-            requests: total,
-            failures: BTreeMap::from([("status".to_string(), failed)]),
-            latency: crate::telemetry::window::Histogram(counts.into()),
-        }
-    }
+    use crate::telemetry::window::test_window as window;
 
     fn analysis(metrics: Vec<MetricCheck>) -> Analysis {
         Analysis {

@@ -10,6 +10,7 @@
 //! [`RolloutRecord::judges`], and unknown fields written by a newer binary are kept in
 //! [`RolloutRecord::extra`] — no command needs to change for any of that.
 
+mod holds;
 pub mod roles;
 pub mod transitions;
 
@@ -98,6 +99,31 @@ impl RolloutRecord {
                 now.saturating_sub(self.step_started_at)
             }
             _ => self.step_elapsed_ms,
+        }
+    }
+}
+
+#[cfg(test)]
+impl RolloutRecord {
+    /// Test helper: rollout 1 of green over blue, at `step` since `started`.
+    pub fn for_test(phase: Phase, step: usize, started: Millis) -> RolloutRecord {
+        RolloutRecord {
+            phase,
+            stable: "blue".into(),
+            canary: "green".into(),
+            canary_release: "v2".into(),
+            number: 1,
+            step,
+            steps: 3,
+            step_started_at: started,
+            step_elapsed_ms: 0,
+            failed_checks: 0,
+            awaiting_gate: false,
+            reason: None,
+            started_at: String::new(),
+            finished_at: None,
+            judges: BTreeMap::new(),
+            extra: BTreeMap::new(),
         }
     }
 }

@@ -112,24 +112,7 @@ mod tests {
                 ("green".into(), live(green, "v2")),
             ]
             .into(),
-            rollout: Some(RolloutRecord {
-                phase,
-                stable: "blue".into(),
-                canary: "green".into(),
-                canary_release: "v2".into(),
-                number: 1,
-                step: 0,
-                steps: 1,
-                step_started_at: 0,
-                step_elapsed_ms: 0,
-                failed_checks: 0,
-                awaiting_gate: false,
-                reason: None,
-                started_at: String::new(),
-                finished_at: None,
-                judges: Default::default(),
-                extra: Default::default(),
-            }),
+            rollout: Some(RolloutRecord::for_test(phase, 0, 0)),
             ..ServiceState::default()
         }
     }

@@ -30,7 +30,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::{
-    Commit, CommitError, DesiredState, Fence, Loaded, Remote, ServiceState, StateStore, StoreFuture,
+    check_expected, Commit, CommitError, DesiredState, Fence, Loaded, Remote, ServiceState,
+    StateStore, StoreFuture,
 };
 use crate::events::Event;
 
@@ -215,15 +216,7 @@ fn unavailable(dir: &Path, what: &str, e: io::Error) -> CommitError {
 
 /// Appends the batch's revisions, then writes `state.json` (the commit point).
 fn commit(disk: &mut Disk, batch: Vec<Commit>) -> Result<(Vec<u64>, Undo), CommitError> {
-    for c in &batch {
-        let current = disk.versions.get(&c.service).copied().unwrap_or(0);
-        if current != c.expected {
-            return Err(CommitError::Conflict {
-                service: c.service.clone(),
-                current,
-            });
-        }
-    }
+    check_expected(&batch, &disk.versions)?;
     let mut lines = Vec::new();
     for r in batch.iter().flat_map(|c| &c.revisions) {
         serde_json::to_writer(&mut lines, r)

@@ -9,8 +9,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::{
-    push_bounded, Commit, CommitError, DesiredState, Fence, Loaded, Remote, Revision, StateStore,
-    StoreFuture, EVENTS_KEPT,
+    check_expected, push_bounded, Commit, CommitError, DesiredState, Fence, Loaded, Remote,
+    Revision, StateStore, StoreFuture, EVENTS_KEPT,
 };
 use crate::events::Event;
 
@@ -92,15 +92,7 @@ impl StateStore for MemoryStore {
             if let Some(why) = &inner.failing {
                 return Err(CommitError::Unavailable(why.clone()));
             }
-            for c in &batch {
-                let current = inner.versions.get(&c.service).copied().unwrap_or(0);
-                if current != c.expected {
-                    return Err(CommitError::Conflict {
-                        service: c.service.clone(),
-                        current,
-                    });
-                }
-            }
+            check_expected(&batch, &inner.versions)?;
             let mut versions = Vec::with_capacity(batch.len());
             for c in batch {
                 let v = inner.versions.entry(c.service.clone()).or_default();

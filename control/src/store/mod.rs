@@ -188,6 +188,23 @@ pub trait StateStore: Send + Sync + 'static {
     }
 }
 
+/// `Conflict` for the first commit of `batch` whose service moved past its expected version.
+pub fn check_expected(
+    batch: &[Commit],
+    versions: &HashMap<String, u64>,
+) -> Result<(), CommitError> {
+    for c in batch {
+        let current = versions.get(&c.service).copied().unwrap_or(0);
+        if current != c.expected {
+            return Err(CommitError::Conflict {
+                service: c.service.clone(),
+                current,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Appends `revision` to a bounded, shared history (the loop's, which readers see).
 pub fn push_bounded_arc(
     history: &mut VecDeque<std::sync::Arc<Revision>>,

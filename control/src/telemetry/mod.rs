@@ -14,7 +14,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use serde::Serialize;
-use switchyard_proxy::table::{ServiceRoute, VersionRoute};
+use switchyard_proxy::table::VersionRoute;
 use switchyard_proxy::RoutingTable;
 
 use crate::clock::Millis;
@@ -51,27 +51,45 @@ pub struct Live {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SeriesView {
     pub live: Live,
+    /// Per-second points, oldest first.
     pub points: Vec<Point>,
+}
+
+/// As the API's `series`: the points.
+impl Serialize for SeriesView {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.points.serialize(s)
+    }
 }
 
 /// One published series: (version, release, what readers see).
 type Published = (Arc<str>, Arc<str>, Arc<SeriesView>);
 
-/// What readers see of every version, by service.
+/// Service name → position in the table the readings are aligned with.
+type Index = Arc<HashMap<Arc<str>, usize>>;
+
+/// What readers see of every version: one flat list in table order, so publishing it every
+/// second is one allocation, not one per service.
 #[derive(Debug, Default)]
 pub struct TelemetryView {
-    services: HashMap<Arc<str>, Vec<Published>>,
+    index: Index,
+    /// `series[offsets[i]..offsets[i + 1]]` are service `i`'s versions.
+    offsets: Vec<usize>,
+    series: Vec<Published>,
 }
 
 impl TelemetryView {
     /// The published series of one version (empty before its first second).
     pub fn get(&self, service: &str, version: &VersionRoute) -> Arc<SeriesView> {
-        self.services
-            .get(service)
-            .and_then(|vs| {
-                vs.iter()
-                    .find(|(v, r, _)| *v == version.name && *r == version.release)
-            })
+        let Some(&i) = self.index.get(service) else {
+            return Arc::default();
+        };
+        let (Some(&from), Some(&to)) = (self.offsets.get(i), self.offsets.get(i + 1)) else {
+            return Arc::default();
+        };
+        self.series[from..to]
+            .iter()
+            .find(|(v, r, _)| *v == version.name && *r == version.release)
             .map(|(_, _, view)| Arc::clone(view))
             .unwrap_or_default()
     }
@@ -86,7 +104,6 @@ struct Series {
     minutes: VecDeque<(Millis, Window)>,
     points: VecDeque<Point>,
     view: Arc<SeriesView>,
-    seen: bool,
 }
 
 impl Series {
@@ -99,97 +116,155 @@ impl Series {
             minutes: VecDeque::new(),
             points: VecDeque::new(),
             view: Arc::default(),
-            seen: true,
         }
+    }
+
+    fn is(&self, version: &VersionRoute) -> bool {
+        self.version == version.name && self.release == version.release
     }
 
     fn newest(&self) -> Option<&Window> {
         self.ticks.back().map(|(_, w)| w)
     }
+
+    fn read(&mut self, version: &VersionRoute, now: Millis) {
+        let reading = Window::read(version, self.newest());
+        push_bounded(&mut self.ticks, (now, reading), TICKS_KEPT);
+    }
+
+    /// Once a second: the live numbers and the sparkline's next point.
+    fn second(&mut self, now: Millis) {
+        let (_, reading) = self.ticks.back().cloned().expect("read first");
+        let unchanged = self
+            .seconds
+            .back()
+            .is_some_and(|(_, prev)| prev.requests == reading.requests);
+        if unchanged && self.points.is_empty() {
+            // Idle and drawing nothing (most versions of a large config): keep one reading,
+            // as of now, and the empty view as it is.
+            let keep = self.seconds.len() - 1;
+            self.seconds.drain(..keep);
+            if let Some(last) = self.seconds.back_mut() {
+                last.0 = now;
+            }
+            return;
+        }
+        if let Some((at, prev)) = self.seconds.back() {
+            let p = point(&reading.since(prev), now.saturating_sub(*at), now);
+            if p.rps == 0.0 && self.points.iter().all(|q| q.rps == 0.0) {
+                // Five idle minutes draw no line: keep nothing for them.
+                self.points = VecDeque::new();
+                if *self.view != SeriesView::default() {
+                    self.view = Arc::default();
+                }
+            } else {
+                push_bounded(&mut self.points, p, POINTS_KEPT);
+                self.view = Arc::new(SeriesView {
+                    live: live(&self.seconds, &reading, now),
+                    points: self.points.iter().copied().collect(),
+                });
+            }
+        }
+        if self
+            .minutes
+            .back()
+            .is_none_or(|(at, _)| now.saturating_sub(*at) >= 60_000)
+        {
+            push_bounded(&mut self.minutes, (now, reading.clone()), MINUTES_KEPT);
+        }
+        push_bounded(&mut self.seconds, (now, reading), SECONDS_KEPT);
+    }
 }
 
-/// The loop's readings; see the module doc.
+/// The loop's readings, aligned with the routing table (service by service, version by
+/// version); see the module doc.
 #[derive(Debug, Default)]
 pub struct Sampler {
-    services: HashMap<Arc<str>, Vec<Series>>,
+    /// The table generation `services` is aligned with.
+    generation: u64,
+    services: Vec<Vec<Series>>,
+    index: Index,
 }
 
 impl Sampler {
-    /// Reads one service's versions now (every tick, for running rollouts).
-    pub fn tick(&mut self, service: &ServiceRoute, now: Millis) {
-        let series = self.services.entry(Arc::clone(&service.name)).or_default();
-        for version in service.versions.iter() {
-            let i = match series
+    /// Re-aligns with a newly compiled table, keeping the readings of versions it still has.
+    fn align(&mut self, table: &RoutingTable) {
+        if self.generation == table.generation && self.services.len() == table.services.len() {
+            return;
+        }
+        let mut old: HashMap<Arc<str>, Vec<Series>> = self
+            .index
+            .iter()
+            .filter_map(|(name, &i)| {
+                let list = std::mem::take(self.services.get_mut(i)?);
+                Some((Arc::clone(name), list))
+            })
+            .collect();
+        self.services = table
+            .services
+            .iter()
+            .map(|route| {
+                let mut prev = old.remove(&route.name).unwrap_or_default();
+                route
+                    .versions
+                    .iter()
+                    .map(|v| match prev.iter().position(|s| s.is(v)) {
+                        Some(k) => prev.swap_remove(k),
+                        None => Series::new(v),
+                    })
+                    .collect()
+            })
+            .collect();
+        self.index = Arc::new(
+            table
+                .services
                 .iter()
-                .position(|s| s.version == version.name && s.release == version.release)
-            {
-                Some(i) => i,
-                None => {
-                    series.push(Series::new(version));
-                    series.len() - 1
-                }
-            };
-            let s = &mut series[i];
-            s.seen = true;
-            let reading = Window::read(version, s.newest());
-            push_bounded(&mut s.ticks, (now, reading), TICKS_KEPT);
+                .enumerate()
+                .map(|(i, s)| (Arc::clone(&s.name), i))
+                .collect(),
+        );
+        self.generation = table.generation;
+    }
+
+    /// Reads one service's versions now (every tick, for running rollouts).
+    pub fn tick(&mut self, table: &RoutingTable, service: &str, now: Millis) {
+        self.align(table);
+        let Some(&i) = self.index.get(service) else {
+            return;
+        };
+        for (version, series) in table.services[i].versions.iter().zip(&mut self.services[i]) {
+            series.read(version, now);
         }
     }
 
     /// Reads every version (once a second) and returns what readers should see now.
     pub fn second(&mut self, table: &RoutingTable, now: Millis) -> TelemetryView {
-        for list in self.services.values_mut() {
-            for s in list.iter_mut() {
-                s.seen = false;
-            }
-        }
-        let mut view = TelemetryView::default();
-        for service in table.services.iter() {
-            self.tick(service, now);
-            let list = self.services.get_mut(&service.name).expect("just read");
-            let mut published = Vec::with_capacity(list.len());
-            for s in list.iter_mut().filter(|s| s.seen) {
-                let (_, reading) = s.ticks.back().cloned().expect("just read");
-                if let Some((at, prev)) = s.seconds.back() {
-                    let p = point(&reading.since(prev), now.saturating_sub(*at), now);
-                    if p.rps == 0.0 && s.points.iter().all(|q| q.rps == 0.0) {
-                        // Five idle minutes draw no line: keep nothing for them (a config
-                        // with 10,000 services is mostly idle versions).
-                        s.points = VecDeque::new();
-                    } else {
-                        push_bounded(&mut s.points, p, POINTS_KEPT);
-                        s.view = Arc::new(SeriesView {
-                            live: live(&s.seconds, &reading, now),
-                            points: s.points.iter().copied().collect(),
-                        });
-                    }
-                }
-                if s.minutes
-                    .back()
-                    .is_none_or(|(at, _)| now.saturating_sub(*at) >= 60_000)
-                {
-                    push_bounded(&mut s.minutes, (now, reading.clone()), MINUTES_KEPT);
-                }
-                push_bounded(&mut s.seconds, (now, reading), SECONDS_KEPT);
-                published.push((
+        self.align(table);
+        let mut offsets = Vec::with_capacity(table.services.len() + 1);
+        let mut series = Vec::with_capacity(table.services.len() * 2);
+        for (route, list) in table.services.iter().zip(&mut self.services) {
+            offsets.push(series.len());
+            for (version, s) in route.versions.iter().zip(list.iter_mut()) {
+                s.read(version, now);
+                s.second(now);
+                series.push((
                     Arc::clone(&s.version),
                     Arc::clone(&s.release),
                     Arc::clone(&s.view),
                 ));
             }
-            list.retain(|s| s.seen);
-            view.services.insert(Arc::clone(&service.name), published);
         }
-        self.services
-            .retain(|name, _| view.services.contains_key(name));
-        view
+        offsets.push(series.len());
+        TelemetryView {
+            index: Arc::clone(&self.index),
+            offsets,
+            series,
+        }
     }
 
     fn series(&self, service: &str, version: &VersionRoute) -> Option<&Series> {
-        self.services
-            .get(service)?
-            .iter()
-            .find(|s| s.version == version.name && s.release == version.release)
+        let &i = self.index.get(service)?;
+        self.services.get(i)?.iter().find(|s| s.is(version))
     }
 
     /// The newest cumulative reading of a version.

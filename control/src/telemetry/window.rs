@@ -219,25 +219,35 @@ impl Add for &Histogram {
     }
 }
 
+/// Test helper: `requests` requests, `failed` of them failed (reason `status`), with
+/// `latencies_us` as (microseconds, count) pairs.
+#[cfg(test)]
+pub fn test_window_of(requests: u64, failed: u64, latencies_us: &[(u64, u64)]) -> Window {
+    let mut counts = vec![0u64; switchyard_proxy::stats::LATENCY_BUCKETS];
+    for &(us, n) in latencies_us {
+        counts[switchyard_proxy::stats::latency_bucket(us)] += n;
+    }
+    Window {
+        requests,
+        failures: if failed > 0 {
+            BTreeMap::from([("status".to_string(), failed)])
+        } else {
+            BTreeMap::new()
+        },
+        latency: Histogram(counts.into()),
+    }
+}
+
+/// Test helper: `requests` requests, `failed` of them failed, all taking `ms`.
+#[cfg(test)]
+pub fn test_window(requests: u64, failed: u64, ms: u64) -> Window {
+    test_window_of(requests, failed, &[(ms * 1000, requests)])
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_window_of as window;
     use super::*;
-
-    fn window(requests: u64, failed: u64, latencies_us: &[(u64, u64)]) -> Window {
-        let mut counts = vec![0u64; switchyard_proxy::stats::LATENCY_BUCKETS];
-        for &(us, n) in latencies_us {
-            counts[switchyard_proxy::stats::latency_bucket(us)] += n;
-        }
-        Window {
-            requests,
-            failures: if failed > 0 {
-                BTreeMap::from([("status".to_string(), failed)])
-            } else {
-                BTreeMap::new()
-            },
-            latency: Histogram(counts.into()),
-        }
-    }
 
     #[test]
     fn windows_of_replicas_add_up_to_the_fleet_window() {

@@ -100,6 +100,27 @@ impl Backend {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind backend");
+        Backend::serve(name, listener, delay, Duration::ZERO)
+    }
+
+    /// A backend that is slow to accept: its kernel accept queue holds only `backlog`
+    /// connections and it takes one every `accept_every`, so a burst of connects overflows
+    /// the queue and the kernel drops SYNs (the client retransmits a second later).
+    pub async fn start_slow_accepting(name: &str, backlog: u32, accept_every: Duration) -> Backend {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.1:0".parse().expect("addr"))
+            .expect("bind backend");
+        let listener = socket.listen(backlog).expect("listen");
+        Backend::serve(name, listener, Duration::ZERO, accept_every)
+    }
+
+    fn serve(
+        name: &str,
+        listener: TcpListener,
+        delay: Duration,
+        accept_every: Duration,
+    ) -> Backend {
         let addr = listener.local_addr().expect("backend addr");
         let hits = Arc::new(AtomicUsize::new(0));
         let fail_per_mille = Arc::new(AtomicUsize::new(0));
@@ -111,6 +132,9 @@ impl Backend {
         });
         let accept_loop = tokio::spawn(async move {
             loop {
+                if !accept_every.is_zero() {
+                    sleep(accept_every).await;
+                }
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
@@ -311,11 +335,35 @@ impl Proxy {
 
     /// Like [`Proxy::start_with_args`], with extra environment variables for the process.
     pub async fn start_with_env(yaml: &str, extra_args: &[&str], env: &[(&str, &str)]) -> Proxy {
+        Proxy::spawn(yaml, extra_args, env, false).await
+    }
+
+    /// Like [`Proxy::start`], with the config mounted the way the kubelet mounts a ConfigMap
+    /// volume: `config/switchyard.yaml -> ..data/switchyard.yaml`, `..data -> ..<version>/`.
+    /// [`Proxy::update_configmap`] then updates it the way the kubelet does.
+    pub async fn start_configmap(yaml: &str) -> Proxy {
+        Proxy::spawn(yaml, &[], &[], true).await
+    }
+
+    async fn spawn(
+        yaml: &str,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+        configmap: bool,
+    ) -> Proxy {
         let yaml = dedent(yaml);
         let (listen, admin) = addresses_in(&yaml);
         let dir = tempfile::tempdir().expect("tempdir");
-        let config_path = dir.path().join("switchyard.yaml");
-        std::fs::write(&config_path, &yaml).expect("write config");
+        let config_path = if configmap {
+            let volume = dir.path().join("config");
+            std::fs::create_dir(&volume).expect("create the ConfigMap volume");
+            configmap_write(&volume, "switchyard.yaml", &yaml);
+            volume.join("switchyard.yaml")
+        } else {
+            let path = dir.path().join("switchyard.yaml");
+            std::fs::write(&path, &yaml).expect("write config");
+            path
+        };
         let log_path = dir.path().join("switchyard.stderr.log");
         let extra_args: Vec<String> = extra_args.iter().map(|a| a.to_string()).collect();
         let env: Vec<(String, String)> = env
@@ -429,6 +477,13 @@ impl Proxy {
         std::fs::rename(&tmp, &self.config_path).expect("rename config");
     }
 
+    /// Updates a [`Proxy::start_configmap`] config as the kubelet does: the new file in a
+    /// fresh directory, `..data` swapped to it by one rename, the old directory removed.
+    pub fn update_configmap(&self, yaml: &str) {
+        let volume = self.config_path.parent().expect("the ConfigMap volume");
+        configmap_write(volume, "switchyard.yaml", &dedent(yaml));
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -500,6 +555,16 @@ impl Proxy {
         }
     }
 
+    /// The sum of a metric's samples whose labels include all of `labels`.
+    pub async fn metric_sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text = self.admin_get("/metrics").await.text();
+        parse_metrics(&text)
+            .iter()
+            .filter(|s| s.name == name && labels.iter().all(|(k, v)| s.label(k) == *v))
+            .map(|s| s.value)
+            .sum()
+    }
+
     /// A keep-alive HTTP/1.1 client for the first listener.
     pub fn client(&self) -> Client {
         Client::http1(self.listen)
@@ -524,6 +589,45 @@ impl Drop for Proxy {
     }
 }
 
+/// The binary under test: the one cargo built, or `SWITCHYARD_BIN` (to check that a test
+/// fails on an older build: `SWITCHYARD_BIN=/tmp/old/switchyard cargo test --test it x::`).
+pub fn switchyard_bin() -> PathBuf {
+    std::env::var_os("SWITCHYARD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_switchyard")))
+}
+
+/// The kubelet's atomic update of a ConfigMap volume (its `AtomicWriter`): write the payload
+/// into a new `..<timestamp>` directory, point a `..data_tmp` symlink at it and rename that
+/// over `..data` (the one atomic step), create the user-visible `name -> ..data/name` link if
+/// it is new, then remove the previous directory. The file's own path never changes.
+pub fn configmap_write(volume: &Path, name: &str, text: &str) {
+    use std::os::unix::fs::symlink;
+    static VERSION: AtomicUsize = AtomicUsize::new(0);
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let version = format!(
+        "..{}.{}",
+        stamp.as_nanos(),
+        VERSION.fetch_add(1, Ordering::Relaxed)
+    );
+    std::fs::create_dir(volume.join(&version)).expect("create the payload directory");
+    std::fs::write(volume.join(&version).join(name), text).expect("write the payload");
+    let data = volume.join("..data");
+    let old = std::fs::read_link(&data).ok();
+    let tmp = volume.join("..data_tmp");
+    symlink(&version, &tmp).expect("symlink ..data_tmp");
+    std::fs::rename(&tmp, &data).expect("rename ..data_tmp over ..data");
+    let visible = volume.join(name);
+    if std::fs::symlink_metadata(&visible).is_err() {
+        symlink(Path::new("..data").join(name), &visible).expect("symlink the file");
+    }
+    if let Some(old) = old {
+        std::fs::remove_dir_all(volume.join(old)).expect("remove the old payload");
+    }
+}
+
 /// Spawns `switchyard serve --config` with output appended to `log_path`.
 fn spawn_serve(
     dir: &Path,
@@ -538,7 +642,7 @@ fn spawn_serve(
         .open(log_path)
         .expect("open log");
     let out = log.try_clone().expect("clone log");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+    let mut cmd = Command::new(switchyard_bin());
     cmd.arg("serve")
         .arg("--config")
         .arg(config_path)
@@ -787,6 +891,16 @@ impl hyper::body::Body for Chunks {
     fn is_end_stream(&self) -> bool {
         self.0.is_empty()
     }
+}
+
+/// A request body fed piece by piece through the returned sender; it ends when the sender
+/// is dropped.
+pub fn body_channel() -> (tokio::sync::mpsc::Sender<Bytes>, Body) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let frames = futures_util::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
+    });
+    (tx, http_body_util::StreamBody::new(frames).boxed())
 }
 
 /// `GET path` with no extra headers.
@@ -1250,6 +1364,36 @@ impl Load {
         }
         total
     }
+}
+
+/// A raw TCP "backend" that reads a request head, then does whatever `act` does.
+pub async fn raw_backend<F, Fut>(act: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let tcp = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind raw backend");
+    let addr = tcp.local_addr().expect("raw backend addr");
+    let act = Arc::new(act);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = tcp.accept().await {
+            let act = act.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16384];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                act(stream).await;
+            });
+        }
+    });
+    addr
 }
 
 /// Convenience for tests that only need a path on disk.

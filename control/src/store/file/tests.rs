@@ -217,6 +217,7 @@ async fn a_torn_last_line_of_an_old_log_is_dropped() {
 }
 
 #[tokio::test]
+#[allow(clippy::await_holding_lock)] // the point: the disk is held past the deadline
 async fn a_write_that_finishes_after_its_deadline_is_undone() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = open(dir.path()).await;
@@ -227,8 +228,18 @@ async fn a_write_that_finishes_after_its_deadline_is_undone() {
         state: state(2, 50, 50),
         revisions: vec![revision(2, 50, 50)],
     }];
-    let late = store.commit(batch, Fence::Any, Instant::now()).await;
+    // The disk is busy (its lock held) past the deadline: the caller gives up.
+    let busy = store.disk.lock().unwrap();
+    let late = store
+        .commit(
+            batch,
+            Fence::Any,
+            Instant::now() + Duration::from_millis(50),
+        )
+        .await;
     assert!(matches!(late, Err(CommitError::Unavailable(_))), "{late:?}");
+    // Then the write goes through on the blocking pool, finds itself abandoned, undoes.
+    drop(busy);
     // Whatever the job got to, it is gone once the store answers again.
     assert_eq!(put(&store, 1, 2, 10).await, Ok(2));
     let (_, loaded) = open(dir.path()).await;

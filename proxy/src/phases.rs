@@ -1,0 +1,255 @@
+//! The request's phases, written once, in order; both transports drive them.
+//!
+//! ```text
+//! accept        listener.rs: connection cap, TLS, ALPN → a transport
+//! limits        limits(): TRACE (unless allowed), then the transport's own checks
+//!               (request framing, declared body size)
+//! route         route_service() → choose_version(): service, then version (SPEC §4.1–3)
+//! pick          a healthy backend of that version (round-robin)
+//! forward       the transport's upstream request, then exchange() per attempt, with
+//!               retry.rs deciding whether and where an attempt that failed goes again
+//! record + log  request.rs RequestCtx::finish, when the response has ended (once)
+//! respond       the transport writes the head and streams the body
+//! ```
+//!
+//! [`run`] is that list as code, over one per-request [`RequestCtx`] (Pingora's phases over
+//! its `CTX`). A [`Transport`] — the fast HTTP/1.1 path ([`crate::http1`], raw bytes) or
+//! hyper's general path ([`crate::general`], every protocol) — supplies what differs: how the
+//! request head is read, which limits it checks itself, how the upstream request is written
+//! and one attempt on one backend is made. The whole request works on the one routing table
+//! that was current when it arrived.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::Request;
+
+use crate::access_log::{AccessLog, Pending};
+use crate::edge::{Edge, Rejection};
+use crate::error::ProxyError;
+use crate::pick::sticky_bucket;
+use crate::request::RequestCtx;
+use crate::retry::{Failed, Retries};
+use crate::table::{Backend, OverrideRule, RoutingTable, ServiceRoute, StickyKey};
+
+/// What differs between the transports; [`run`] does the rest.
+pub(crate) trait Transport {
+    type Head: RequestHead;
+    /// What a successful exchange yields (a response head, and whatever carries the body).
+    type Response;
+
+    /// The request head, as the phases read it.
+    fn head(&self) -> &Self::Head;
+
+    /// Limits this transport checks itself (request framing, declared body size).
+    fn check(&mut self, edge: &Edge) -> Result<(), ProxyError>;
+
+    /// Whether this transport serves requests for `service` (the fast path hands HTTP/2
+    /// upstreams to hyper before anything is recorded).
+    fn takes(&self, service: &ServiceRoute) -> bool;
+
+    /// The access log line for this request.
+    fn log_line(&self, log: &Arc<AccessLog>, ctx: &RequestCtx) -> Pending;
+
+    /// The request as the upstream will see it (hop-by-hop headers out, forwarding in).
+    fn prepare(&mut self, ctx: &RequestCtx);
+
+    /// One attempt on one backend, up to the response head. `sent` is moved to the moment
+    /// the backend had the whole request (the end of its body), if that comes first.
+    fn exchange(
+        &mut self,
+        service: &ServiceRoute,
+        backend: &Backend,
+        sent: &mut Instant,
+    ) -> impl Future<Output = Result<Self::Response, Failed>> + Send;
+
+    /// The response's status and, where the transport has them, its headers.
+    fn status(response: &Self::Response) -> (u16, Option<&HeaderMap>);
+}
+
+/// How [`run`] left the request.
+pub(crate) enum Served<R> {
+    /// The upstream answered; the transport streams the response, then finishes `ctx`.
+    Upstream(R),
+    /// The proxy answers this itself; the transport writes it, then finishes `ctx`.
+    Proxy(ProxyError),
+    /// This transport does not take the request: another one starts it over.
+    HandOff,
+}
+
+/// The phases, in order, for one request.
+pub(crate) async fn run<T: Transport>(
+    edge: &Edge,
+    ctx: &mut RequestCtx,
+    t: &mut T,
+) -> Served<T::Response> {
+    // limits
+    if let Err(e) = limits(edge, t) {
+        start_log(edge, ctx, t);
+        return fail(ctx, e);
+    }
+    // route
+    let table = Arc::clone(&ctx.table);
+    let Some(s) = route_service(&table, t.head()) else {
+        start_log(edge, ctx, t);
+        return fail(ctx, ProxyError::NoRoute);
+    };
+    let service = &table.services[s];
+    if !t.takes(service) {
+        return Served::HandOff;
+    }
+    start_log(edge, ctx, t);
+    let Some(v) = choose_version(service, t.head()) else {
+        // Only possible when no version has weight and no override matched.
+        return fail(ctx, ProxyError::NoRoute);
+    };
+    ctx.route = Some((s, v));
+    // pick, forward
+    match forward(ctx, t, service, v).await {
+        Ok(response) => {
+            let (status, headers) = T::status(&response);
+            ctx.answered(status, headers);
+            Served::Upstream(response)
+        }
+        Err(e) => fail(ctx, e),
+    }
+}
+
+/// The edge's own limits, then the transport's.
+fn limits<T: Transport>(edge: &Edge, t: &mut T) -> Result<(), ProxyError> {
+    if !edge.allow_trace && t.head().method() == b"TRACE" {
+        edge.rejections.count(Rejection::MethodNotAllowed);
+        return Err(ProxyError::MethodNotAllowed);
+    }
+    t.check(edge)
+}
+
+fn start_log<T: Transport>(edge: &Edge, ctx: &mut RequestCtx, t: &T) {
+    if let Some(log) = &edge.access_log {
+        ctx.log = Some(t.log_line(log, ctx));
+    }
+}
+
+fn fail<R>(ctx: &mut RequestCtx, e: ProxyError) -> Served<R> {
+    ctx.failed(e.clone());
+    Served::Proxy(e)
+}
+
+/// Pick a healthy backend of the chosen version, write the upstream request, and make
+/// attempts until one answers or the retry policy says stop.
+async fn forward<T: Transport>(
+    ctx: &mut RequestCtx,
+    t: &mut T,
+    service: &ServiceRoute,
+    v: usize,
+) -> Result<T::Response, ProxyError> {
+    let version = &service.versions[v];
+    let mut backend = version
+        .pick_backend(None)
+        .ok_or_else(|| ProxyError::NoHealthyBackend(version.no_healthy_body.clone()))?;
+    ctx.backend = Some(backend);
+    t.prepare(ctx);
+    let mut retries = Retries::default();
+    loop {
+        let attempt = t.exchange(service, &version.backends[backend], &mut ctx.sent);
+        match attempt.await {
+            Ok(response) => return Ok(response),
+            Err(failed) => {
+                tracing::debug!(backend = %version.backends[backend].address, ?failed, "upstream attempt failed");
+                backend = retries.next(version, backend, failed)?;
+                ctx.backend = Some(backend);
+            }
+        }
+    }
+}
+
+/// What routing reads from a request head. The general path reads hyper's parsed
+/// `Request`; the fast HTTP/1.1 path ([`crate::http1`]) reads the client's bytes in place. Both
+/// route through the same phases below.
+pub trait RequestHead {
+    /// The host the request is for (`:authority`, the absolute URI's host, or `Host`).
+    fn host(&self) -> Option<&str>;
+    fn path(&self) -> &str;
+    fn method(&self) -> &[u8];
+    /// Every value of header `name`, in order.
+    fn header_values<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a [u8]> + 'a;
+}
+
+impl<B> RequestHead for Request<B> {
+    fn host(&self) -> Option<&str> {
+        self.uri().authority().map(|a| a.as_str()).or_else(|| {
+            self.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
+    }
+
+    fn path(&self) -> &str {
+        self.uri().path()
+    }
+
+    fn method(&self) -> &[u8] {
+        self.method().as_str().as_bytes()
+    }
+
+    fn header_values<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.headers()
+            .get_all(name)
+            .iter()
+            .map(HeaderValue::as_bytes)
+    }
+}
+
+/// The routing decision alone — the route phase, `(service, version)` indices into `table` —
+/// for fuzzing and tools; the data path runs the same two phases on every request.
+pub fn route(table: &RoutingTable, req: &impl RequestHead) -> Option<(usize, usize)> {
+    let service = route_service(table, req)?;
+    let version = choose_version(&table.services[service], req)?;
+    Some((service, version))
+}
+
+/// Route, part 1: which service (SPEC §4.1).
+pub(crate) fn route_service(table: &RoutingTable, req: &impl RequestHead) -> Option<usize> {
+    table.matcher.find(req.host(), req.path())
+}
+
+/// Route, part 2: which version — override, then sticky key, then weighted random (SPEC §4.2–3).
+pub(crate) fn choose_version(service: &ServiceRoute, req: &impl RequestHead) -> Option<usize> {
+    for rule in service.overrides.iter() {
+        let hit = match rule {
+            OverrideRule::Header { name, value, .. } => {
+                req.header_values(name).any(|v| v == value.as_bytes())
+            }
+            OverrideRule::Cookie { name, value, .. } => cookie(req, name) == Some(&**value),
+        };
+        if hit {
+            return Some(match rule {
+                OverrideRule::Header { version, .. } | OverrideRule::Cookie { version, .. } => {
+                    *version
+                }
+            });
+        }
+    }
+    let key = match &service.sticky {
+        Some(StickyKey::Header(name)) => req.header_values(name).next(),
+        Some(StickyKey::Cookie(name)) => cookie(req, name).map(str::as_bytes),
+        None => None,
+    };
+    match key {
+        Some(key) => service.pick.pick_bucket(sticky_bucket(key)),
+        None => service.pick.pick_random(rand::random()),
+    }
+}
+
+/// Finds a cookie's value without allocating.
+fn cookie<'r>(req: &'r impl RequestHead, name: &str) -> Option<&'r str> {
+    static COOKIE: HeaderName = header::COOKIE;
+    req.header_values(&COOKIE)
+        .filter_map(|v| std::str::from_utf8(v).ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"'))
+}

@@ -1,0 +1,95 @@
+//! When a request may be sent again, and where: the one retry policy of the data path.
+//!
+//! SPEC §4: a request that never reached a backend is retried once on another backend of the
+//! same version. Everything else that went wrong with an attempt — a timeout, a reset, a
+//! garbled head — has (maybe) reached the backend and is answered as it is; what went wrong on
+//! the client's side is never retried and never the backend's failure. Within one backend, a
+//! pooled keep-alive connection that turns out closed may be replaced by a fresh one
+//! ([`may_reconnect`]). Both transports take these decisions here and nowhere else.
+
+use crate::error::ProxyError;
+use crate::table::VersionRoute;
+use crate::upstream::ConnectFailure;
+
+/// Why one attempt on one backend got no response head.
+#[derive(Debug)]
+pub(crate) enum Failed {
+    /// The request never reached the backend: another backend may take it.
+    NotSent(NotSent),
+    /// The backend did not send a response head within the request timeout.
+    Timeout,
+    /// The connection broke before the response head, or the head was garbage.
+    Reset,
+    /// The client's side failed (its body too large, malformed or too slow): answered as is,
+    /// never retried, never the backend's failure.
+    Client(ProxyError),
+}
+
+/// Why a request never reached the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NotSent {
+    /// The connect was refused or timed out.
+    Connect,
+    /// No connection came free within the queue timeout, or too many requests were waiting.
+    Busy,
+}
+
+/// One request's retry state.
+#[derive(Debug, Default)]
+pub(crate) struct Retries {
+    retried: bool,
+}
+
+impl Retries {
+    /// After an attempt on backend `failed_on` failed: the backend to try next, or the answer
+    /// the client gets. Retries are not counted as requests: the client never sees them.
+    pub(crate) fn next(
+        &mut self,
+        version: &VersionRoute,
+        failed_on: usize,
+        failed: Failed,
+    ) -> Result<usize, ProxyError> {
+        match failed {
+            Failed::NotSent(why) => {
+                let next = match self.retried {
+                    true => None,
+                    false => version.pick_backend(Some(failed_on)),
+                };
+                self.retried = true;
+                next.ok_or(match why {
+                    NotSent::Connect => ProxyError::Connect,
+                    NotSent::Busy => ProxyError::Busy,
+                })
+            }
+            Failed::Timeout => Err(ProxyError::Timeout),
+            Failed::Reset => Err(ProxyError::Reset),
+            Failed::Client(e) => Err(e),
+        }
+    }
+}
+
+/// A pooled connection closed before any byte of the response came: may the request go
+/// again, once, on a fresh connection to the same backend? Always if it was not sent (the
+/// write failed); if it was, only when repeating it is harmless (an idempotent method,
+/// RFC 9110 §9.2.2).
+pub(crate) fn may_reconnect(sent: bool, idempotent: bool) -> bool {
+    !sent || idempotent
+}
+
+impl NotSent {
+    /// Why a connection could not be had.
+    pub(crate) fn of(failure: &ConnectFailure) -> NotSent {
+        match failure {
+            ConnectFailure::Busy => NotSent::Busy,
+            ConnectFailure::Refused(_) | ConnectFailure::TimedOut => NotSent::Connect,
+        }
+    }
+}
+
+/// Whether a method is idempotent (RFC 9110 §9.2.2).
+pub(crate) fn is_idempotent(method: &[u8]) -> bool {
+    matches!(
+        method,
+        b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE" | b"PUT" | b"DELETE"
+    )
+}
