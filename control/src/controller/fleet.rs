@@ -8,8 +8,10 @@
 //!   each running rollout's canary and stable; the store publishes them under the lease.
 //!   The leader adds every live replica's traffic since its interval began to its own, so
 //!   `min_requests` and the thresholds apply to the fleet's traffic; a replica whose lease
-//!   expired is no longer in the view and drops out of the sum. Health rollbacks are the
-//!   leader's too, and only when no live replica sees a healthy canary backend.
+//!   expired is no longer in the view and drops out of the sum. Per-second windows (for
+//!   per-second judges) get what each replica published since the last second closed.
+//!   Health rollbacks are the leader's too, and only when no live replica sees a healthy
+//!   canary backend.
 //! - **Report.** Applied revisions and topology hashes, for `GET /api/v1/fleet` and drift.
 
 use std::collections::BTreeMap;
@@ -29,6 +31,8 @@ pub(super) struct PeerBaseline {
     boot: String,
     canary: Window,
     stable: Window,
+    /// Its readings when the leader's last second closed (per-second judges).
+    second: (Window, Window),
 }
 
 impl Controller<'_> {
@@ -154,10 +158,22 @@ impl Controller<'_> {
                     boot: published.boot.clone(),
                     canary: Window::default(),
                     stable: Window::default(),
+                    second: Default::default(),
                 };
             }
             obs.canary.interval += &w.canary.since(&base.canary);
             obs.stable.interval += &w.stable.since(&base.stable);
+            // The second that closed here gets what the replica published since the last
+            // one (its publications are a second apart, not aligned with ours: a request
+            // may count a second late, canary and stable alike).
+            if let (Some(c), Some(st)) = (
+                obs.canary.closed_second.as_mut(),
+                obs.stable.closed_second.as_mut(),
+            ) {
+                *c += &w.canary.since(&base.second.0);
+                *st += &w.stable.since(&base.second.1);
+                base.second = (w.canary.clone(), w.stable.clone());
+            }
             canary_up_elsewhere |= w.canary_up == Some(true);
         }
         if canary_up_elsewhere {
@@ -166,19 +182,23 @@ impl Controller<'_> {
         obs
     }
 
-    /// A new analysis interval begins: every other replica's readings now are its baseline.
+    /// A new analysis interval begins: every other replica's readings now are its interval
+    /// baseline (its per-second baseline carries on).
     pub(super) fn rebase_peers(&mut self, service: &str, rollout: u64, fleet: Option<&FleetView>) {
         let (Some(fleet), Some(clock)) = (fleet, self.clocks.get_mut(service)) else {
             return;
         };
-        clock.peers = fleet
-            .windows
-            .iter()
-            .filter_map(|(name, p)| {
-                let w = p.services.get(service).filter(|w| w.rollout == rollout)?;
-                Some((name.clone(), baseline(&p.boot, w)))
-            })
-            .collect();
+        for (name, p) in &fleet.windows {
+            let Some(w) = p.services.get(service).filter(|w| w.rollout == rollout) else {
+                continue;
+            };
+            let base = clock
+                .peers
+                .entry(name.clone())
+                .or_insert_with(|| baseline(&p.boot, w));
+            base.canary = w.canary.clone();
+            base.stable = w.stable.clone();
+        }
     }
 }
 
@@ -187,5 +207,6 @@ fn baseline(boot: &str, w: &ServiceWindows) -> PeerBaseline {
         boot: boot.to_string(),
         canary: w.canary.clone(),
         stable: w.stable.clone(),
+        second: (w.canary.clone(), w.stable.clone()),
     }
 }
