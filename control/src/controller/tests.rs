@@ -397,8 +397,10 @@ async fn the_leader_judges_every_live_replica_s_traffic_since_the_interval_began
     assert_eq!(pool(&mut c, gone, true).canary.interval.requests, 0);
     assert!(c.clocks["svc0"].peers.is_empty());
     // A replica that does not lead judges only what any replica may: its own traffic.
-    let mut own = crate::engine::Observations::default();
-    own.canary_health = Some(vec![("127.0.0.1:3".into(), false)]);
+    let own = crate::engine::Observations {
+        canary_health: Some(vec![("127.0.0.1:3".into(), false)]),
+        ..Default::default()
+    };
     let obs = c.pool(
         "svc0",
         number,
