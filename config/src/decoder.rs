@@ -76,7 +76,7 @@ impl Decoder {
         }
     }
 
-    fn expected(&mut self, node: &Node, path: &str, what: &str) {
+    pub fn expected(&mut self, node: &Node, path: &str, what: &str) {
         let found = node.describe();
         self.error(node.pos, path, format!("expected {what}, found {found}"));
     }

@@ -1,4 +1,5 @@
-//! Decoding the whole file: listeners, admin, state, limits, access log and the services map.
+//! Decoding the whole file: listeners, admin, state, limits, access log, resolver and the
+//! services map.
 //!
 //! Checks that compare entries with each other live here, next to the loops that see them
 //! all: listener names and addresses are unique, the admin listener does not collide with a
@@ -19,6 +20,7 @@ const TOP_FIELDS: &[&str] = &[
     "limits",
     "access_log",
     "cluster",
+    "resolver",
     "services",
 ];
 
@@ -30,6 +32,7 @@ pub(crate) fn config(d: &mut Decoder, root: &Node) -> Option<Config> {
     let limits = f.opt(d, "limits", limits).unwrap_or_default();
     let access_log = f.opt(d, "access_log", access_log);
     let cluster = f.opt(d, "cluster", crate::cluster::cluster);
+    let resolver = f.opt(d, "resolver", crate::resolver::resolver);
     let services = f.opt(d, "services", services).unwrap_or_default();
 
     if let Some(listeners) = &listeners {
@@ -37,7 +40,8 @@ pub(crate) fn config(d: &mut Decoder, root: &Node) -> Option<Config> {
         check_admin_address(d, &admin, admin_address, listeners, root);
     }
 
-    let mut config = Config::new(listeners?, admin, state_dir, limits, access_log, services);
+    let mut config = Config::new(listeners?, admin, state_dir, limits, access_log, services)
+        .with_resolver(resolver.unwrap_or_default());
     config.cluster = cluster;
     Some(config)
 }

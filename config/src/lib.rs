@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+mod backend;
 mod certs;
 mod cluster;
 mod decoder;
@@ -16,6 +17,7 @@ mod duration;
 mod error;
 pub mod fields;
 mod file;
+mod resolver;
 mod rollout;
 pub mod schema;
 mod service;

@@ -22,6 +22,8 @@ pub struct Config {
     pub cluster: Option<Cluster>,
     /// Services in file order. Names are unique.
     pub services: Vec<Service>,
+    /// How backend names are resolved (SPEC §12).
+    pub resolver: Resolver,
     /// Name → position in `services`, built on first use: the control plane looks services
     /// up by name once per service on every reload, which a scan made quadratic (10,000
     /// services: seconds).
@@ -45,8 +47,14 @@ impl Config {
             access_log,
             cluster: None,
             services,
+            resolver: Resolver::default(),
             service_index: ServiceIndex::default(),
         }
+    }
+
+    /// The same config with `resolver` as its resolver block.
+    pub fn with_resolver(self, resolver: Resolver) -> Config {
+        Config { resolver, ..self }
     }
 
     pub fn service(&self, name: &str) -> Option<&Service> {
@@ -253,9 +261,91 @@ pub struct Match {
 pub struct Version {
     pub name: String,
     pub release: String,
-    pub backends: Vec<SocketAddr>,
+    /// In file order, no two alike.
+    pub backends: Vec<Backend>,
     /// Relative weight; a version's share is weight / sum of weights. `"10%"` parses as 10.
     pub weight: u32,
+}
+
+impl Version {
+    /// The backends written as literal `IP:port`, in file order. Names are not among them:
+    /// their addresses come from DNS at run time (SPEC §12), never from the file.
+    pub fn addresses(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.backends.iter().filter_map(Backend::address)
+    }
+
+    /// Whether any backend is a name to resolve.
+    pub fn has_names(&self) -> bool {
+        self.backends.iter().any(|b| b.address().is_none())
+    }
+}
+
+/// One entry of a version's `backends` (SPEC §12). Names are kept lower-cased (DNS names are
+/// case-insensitive), so two spellings of one name are one backend.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Backend {
+    /// `10.0.0.1:8080`, `[::1]:8080`: used as written, never looked up.
+    Address(SocketAddr),
+    /// `api.internal:8080`: every address of the name's A records (its AAAA records when it
+    /// has no A records), each at `port`. `/etc/hosts` is consulted first.
+    Name { host: String, port: u16 },
+    /// `srv+_http._tcp.api.internal`: the SRV records of `name` (written without `srv+`) give
+    /// the targets, their ports and their weights.
+    Srv { name: String },
+}
+
+impl Backend {
+    /// The address of a literal backend; `None` for a name.
+    pub fn address(&self) -> Option<SocketAddr> {
+        match self {
+            Backend::Address(a) => Some(*a),
+            Backend::Name { .. } | Backend::Srv { .. } => None,
+        }
+    }
+}
+
+/// The entry as it is written in the file (and shown by the API as a backend's `name`).
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Backend::Address(a) => write!(f, "{a}"),
+            Backend::Name { host, port } => write!(f, "{host}:{port}"),
+            Backend::Srv { name } => write!(f, "srv+{name}"),
+        }
+    }
+}
+
+/// The `resolver:` block: where backend names are looked up and how often (SPEC §12).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolver {
+    /// Name servers asked over UDP (and TCP for long answers). Empty = the system's, from
+    /// `/etc/resolv.conf`. `/etc/hosts` is read first either way, as every program on the
+    /// machine does, so `localhost:9001` works.
+    pub nameservers: Vec<SocketAddr>,
+    /// A name is re-resolved no sooner than this after its last answer, whatever its TTL.
+    pub min_ttl: Duration,
+    /// ... and no later than this.
+    pub max_ttl: Duration,
+}
+
+impl Resolver {
+    /// 1 s: records with TTL 0 (common in service registries) would otherwise be asked for
+    /// in a loop; one lookup per name per second is cheap for any DNS server.
+    pub const DEFAULT_MIN_TTL: Duration = Duration::from_secs(1);
+    /// 30 s: a deploy that moves a backend is followed within half a minute even when its
+    /// records carry long TTLs (Docker's embedded DNS answers with 600 s), at one lookup per
+    /// name per 30 s at most.
+    pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(30);
+}
+
+impl Default for Resolver {
+    fn default() -> Self {
+        Resolver {
+            nameservers: Vec::new(),
+            min_ttl: Self::DEFAULT_MIN_TTL,
+            max_ttl: Self::DEFAULT_MAX_TTL,
+        }
+    }
 }
 
 /// The key that keeps one user on one version while weights move.

@@ -288,31 +288,31 @@ fn version(
     })
 }
 
-fn backends(d: &mut Decoder, node: &Node, path: &str) -> Option<Vec<std::net::SocketAddr>> {
+fn backends(d: &mut Decoder, node: &Node, path: &str) -> Option<Vec<Backend>> {
     let items = d.list(node, path)?;
     let mut seen = HashMap::new();
-    let mut addresses = Some(Vec::with_capacity(items.len()));
+    let mut backends = Some(Vec::with_capacity(items.len()));
     for (i, n) in items.iter().enumerate() {
         let path = item(path, i);
-        let Some(addr) = d.socket_addr(n, &path) else {
-            addresses = None;
+        let Some(backend) = crate::backend::decode(d, n, &path) else {
+            backends = None;
             continue;
         };
-        match seen.get(&addr) {
+        match seen.get(&backend) {
             Some(first) => d.error(
                 n.pos,
                 &path,
-                format!("backend {addr} is already listed at [{first}]"),
+                format!("backend {backend} is already listed at [{first}]"),
             ),
             None => {
-                seen.insert(addr, i);
+                seen.insert(backend.clone(), i);
             }
         }
-        if let Some(list) = addresses.as_mut() {
-            list.push(addr);
+        if let Some(list) = backends.as_mut() {
+            list.push(backend);
         }
     }
-    addresses
+    backends
 }
 
 // ---- sticky and overrides ---------------------------------------------------------------

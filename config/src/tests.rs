@@ -61,7 +61,7 @@ services:
 "#;
 
 /// The smallest useful file, for tests that add one thing to it.
-const MINIMAL: &str = "
+pub(crate) const MINIMAL: &str = "
 listeners:
   - { name: public, address: 127.0.0.1:8080 }
 services:
@@ -70,14 +70,14 @@ services:
       v1: { release: v1, backends: [\"10.0.0.1:8080\"] }
 ";
 
-fn ok(source: &str) -> Config {
+pub(crate) fn ok(source: &str) -> Config {
     match parse(source, "test.yaml") {
         Ok(config) => config,
         Err(errors) => panic!("expected a valid config, got:\n{errors}"),
     }
 }
 
-fn errors(source: &str) -> Vec<ConfigError> {
+pub(crate) fn errors(source: &str) -> Vec<ConfigError> {
     match parse(source, "test.yaml") {
         Ok(config) => panic!("expected errors, got {config:#?}"),
         Err(ConfigErrors(errors)) => {
@@ -88,7 +88,7 @@ fn errors(source: &str) -> Vec<ConfigError> {
 }
 
 /// The only error of `source`, which must be at `path`.
-fn only_error(source: &str, path: &str) -> ConfigError {
+pub(crate) fn only_error(source: &str, path: &str) -> ConfigError {
     let errors = errors(source);
     assert_eq!(errors.len(), 1, "expected one error, got {errors:#?}");
     assert_eq!(errors[0].path, path, "{:#?}", errors[0]);
@@ -96,7 +96,7 @@ fn only_error(source: &str, path: &str) -> ConfigError {
 }
 
 /// `(line, column, path, message)` of each error, for compact assertions.
-fn summary(errors: &[ConfigError]) -> Vec<(usize, usize, &str, &str)> {
+pub(crate) fn summary(errors: &[ConfigError]) -> Vec<(usize, usize, &str, &str)> {
     errors
         .iter()
         .map(|e| (e.line, e.column, e.path.as_str(), e.message.as_str()))
@@ -154,7 +154,10 @@ fn the_spec_example_parses_fully() {
     assert_eq!(blue.release, "v1.0");
     assert_eq!(
         blue.backends,
-        vec![addr("10.0.0.1:8080"), addr("10.0.0.2:8080")]
+        vec![
+            Backend::Address(addr("10.0.0.1:8080")),
+            Backend::Address(addr("10.0.0.2:8080"))
+        ]
     );
     assert_eq!(blue.weight, 100);
     let green = api.version("green").unwrap();
@@ -322,7 +325,7 @@ fn json_is_accepted() {
                 1,
                 35,
                 "extra",
-                "unknown field \"extra\" (expected one of: listeners, admin, state_dir, limits, access_log, cluster, services)"
+                "unknown field \"extra\" (expected one of: listeners, admin, state_dir, limits, access_log, cluster, resolver, services)"
             ),
         ]
     );
@@ -388,7 +391,7 @@ services:
                 12,
                 20,
                 "services.api.versions.green.backends[0]",
-                "invalid socket address \"10.0.1.1\" (expected IP:port, e.g. 10.0.1.1:8080)"
+                "invalid backend \"10.0.1.1\" (no port; expected IP:port, e.g. 10.0.1.1:8080 or [::1]:8080)"
             ),
             (
                 13,

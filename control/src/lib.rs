@@ -24,6 +24,7 @@ pub mod clock;
 pub mod commands;
 pub mod controller;
 pub mod dashboard;
+pub mod discovery;
 pub mod engine;
 pub mod events;
 pub mod exporter;

@@ -229,18 +229,16 @@ fn compile_service(
                 traffic.weights.get(&v.name).copied().unwrap_or(v.weight)
             };
             let backends: Vec<Arc<Backend>> = v
-                .backends
-                .iter()
-                .map(|&a| match carry.backends.get(&(&*svc.name, &*v.name, a)) {
+                .addresses()
+                .map(|a| match carry.backends.get(&(&*svc.name, &*v.name, a)) {
                     // A changed upstream protocol or CA needs new connections (health starts over).
                     Some(b) if b.pool.upstream().same_connections(&svc.upstream) => Arc::clone(b),
                     _ => Arc::new(Backend::new(a, &svc.upstream)),
                 })
                 .collect();
             let backend_stats = v
-                .backends
-                .iter()
-                .map(|&a| {
+                .addresses()
+                .map(|a| {
                     let key = (&*svc.name, &*v.name, &*v.release, a);
                     carry
                         .backend_stats

@@ -385,3 +385,60 @@ async fn a_bad_judge_or_alpha_is_reported_where_it_is_written() {
         assert!(line.contains(message), "{line}");
     }
 }
+
+/// SPEC §12: `check` validates the syntax of backend names and never looks them up, so a
+/// name that no DNS server knows (`.invalid` never resolves, RFC 6761) passes, and a
+/// malformed one is refused with the shape it needs.
+#[tokio::test]
+async fn backend_names_are_checked_for_syntax_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write_file(
+        dir.path(),
+        "names.yaml",
+        r#"
+        listeners:
+          - { name: public, address: 127.0.0.1:18080 }
+        admin: { address: 127.0.0.1:19901 }
+        resolver: { nameservers: ["127.0.0.1:5353"], min_ttl: 1s, max_ttl: 30s }
+        services:
+          api:
+            versions:
+              blue:  { release: v1, backends: ["api.does-not-exist.invalid:8080", "127.0.0.1:9001"], weight: 100 }
+              green: { release: v2, backends: ["srv+_http._tcp.nowhere.invalid"], weight: 0 }
+        "#,
+    );
+    let (status, stdout, stderr) = run_cli(&["check", "--config", good.to_str().unwrap()]).await;
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "stdout {stdout:?} stderr {stderr:?}"
+    );
+
+    let bad = write_file(
+        dir.path(),
+        "bad-name.yaml",
+        r#"
+        listeners:
+          - { name: public, address: 127.0.0.1:18080 }
+        services:
+          api:
+            versions:
+              blue: { release: v1, backends: ["api..internal:8080"] }
+        "#,
+    );
+    let file = bad.to_str().unwrap();
+    let (status, stdout, stderr) = run_cli(&["check", "--config", file]).await;
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "stdout {stdout:?} stderr {stderr:?}"
+    );
+    let expected = format!(
+        "{file}:6:39: services.api.versions.blue.backends[0]: invalid backend \"api..internal:8080\" \
+         (empty label in a host name (two dots in a row, or a leading dot); expected host:port, e.g. api.internal:8080)"
+    );
+    assert!(
+        stderr.contains(&expected),
+        "expected {expected:?} in {stderr:?}"
+    );
+}

@@ -17,6 +17,7 @@ mod connect_storms;
 mod ctl;
 mod dashboard;
 mod demo;
+mod discovery;
 mod edge;
 mod fast_path;
 mod faults;

@@ -200,7 +200,8 @@ mod tests {
         .unwrap();
         let mut other = config.services[0].clone();
         assert_eq!(topology_hash(&config.services[0]), topology_hash(&other));
-        other.versions[0].backends[0] = "127.0.0.1:2".parse().unwrap();
+        other.versions[0].backends[0] =
+            switchyard_config::Backend::Address("127.0.0.1:2".parse().unwrap());
         assert_ne!(topology_hash(&config.services[0]), topology_hash(&other));
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod demo;
 pub mod disk;
+pub mod dns;
 pub mod etcd;
 
 use std::collections::{BTreeMap, VecDeque};
