@@ -14,6 +14,8 @@
 # per byte, so copy-heavy code looks worse here than it runs.
 # Output files (callgrind_annotate them): $OUT/cg-{2000,12000}.out. PORT (default 29190);
 # SHARED: the shared/ directory (default: beside the repo, as for peers.sh).
+# FLEET=1: the same with a `cluster:` block (SPEC §11): starts its own etcd (Debian's
+# etcd-server) on PORT+2/PORT+3 with a temp data dir, so cluster on vs off compare.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${1:-$ROOT/target/release/switchyard}; MODE=${2:-h1}
@@ -21,7 +23,9 @@ PORT=${PORT:-29190}; ADMIN=$((PORT + 1)); SHARED=${SHARED:-$ROOT/../shared}
 for tool in valgrind h2load nginx curl; do
   command -v $tool >/dev/null || { echo "$tool missing" >&2; exit 1; }
 done
-for p in $PORT $ADMIN 19001 19002 19011; do
+FLEET=${FLEET:-0}; ETCD_CLIENT=$((PORT + 2)); ETCD_PEER=$((PORT + 3))
+[ "$FLEET" = 1 ] && { command -v etcd >/dev/null || { echo "etcd missing" >&2; exit 1; }; }
+for p in $PORT $ADMIN 19001 19002 19011 $( [ "$FLEET" = 1 ] && echo $ETCD_CLIENT $ETCD_PEER ); do
   ss -Hltn "sport = :$p" | grep -q . && { echo "port $p is in use; free it or set PORT" >&2; exit 1; }
 done
 OUT=$(mktemp -d /tmp/switchyard-instructions.XXXXXX)
@@ -40,6 +44,22 @@ services:
       blue:  { release: v1, backends: ["127.0.0.1:19001"], weight: 90 }
       green: { release: v2, backends: ["127.0.0.1:19002"], weight: 10 }
 CFG
+if [ "$FLEET" = 1 ]; then
+  setsid etcd --name=bench --data-dir="$OUT/etcd" --log-level=warn \
+    --listen-client-urls="http://127.0.0.1:$ETCD_CLIENT" \
+    --advertise-client-urls="http://127.0.0.1:$ETCD_CLIENT" \
+    --listen-peer-urls="http://127.0.0.1:$ETCD_PEER" \
+    --initial-advertise-peer-urls="http://127.0.0.1:$ETCD_PEER" \
+    --initial-cluster="bench=http://127.0.0.1:$ETCD_PEER" >"$OUT/etcd.log" 2>&1 </dev/null &
+  PIDS+=($!)
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$ETCD_CLIENT/health" | grep -q true && break; sleep 0.2; done
+  cat >>"$OUT/config.yaml" <<CFG
+cluster:
+  etcd: { endpoints: ["127.0.0.1:$ETCD_CLIENT"], prefix: /switchyard/bench-@N@ }
+  replica: bench
+CFG
+  STREAMS="$STREAMS, cluster: on"
+fi
 case $MODE in
   h1) LOAD=(--h1 -c1 -t1); STREAMS="sequential HTTP/1.1";;
   h2c) LOAD=(-c1 -m10 -t1); STREAMS="h2c, 10 streams in flight";;
@@ -47,8 +67,10 @@ case $MODE in
 esac
 declare -A TOTAL
 for n in 2000 12000; do
+  # Each run its own fleet prefix, so both start alike (as the leader of an empty fleet).
+  sed -e "s|@N@|$n|" "$OUT/config.yaml" >"$OUT/config-$n.yaml"
   RUST_LOG=warn setsid valgrind --tool=callgrind --callgrind-out-file="$OUT/cg-$n.out" \
-    "$BIN" serve --config "$OUT/config.yaml" --workers 1 >"$OUT/proxy-$n.log" 2>&1 </dev/null &
+    "$BIN" serve --config "$OUT/config-$n.yaml" --workers 1 >"$OUT/proxy-$n.log" 2>&1 </dev/null &
   pid=$!; PIDS+=($pid)
   for _ in $(seq 300); do curl -sf -o /dev/null "http://127.0.0.1:$ADMIN/ready" && break; sleep 0.2; done
   h2load "${LOAD[@]}" -n"$n" "http://127.0.0.1:$PORT/" | grep -E "^requests:"
