@@ -63,7 +63,15 @@ pub async fn serve(options: ServeOptions) -> Result<(), String> {
         Some(cluster) => {
             let replica = replica_name(cluster)?;
             tracing::info!(replica = %replica, prefix = %cluster.etcd.prefix, endpoints = ?cluster.etcd.endpoints, "fleet mode: state in etcd");
-            Some(EtcdStore::connect(cluster, &replica, &admin_address.to_string()).await?)
+            Some(
+                EtcdStore::connect(
+                    cluster,
+                    &replica,
+                    &admin_address.to_string(),
+                    config.state_dir.as_deref(),
+                )
+                .await?,
+            )
         }
         None => None,
     };

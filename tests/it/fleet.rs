@@ -2,6 +2,7 @@
 //! a real etcd. Every test starts its own etcd on free loopback ports and two or three real
 //! `switchyard serve` processes on 127.0.0.2, .3, .4; etcd is stopped and killed by pid.
 
+mod cache;
 mod drift;
 
 use std::time::Duration;

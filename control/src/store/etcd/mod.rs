@@ -21,6 +21,7 @@
 //! millisecond on loopback — is an honest 503 whose change may still land when etcd
 //! resumes; every replica then applies it like any other commit (docs/FLEET.md).
 
+mod cache;
 mod keys;
 mod read;
 mod session;
@@ -103,15 +104,19 @@ pub(crate) struct Inner {
     remote_events: Mutex<Option<mpsc::Sender<Event>>>,
     /// The watch feeding the current incarnation of the loop.
     watch: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// `state_dir`'s copy of what this replica last knew from etcd (`cache.rs`).
+    cache: Option<Arc<cache::Cache>>,
 }
 
 impl EtcdStore {
     /// Connects (lazily: an etcd that is down now is retried in the background) and starts
-    /// the session. Must run on the process's main runtime: the session outlives the loop.
+    /// the session; with `state_dir`, keeps a cache there for starts without etcd. Must run
+    /// on the process's main runtime: the session outlives the loop.
     pub async fn connect(
         cluster: &Cluster,
         replica: &str,
         admin: &str,
+        state_dir: Option<&std::path::Path>,
     ) -> Result<EtcdStore, String> {
         let etcd = &cluster.etcd;
         let mut options = ConnectOptions::new()
@@ -194,7 +199,11 @@ impl EtcdStore {
             event_seq: AtomicU64::new(0),
             remote_events: Mutex::new(None),
             watch: Mutex::new(None),
+            cache: state_dir.map(|dir| cache::Cache::new(dir, &etcd.prefix)),
         });
+        if let Some(cache) = &inner.cache {
+            tokio::spawn(Arc::clone(cache).run());
+        }
         for op in ["commit", "watch", "publish", "campaign"] {
             metrics::counter!("switchyard_fleet_store_errors_total", "op" => op).absolute(0);
         }
@@ -217,6 +226,22 @@ impl EtcdStore {
 }
 
 impl Inner {
+    /// Everything up to etcd `revision` has been handed to the loop.
+    fn saw(&self, revision: i64) {
+        self.seen.fetch_max(revision, Ordering::SeqCst);
+        if let Some(cache) = &self.cache {
+            cache.seen(revision);
+        }
+    }
+
+    /// Hands a commit from etcd to the loop (and to the cache); `false` once the loop is gone.
+    async fn deliver(&self, tx: &mpsc::Sender<Remote>, remote: Remote) -> bool {
+        if let Some(cache) = &self.cache {
+            cache.put(&remote.service, remote.version, &remote.state);
+        }
+        tx.send(remote).await.is_ok()
+    }
+
     fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         m.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -338,7 +363,13 @@ impl Inner {
             .map_err(|e| self.failed("commit", &e))?;
         let revision = resp.header().map_or(0, |h| h.revision());
         if resp.succeeded() {
-            return Ok(vec![u64::try_from(revision).unwrap_or(0); batch.len()]);
+            let version = u64::try_from(revision).unwrap_or(0);
+            if let Some(cache) = &self.cache {
+                for c in &batch {
+                    cache.put(&c.service, version, &c.state);
+                }
+            }
+            return Ok(vec![version; batch.len()]);
         }
         let responses = resp.op_responses();
         for (c, r) in batch.iter().zip(&responses) {
@@ -366,7 +397,24 @@ impl StateStore for EtcdStore {
     }
 
     fn load(&self, deadline: Instant) -> StoreFuture<'_, Result<Loaded, String>> {
-        Box::pin(self.inner.load(deadline))
+        Box::pin(async move {
+            let error = match self.inner.load(deadline).await {
+                Ok(loaded) => return Ok(loaded),
+                Err(e) => e,
+            };
+            // etcd cannot be read: serve what this replica last knew of the fleet, if kept.
+            let Some((mut loaded, revision)) = self.inner.cache.as_ref().and_then(|c| c.read())
+            else {
+                return Err(error);
+            };
+            self.inner.seen.fetch_max(revision, Ordering::SeqCst);
+            loaded.warnings.push(format!(
+                "{error}; serving the fleet's state as this replica last knew it (etcd \
+                 revision {revision}, cached in state_dir/{}) until etcd answers",
+                cache::FILE
+            ));
+            Ok(loaded)
+        })
     }
 
     fn commit(

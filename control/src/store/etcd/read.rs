@@ -57,6 +57,9 @@ impl Inner {
         }
         loaded.events = self.load_events(revision, deadline).await?;
         self.seen.store(revision, Ordering::SeqCst);
+        if let Some(cache) = &self.cache {
+            cache.loaded(&loaded, revision);
+        }
         self.set_health(None);
         Ok(loaded)
     }

@@ -8,7 +8,6 @@
 //! just means no events: nothing here waits on the data path or the API.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -93,11 +92,11 @@ async fn watch(inner: &Inner, tx: &mpsc::Sender<Remote>, from: &mut i64) -> Resu
             }
         }
         for remote in group.take() {
-            if tx.send(remote).await.is_err() {
+            if !inner.deliver(tx, remote).await {
                 return Ok(());
             }
         }
-        inner.seen.fetch_max(*from - 1, Ordering::SeqCst);
+        inner.saw(*from - 1);
     }
 }
 
@@ -128,12 +127,12 @@ async fn resync(inner: &Inner, tx: &mpsc::Sender<Remote>) -> Result<i64, String>
         }
         group.state(service, kv.mod_revision(), kv.value());
         for remote in group.take() {
-            if tx.send(remote).await.is_err() {
+            if !inner.deliver(tx, remote).await {
                 return Ok(revision);
             }
         }
     }
-    inner.seen.fetch_max(revision, Ordering::SeqCst);
+    inner.saw(revision);
     Ok(revision)
 }
 
