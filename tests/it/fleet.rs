@@ -726,3 +726,53 @@ async fn with_etcd_away_replicas_that_see_fast_fail_go_to_stable_at_once_and_one
     }
     assert_eq!(counted, 1.0, "rollbacks counted over the fleet");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_unhealthy_on_every_replica_is_rolled_back_once_by_the_leader() {
+    let etcd = Etcd::start().await;
+    let blue = Backend::start("blue").await;
+    let green = Backend::start("green").await;
+    let services = rollout_service(
+        &blue,
+        &green,
+        "[{ traffic: 20%, duration: 5m }, { traffic: 100% }]",
+        "{ interval: 1m, threshold: 5, min_requests: 1000000, metrics: [{ name: error-rate, threshold: 1 }] }",
+    ) + "  health_check: { path: /health, interval: 200ms, timeout: 200ms, unhealthy_threshold: 2 }\n";
+    let fleet = start_fleet(&etcd, 3, 2, &services).await;
+    every_replica_at(&fleet, 20.0, CONVERGE).await;
+    let leader = leader_of(&fleet.iter().collect::<Vec<_>>()).await;
+    // No traffic: only the health checks see it. Every replica's checks fail at once.
+    drop(green);
+    every_replica_at(&fleet, 0.0, Duration::from_secs(15)).await;
+    let (revision, _) = api_state(&fleet[0]).await;
+    converged(&fleet, revision).await;
+    let history = fleet[2].api("/services/api/history").await;
+    let health: Vec<&Value> = history["revisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["source"] == "health")
+        .collect();
+    assert_eq!(
+        health.len(),
+        1,
+        "exactly one health rollback revision: {history}"
+    );
+    let mut counted = Vec::new();
+    for (i, r) in fleet.iter().enumerate() {
+        let n = counter(
+            r,
+            "switchyard_rollbacks_total",
+            &["service=\"api\"", "reason=\"health\""],
+        )
+        .await;
+        counted.push((crate::harness::etcd::replica_name(i), n));
+    }
+    let by: Vec<_> = counted.iter().filter(|(_, n)| *n > 0.0).collect();
+    assert_eq!(by.len(), 1, "counted once: {counted:?}");
+    assert_eq!(
+        by[0],
+        &(leader.clone(), 1.0),
+        "by the leader {leader}: {counted:?}"
+    );
+}
