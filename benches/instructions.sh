@@ -8,8 +8,9 @@
 # Starts nginx backends (../shared/bench/templates/backends.nginx.conf, 19001/19002), runs BIN
 # under callgrind with a 90/10 split and one worker, sends 2,000 and then 12,000 requests on
 # one connection (h2load: --h1 sequential, or h2c with 10 streams in flight) and prints the
-# difference ÷ 10,000, so start-up and shutdown cancel out. The controller's 250 ms tick runs
-# on its own thread and is counted too (a few hundred instructions per request of noise);
+# difference ÷ 10,000, so start-up and shutdown cancel out (and the same for the data path's
+# own functions alone, switchyard_proxy::…). The controller's 250 ms tick runs on its own
+# thread and is counted in the first number (a few hundred instructions per request of noise);
 # runs of one binary vary by about ±1,000. Caveat: callgrind counts a `rep movsb` memcpy
 # per byte, so copy-heavy code looks worse here than it runs.
 # Output files (callgrind_annotate them): $OUT/cg-{2000,12000}.out. PORT (default 29190);
@@ -20,7 +21,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${1:-$ROOT/target/release/switchyard}; MODE=${2:-h1}
 PORT=${PORT:-29190}; ADMIN=$((PORT + 1)); SHARED=${SHARED:-$ROOT/../shared}
-for tool in valgrind h2load nginx curl; do
+for tool in valgrind callgrind_annotate h2load nginx curl; do
   command -v $tool >/dev/null || { echo "$tool missing" >&2; exit 1; }
 done
 FLEET=${FLEET:-0}; ETCD_CLIENT=$((PORT + 2)); ETCD_PEER=$((PORT + 3))
@@ -44,6 +45,11 @@ services:
       blue:  { release: v1, backends: ["127.0.0.1:19001"], weight: 90 }
       green: { release: v2, backends: ["127.0.0.1:19002"], weight: 10 }
 CFG
+case $MODE in
+  h1) LOAD=(--h1 -c1 -t1); STREAMS="sequential HTTP/1.1";;
+  h2c) LOAD=(-c1 -m10 -t1); STREAMS="h2c, 10 streams in flight";;
+  *) echo "mode must be h1 or h2c" >&2; exit 2;;
+esac
 if [ "$FLEET" = 1 ]; then
   setsid etcd --name=bench --data-dir="$OUT/etcd" --log-level=warn \
     --listen-client-urls="http://127.0.0.1:$ETCD_CLIENT" \
@@ -60,12 +66,7 @@ cluster:
 CFG
   STREAMS="$STREAMS, cluster: on"
 fi
-case $MODE in
-  h1) LOAD=(--h1 -c1 -t1); STREAMS="sequential HTTP/1.1";;
-  h2c) LOAD=(-c1 -m10 -t1); STREAMS="h2c, 10 streams in flight";;
-  *) echo "mode must be h1 or h2c" >&2; exit 2;;
-esac
-declare -A TOTAL
+declare -A TOTAL PROXY
 for n in 2000 12000; do
   # Each run its own fleet prefix, so both start alike (as the leader of an empty fleet).
   sed -e "s|@N@|$n|" "$OUT/config.yaml" >"$OUT/config-$n.yaml"
@@ -76,5 +77,9 @@ for n in 2000 12000; do
   h2load "${LOAD[@]}" -n"$n" "http://127.0.0.1:$PORT/" | grep -E "^requests:"
   kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
   TOTAL[$n]=$(awk '/^(summary|totals):/ {print $2; exit}' "$OUT/cg-$n.out")
+  # The data path's own functions (switchyard_proxy::…, inlined code included), which
+  # unlike the whole process do not count background work that scales with the run's length.
+  PROXY[$n]=$(callgrind_annotate --auto=no --threshold=100 "$OUT/cg-$n.out" 2>/dev/null \
+    | awk '/file:function/ {p = 1; next} p && /switchyard_proxy/ {gsub(",", "", $1); t += $1} END {print t + 0}')
 done
-echo "$(basename "$BIN") $MODE ($STREAMS): $(( (TOTAL[12000] - TOTAL[2000]) / 10000 )) instructions per request  (files: $OUT)"
+echo "$(basename "$BIN") $MODE ($STREAMS): $(( (TOTAL[12000] - TOTAL[2000]) / 10000 )) instructions per request, $(( (PROXY[12000] - PROXY[2000]) / 10000 )) of them in switchyard_proxy  (files: $OUT)"
