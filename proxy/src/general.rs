@@ -1,6 +1,7 @@
-//! The general transport: hyper serves every request the fast path does not take (bodies,
-//! upgrades, HTTP/1.0, HTTP/2 and h2c, heads the fast path cannot parse), running the same
-//! phases ([`crate::phases`]) over hyper's parsed request.
+//! The general transport: hyper serves every HTTP/1.x request the fast path does not take
+//! (bodies, upgrades, HTTP/1.0, heads the fast path cannot parse), and [`handle`] serves the
+//! HTTP/2 streams `crate::http2` does not take on the raw client (bodies, HTTP/2 upstreams),
+//! running the same phases ([`crate::phases`]) over the parsed request.
 //!
 //! What is hyper's own here: its server connection ([`serve`], with the limits set in
 //! [`http_builder`]), the request checks it needs on top of its parser ([`check_request`]),
@@ -10,7 +11,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -25,7 +26,7 @@ use hyper_util::server::graceful::Watcher;
 use switchyard_config::Limits;
 
 use crate::access_log::{AccessLog, Pending};
-use crate::body::{BodyError, BodyFailure, BodySent, RequestBody};
+use crate::body::{BodyError, BodyFailure, BodySent, ClientBody, RequestBody};
 use crate::edge::{ClientStream, Edge, Rejection, Slot};
 use crate::error::ProxyError;
 use crate::framing::{AbortSignal, FramingVerdict, ScanIo, Scanner};
@@ -51,17 +52,27 @@ pub(crate) struct Conn {
     _slot: Slot,
 }
 
-/// Which protocols a connection may speak: what TLS negotiated by ALPN, or (plain TCP, TLS
-/// without ALPN) HTTP/1.1 or h2c by the preface.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Protocol {
-    Any,
-    Http1,
-    Http2,
+impl Conn {
+    /// A connection's state for this transport; `framing`: the smuggling scanner's verdict
+    /// (HTTP/1.x only).
+    pub(crate) fn new(
+        edge: Arc<Edge>,
+        client: SocketAddr,
+        framing: Option<Arc<FramingVerdict>>,
+        slot: Slot,
+    ) -> Arc<Conn> {
+        Arc::new(Conn {
+            client,
+            edge,
+            framing,
+            abort: Arc::default(),
+            _slot: slot,
+        })
+    }
 }
 
-/// Serves one connection (plain or TLS) to the end with hyper. `read_before`: bytes the fast
-/// path already read from `io`.
+/// Serves one HTTP/1.x connection (plain or TLS) to the end with hyper. `read_before`: bytes
+/// the fast path already read from `io`.
 pub(crate) async fn serve<I: ClientStream + 'static>(
     edge: Arc<Edge>,
     io: I,
@@ -69,40 +80,21 @@ pub(crate) async fn serve<I: ClientStream + 'static>(
     client: SocketAddr,
     slot: Slot,
     watcher: Watcher,
-    protocol: Protocol,
 ) {
-    // Anything that may speak HTTP/1.x is read through the smuggling scanner.
-    let scan = protocol != Protocol::Http2;
-    let framing = scan.then(|| Arc::new(FramingVerdict::default()));
-    let scanner = framing
-        .as_ref()
-        .map(|v| Scanner::new(edge.max_head, Arc::clone(v)));
-    let conn = Arc::new(Conn {
-        client,
-        edge: Arc::clone(&edge),
-        framing,
-        abort: Arc::default(),
-        _slot: slot,
-    });
-    let io = ScanIo::new(io, scanner, Arc::clone(&conn.abort)).with_read_before(read_before);
-    let service = service_fn(move |req| {
+    // Everything is read through the smuggling scanner.
+    let framing = Arc::new(FramingVerdict::default());
+    let scanner = Scanner::new(edge.max_head, Arc::clone(&framing));
+    let conn = Conn::new(Arc::clone(&edge), client, Some(framing), slot);
+    let io = ScanIo::new(io, Some(scanner), Arc::clone(&conn.abort)).with_read_before(read_before);
+    let service = service_fn(move |req: Request<Incoming>| {
         let conn = Arc::clone(&conn);
+        let req = req.map(ClientBody::Http1);
         async move { Ok::<_, std::convert::Infallible>(handle(&conn, req).await) }
     });
-    let io = TokioIo::new(io);
-    let served = match protocol {
-        // HTTP/2 only (ALPN h2): anything else is a bad preface, answered with GOAWAY. (hyper
-        // ignores `http2_only` when upgrades are served; HTTP/2 has none to serve.)
-        Protocol::Http2 => {
-            let conn = edge.http2_only.serve_connection(io, service);
-            watcher.watch(conn).await
-        }
-        Protocol::Any | Protocol::Http1 => {
-            let conn = edge.http.serve_connection_with_upgrades(io, service);
-            watcher.watch(conn).await
-        }
-    };
-    if let Err(e) = served {
+    let conn = edge
+        .http
+        .serve_connection_with_upgrades(TokioIo::new(io), service);
+    if let Err(e) = watcher.watch(conn).await {
         let reason = e.downcast_ref::<hyper::Error>().and_then(|e| {
             if e.is_timeout() {
                 Some(Rejection::HeaderTimeout)
@@ -122,7 +114,7 @@ pub(crate) async fn serve<I: ClientStream + 'static>(
 }
 
 /// Handles one request end to end. Never fails: errors become proxy-made responses.
-pub async fn handle(conn: &Arc<Conn>, req: Request<Incoming>) -> Response<ResponseBody> {
+pub async fn handle(conn: &Arc<Conn>, req: Request<ClientBody>) -> Response<ResponseBody> {
     let edge = &conn.edge;
     let table = edge.table.load_full();
     let mut ctx = RequestCtx::new(table, conn.client, edge.scheme, Instant::now());
@@ -150,7 +142,7 @@ pub async fn handle(conn: &Arc<Conn>, req: Request<Incoming>) -> Response<Respon
 struct Hyper<'c> {
     conn: &'c Arc<Conn>,
     /// The client's request, until the upstream request is made from it.
-    client: Option<Request<Incoming>>,
+    client: Option<Request<ClientBody>>,
     /// The upstream request (handed back by an attempt that never sent it).
     upstream: Option<Request<RequestBody>>,
     /// An HTTP/1.1 `Upgrade` passed through: the protocol asked for, the client's side.
@@ -160,10 +152,10 @@ struct Hyper<'c> {
 }
 
 impl Transport for Hyper<'_> {
-    type Head = Request<Incoming>;
+    type Head = Request<ClientBody>;
     type Response = Response<Incoming>;
 
-    fn head(&self) -> &Request<Incoming> {
+    fn head(&self) -> &Request<ClientBody> {
         self.client
             .as_ref()
             .expect("read before the upstream request is made")
@@ -287,7 +279,7 @@ fn respond(
 }
 
 /// A proxy-made answer as a hyper response: the status and text of [`ProxyError`].
-fn into_response(e: &ProxyError) -> Response<ResponseBody> {
+pub(crate) fn into_response(e: &ProxyError) -> Response<ResponseBody> {
     let mut response = Response::new(ResponseBody::text(e.body()));
     *response.status_mut() = e.status();
     response.headers_mut().insert(
@@ -304,7 +296,7 @@ fn into_response(e: &ProxyError) -> Response<ResponseBody> {
 
 /// Limits, hyper's part: refuse requests whose framing is ambiguous (request smuggling) or
 /// whose declared body is over the limit — before anything is routed or forwarded.
-fn check_request(conn: &Conn, req: &Request<Incoming>) -> Result<(), ProxyError> {
+fn check_request(conn: &Conn, req: &Request<ClientBody>) -> Result<(), ProxyError> {
     let h = req.headers();
     if req.version() <= Version::HTTP_11 {
         // What hyper's parser hides (CL+TE, bad chunk lines), seen by the connection's scanner.
@@ -330,24 +322,30 @@ fn check_request(conn: &Conn, req: &Request<Incoming>) -> Result<(), ProxyError>
             }
         }
     } else {
-        // HTTP/2 (h2 already refuses Transfer-Encoding and checks DATA against the length):
-        // one Content-Length at most, so no downgraded HTTP/1.1 request can carry two.
-        let mut lengths = h.get_all(header::CONTENT_LENGTH).iter();
-        if lengths.next().is_some() && lengths.next().is_some() {
-            return Err(ProxyError::BadRequest(
-                "more than one Content-Length: request refused\n",
-            ));
-        }
-        if h.contains_key(header::TRANSFER_ENCODING) {
-            return Err(ProxyError::BadRequest(
-                "Transfer-Encoding is not allowed in HTTP/2: request refused\n",
-            ));
-        }
+        check_h2(h)?;
     }
     if let Some(limit) = conn.edge.max_request_body {
         if req.body().size_hint().lower() > limit {
             return Err(ProxyError::PayloadTooLarge);
         }
+    }
+    Ok(())
+}
+
+/// Limits for an HTTP/2 request (the h2 codec already refuses `Transfer-Encoding` and checks
+/// DATA against the length): one `Content-Length` at most, so no downgraded HTTP/1.1 request
+/// can carry two — for both HTTP/2 paths.
+pub(crate) fn check_h2(h: &HeaderMap) -> Result<(), ProxyError> {
+    let mut lengths = h.get_all(header::CONTENT_LENGTH).iter();
+    if lengths.next().is_some() && lengths.next().is_some() {
+        return Err(ProxyError::BadRequest(
+            "more than one Content-Length: request refused\n",
+        ));
+    }
+    if h.contains_key(header::TRANSFER_ENCODING) {
+        return Err(ProxyError::BadRequest(
+            "Transfer-Encoding is not allowed in HTTP/2: request refused\n",
+        ));
     }
     Ok(())
 }
@@ -358,7 +356,7 @@ fn check_request(conn: &Conn, req: &Request<Incoming>) -> Result<(), ProxyError>
 /// can never tunnel HTTP/2 past the proxy's checks (h2c smuggling).
 fn take_upgrade(
     service: &ServiceRoute,
-    req: &mut Request<Incoming>,
+    req: &mut Request<ClientBody>,
 ) -> Option<(HeaderValue, OnUpgrade)> {
     if req.version() != Version::HTTP_11 || !service.upstream_is_http1 {
         return None;
@@ -408,7 +406,7 @@ fn tunnel(conn: &Arc<Conn>, client: OnUpgrade, upstream: OnUpgrade) {
 /// adapts version and URI to its protocol).
 fn upstream_request(
     ctx: &RequestCtx,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     edge: &Edge,
     upgrade: Option<&HeaderValue>,
 ) -> Request<RequestBody> {
@@ -474,9 +472,10 @@ fn downstream_response(
     (parts, body)
 }
 
-/// hyper's limits, set explicitly rather than left to defaults that may change.
+/// hyper's HTTP/1.x limits, set explicitly rather than left to defaults that may change
+/// (HTTP/2 is `crate::http2`'s).
 pub(crate) fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -487,20 +486,5 @@ pub(crate) fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .max_buf_size(limits.max_header_bytes.max(8192))
         .max_headers(100)
         .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(256)
-        // Rapid reset (CVE-2023-44487): at most this many streams reset by the client before
-        // being accepted, and at most this many locally reset for errors, then GOAWAY.
-        .max_pending_accept_reset_streams(64)
-        .max_local_error_reset_streams(256)
-        // CONTINUATION floods: the h2 codec stops decoding a header block at this size (and
-        // bounds the CONTINUATION frames it buffers for it).
-        .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32)
-        .max_send_buf_size(1024 * 1024)
-        // Dead peers: ping an idle connection, drop it if the ping is not answered.
-        .keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(20));
     builder
 }

@@ -2,7 +2,8 @@
 //!
 //! The request's journey, module by module: [`listener`] accepts (connection cap, TLS by
 //! [`tls`]) and hands each connection to a transport — the fast HTTP/1.1 path (`http1`,
-//! bytes to bytes) or hyper's general path (`general`, everything else) — which share what a
+//! bytes to bytes), the HTTP/2 server (`http2`, streams on the connection's task) or hyper's
+//! general path (`general`, bodies, upgrades and HTTP/2 upstreams) — which share what a
 //! listener's connections share ([`edge`]) and run the same [`phases`] over the current
 //! [`table::RoutingTable`]: [`route`] finds the service, [`pick`] the version, the table's
 //! version route the backend, [`headers`] rewrites, [`upstream`] sends over a pooled
@@ -29,6 +30,7 @@ mod general;
 mod grpc;
 pub mod headers;
 mod http1;
+mod http2;
 pub mod listener;
 pub mod phases;
 pub mod pick;

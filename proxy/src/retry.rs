@@ -9,6 +9,7 @@
 
 use crate::error::ProxyError;
 use crate::table::VersionRoute;
+use crate::upstream::raw::Attempt;
 use crate::upstream::ConnectFailure;
 
 /// Why one attempt on one backend got no response head.
@@ -82,6 +83,17 @@ impl NotSent {
         match failure {
             ConnectFailure::Busy => NotSent::Busy,
             ConnectFailure::Refused(_) | ConnectFailure::TimedOut => NotSent::Connect,
+        }
+    }
+}
+
+impl From<Attempt> for Failed {
+    /// An attempt of the raw HTTP/1.1 client, as the policy sees it.
+    fn from(attempt: Attempt) -> Failed {
+        match attempt {
+            Attempt::NotSent(why) => Failed::NotSent(NotSent::of(&why)),
+            Attempt::Timeout => Failed::Timeout,
+            Attempt::ClosedEarly | Attempt::Invalid => Failed::Reset,
         }
     }
 }

@@ -23,6 +23,7 @@ mod fast_path;
 mod faults;
 mod fleet;
 mod grpc;
+mod h2_defences;
 mod h2_upstream;
 mod h2c;
 mod hardening;
