@@ -40,6 +40,7 @@ mod rollout;
 mod routing;
 mod safety;
 mod schemathesis;
+mod sequential;
 mod shutdown;
 mod split;
 mod sticky;
