@@ -1,8 +1,9 @@
 //! How often each judge rolls back a canary, and how fast: a seeded simulation of rollouts,
 //! no sockets, whose tables are `docs/DECISIONS.md` (SPEC §14).
 //!
-//! Run: `cargo bench --bench decisions` (under a minute in release on one core; the output is
-//! the same on every run and every machine with the same build of `rand`).
+//! Run: `cargo bench --bench decisions` (about 105 s of CPU in release, spread over every
+//! core; the output is the same on every run and every machine with the same build of `rand`,
+//! however many cores ran it).
 //!
 //! Each rollout is one step at 10% canary share, judged every second for [`RUN_SECONDS`].
 //! Every second, `Poisson(rate)` requests arrive and each goes to the canary with
@@ -23,7 +24,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use rand::rngs::SmallRng;
@@ -409,6 +411,29 @@ fn pct(x: f64) -> String {
     }
 }
 
+/// `f(0..n)` on every core, in order. Each run has its own seed, so the tables do not depend
+/// on how many threads ran them or in which order they finished.
+fn runs<T: Send>(n: u64, f: impl Fn(u64) -> T + Sync) -> Vec<T> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let next = AtomicU64::new(0);
+    let done = Mutex::new(Vec::with_capacity(n as usize));
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                let run = next.fetch_add(1, Ordering::Relaxed);
+                if run >= n {
+                    break;
+                }
+                let outcome = f(run);
+                done.lock().expect("no run panics").push((run, outcome));
+            });
+        }
+    });
+    let mut done = done.into_inner().expect("no run panics");
+    done.sort_unstable_by_key(|(run, _)| *run);
+    done.into_iter().map(|(_, outcome)| outcome).collect()
+}
+
 /// A distinct seed per (table, scenario, rate, run), so every cell is reproducible alone.
 fn seed(parts: [u64; 4]) -> u64 {
     parts.iter().fold(SEED, |h, p| {
@@ -459,12 +484,10 @@ fn main() {
         );
         let _ = writeln!(out, "| --- | --- | --- | --- | --- |");
         for (si, s) in SCENARIOS.iter().enumerate() {
-            let outcomes: Vec<_> = (0..RUNS)
-                .map(|run| {
-                    let seed = seed([1, si as u64, ri as u64, run]);
-                    rollout(&models, &table, s, rate, RUN_SECONDS, seed)
-                })
-                .collect();
+            let outcomes = runs(RUNS, |run| {
+                let seed = seed([1, si as u64, ri as u64, run]);
+                rollout(&models, &table, s, rate, RUN_SECONDS, seed)
+            });
             let times = |k: usize| Times(outcomes.iter().map(|o| o[k].map(|(t, _)| t)).collect());
             let share = |name: &str| {
                 let n = outcomes
@@ -505,12 +528,10 @@ fn main() {
     let _ = writeln!(out, "| --- | --- | --- | --- | --- |");
     for (ri, &rate) in RATES.iter().enumerate() {
         for &seconds in &LONG_RUN_SECONDS {
-            let outcomes: Vec<_> = (0..LONG_RUNS)
-                .map(|run| {
-                    let seed = seed([2, seconds.into(), ri as u64, run]);
-                    rollout(&models, &long, &SCENARIOS[0], rate, seconds, seed)
-                })
-                .collect();
+            let outcomes = runs(LONG_RUNS, |run| {
+                let seed = seed([2, seconds.into(), ri as u64, run]);
+                rollout(&models, &long, &SCENARIOS[0], rate, seconds, seed)
+            });
             let rate_of = |k: usize| {
                 pct(outcomes.iter().filter(|o| o[k].is_some()).count() as f64 / LONG_RUNS as f64)
             };
