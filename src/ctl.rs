@@ -725,7 +725,29 @@ fn rollout_state(svc: &Value) -> String {
     if r["awaiting_gate"] == true {
         out.push_str(", waiting for gate webhooks");
     }
+    if let Some(e) = evidence(&r["evidence"]) {
+        let _ = write!(out, "; {e}");
+    }
     out
+}
+
+/// `sequential evidence: failures 3.2, slow 0.8 of limit 200` (SPEC §15's `rollout.evidence`).
+fn evidence(e: &Value) -> Option<String> {
+    let limit = e["limit"].as_f64()?;
+    let value = |k: &str| {
+        e[k].as_f64().map_or("-".to_string(), |v| {
+            if v < 1e6 {
+                format!("{v:.1}")
+            } else {
+                format!("{v:.1e}")
+            }
+        })
+    };
+    Some(format!(
+        "sequential evidence: failures {}, slow {} of limit {limit}",
+        value("failures"),
+        value("slow")
+    ))
 }
 
 /// `ctl status SERVICE`: the versions table, then the rollout and its last analysis.

@@ -105,6 +105,10 @@ fn describe() {
         "switchyard_analysis_checks_total",
         "Canary analysis checks by result."
     );
+    describe_gauge!(
+        "switchyard_analysis_evidence",
+        "The sequential judge's evidence against the canary, by kind (failures, slow); it rolls back at 2/alpha."
+    );
     describe_histogram!(
         "switchyard_rollback_detection_seconds",
         "From the first failing check to the canary's weight reaching 0."

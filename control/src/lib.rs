@@ -15,7 +15,6 @@
 #![deny(rust_2018_idioms)]
 
 pub mod admin;
-pub mod analysis;
 pub mod api;
 pub mod app;
 pub mod auth;

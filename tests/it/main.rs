@@ -42,6 +42,7 @@ mod rollout;
 mod routing;
 mod safety;
 mod schemathesis;
+mod sequential;
 mod shutdown;
 mod split;
 mod sticky;

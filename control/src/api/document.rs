@@ -6,10 +6,12 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::{json, Value};
+use switchyard_config::JudgeKind;
 
 use crate::controller::{AnalysisRecord, ServiceView, View};
 use crate::rollout::roles::Role;
 use crate::rollout::Phase;
+use crate::sequential::EvidenceReport;
 use crate::store::HISTORY_KEPT;
 use crate::telemetry::{Live, SeriesView, TelemetryView};
 
@@ -52,6 +54,11 @@ struct RolloutDoc<'a> {
     release: Option<&'a str>,
     failed_checks: u32,
     threshold: Option<u32>,
+    /// `threshold` or `sequential` (SPEC §15).
+    judge: &'static str,
+    /// The sequential judge's evidence and its limit; absent with the threshold judge.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    evidence: Option<EvidenceReport>,
     awaiting_gate: bool,
     reason: Option<&'a str>,
     started_at: Option<&'a str>,
@@ -120,6 +127,13 @@ pub fn service_doc<'a>(
                 release: record.map(|r| r.canary_release.as_str()),
                 failed_checks: record.map_or(0, |r| r.failed_checks),
                 threshold: sv.threshold,
+                judge: cfg.analysis.judge.as_str(),
+                evidence: (cfg.analysis.judge == JudgeKind::Sequential).then(|| {
+                    record
+                        .map(crate::engine::sequential::evidence_of)
+                        .unwrap_or_default()
+                        .report(cfg.analysis.alpha)
+                }),
                 awaiting_gate: record.is_some_and(|r| r.awaiting_gate),
                 reason: record.and_then(|r| r.reason.as_deref()),
                 started_at: record.map(|r| r.started_at.as_str()),
