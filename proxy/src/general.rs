@@ -133,6 +133,7 @@ pub async fn handle(conn: &Arc<Conn>, req: Request<Incoming>) -> Response<Respon
         upstream: None,
         upgrade: None,
         body: None,
+        kept: None,
     };
     match phases::run(edge, &mut ctx, &mut t).await {
         Served::Upstream(response) => respond(conn, ctx, response, t.upgrade, t.body, http1_client),
@@ -157,6 +158,36 @@ struct Hyper<'c> {
     upgrade: Option<(HeaderValue, OnUpgrade)>,
     /// When the request body was sent upstream, and how it failed (`None`: no body).
     body: Option<Arc<BodySent>>,
+    /// What a replay by the safety net sends again: the upstream request's head and its
+    /// whole body (kept only when a replay may be needed).
+    kept: Option<Kept>,
+}
+
+/// A copy of an upstream request, to send it once more.
+struct Kept {
+    method: http::Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Kept {
+    fn of(req: &Request<RequestBody>, body: Bytes) -> Kept {
+        Kept {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            headers: req.headers().clone(),
+            body,
+        }
+    }
+
+    fn request(&self) -> Request<RequestBody> {
+        let mut req = Request::new(RequestBody::kept(self.body.clone()));
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
 }
 
 impl Transport for Hyper<'_> {
@@ -186,13 +217,25 @@ impl Transport for Hyper<'_> {
         Pending::of_request(log, ctx.client, self.head(), ctx.arrived)
     }
 
-    fn prepare(&mut self, ctx: &RequestCtx) {
+    fn prepare(&mut self, ctx: &RequestCtx, keep: bool) {
         let mut req = self.client.take().expect("prepared once");
         self.upgrade = take_upgrade(ctx.service(), &mut req);
         let upgrade = self.upgrade.as_ref().map(|(v, _)| v);
         let upstream = upstream_request(ctx, req, &self.conn.edge, upgrade);
         self.body = upstream.body().sent();
+        if keep && self.upgrade.is_none() && upstream.body().is_end_stream() {
+            self.kept = Some(Kept::of(&upstream, Bytes::new()));
+        }
         self.upstream = Some(upstream);
+    }
+
+    fn again(&mut self) -> bool {
+        let Some(kept) = &self.kept else {
+            return false;
+        };
+        self.upstream = Some(kept.request());
+        self.body = None;
+        true
     }
 
     async fn exchange(

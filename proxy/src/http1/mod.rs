@@ -247,8 +247,13 @@ impl<'a> Transport for Fast<'a> {
         Pending::new(log, ctx.client, logged_request(&self.view), ctx.arrived)
     }
 
-    fn prepare(&mut self, ctx: &RequestCtx) {
+    fn prepare(&mut self, ctx: &RequestCtx, _keep: bool) {
         write_upstream_head(self.request, &self.view, self.client_ip, ctx.scheme);
+    }
+
+    fn again(&mut self) -> bool {
+        // No body, and the upstream head stays in `request` until the response head came.
+        true
     }
 
     async fn exchange(
