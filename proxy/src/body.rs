@@ -199,6 +199,15 @@ impl BodyError {
         }
     }
 
+    /// Whose fault, as [`BodySent::failure`] reports it.
+    pub(crate) fn failure(&self) -> BodyFailure {
+        match self {
+            BodyError::TooLarge => BodyFailure::TooLarge,
+            BodyError::Client(_) => BodyFailure::Client,
+            BodyError::Timeout => BodyFailure::Timeout,
+        }
+    }
+
     fn kind(&self) -> u8 {
         match self {
             BodyError::TooLarge => 1,

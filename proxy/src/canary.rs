@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use switchyard_config::SafetyNet;
 
-use crate::retry::RetryBudget;
+use crate::budget::RetryBudget;
 
 /// A running (or the latest finished) rollout of one service, as the data path sees it.
 #[derive(Debug)]
@@ -324,12 +324,12 @@ mod tests {
             impact.record(user, i < 50, i < 10);
         }
         let c = impact.counts();
-        assert_eq!(
-            (c.users_total, c.users_on_canary, c.users_failed),
-            (100, 50, 10)
-        );
+        // HyperLogLog: within a user or two at these counts.
+        assert!(c.users_total.abs_diff(100) <= 2, "{c:?}");
+        assert!(c.users_on_canary.abs_diff(50) <= 1, "{c:?}");
+        assert!(c.users_failed.abs_diff(10) <= 1, "{c:?}");
         assert_eq!(c.requests_failed, 10);
-        assert_eq!(c.users_failed_pct(), 10.0);
+        assert!((c.users_failed_pct() - 10.0).abs() < 1.5, "{c:?}");
     }
 
     #[test]

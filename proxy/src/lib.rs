@@ -22,6 +22,7 @@
 
 pub mod access_log;
 pub mod body;
+mod budget;
 pub mod canary;
 mod chunked;
 pub mod edge;
@@ -32,6 +33,7 @@ mod grpc;
 pub mod headers;
 mod http1;
 pub mod listener;
+mod mirror;
 pub mod phases;
 pub mod pick;
 pub mod request;

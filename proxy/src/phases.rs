@@ -25,11 +25,13 @@ use std::time::Instant;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::Request;
+use switchyard_config::SafetyNet;
 
 use crate::access_log::{AccessLog, Pending};
 use crate::canary::{user_hash, NetResult};
 use crate::edge::{Edge, Rejection};
 use crate::error::ProxyError;
+use crate::mirror::{self, Copy};
 use crate::pick::sticky_bucket;
 use crate::request::{self, Answer, RequestCtx};
 use crate::retry::{self as policy, Failed, Retries};
@@ -55,13 +57,18 @@ pub(crate) trait Transport {
     fn log_line(&self, log: &Arc<AccessLog>, ctx: &RequestCtx) -> Pending;
 
     /// The request as the upstream will see it (hop-by-hop headers out, forwarding in).
-    /// `keep`: the safety net may replay it, so keep what a second send needs.
-    fn prepare(&mut self, ctx: &RequestCtx, keep: bool);
+    /// `keep`: it may be sent again (the safety net) or copied (a mirror step), so keep what
+    /// that needs — a body only if it has a length of at most `keep` bytes.
+    fn prepare(&mut self, ctx: &RequestCtx, keep: Option<u64>);
 
     /// The safety net (SPEC §13): make the request ready to be sent once more, to another
     /// version, after an attempt that reached a backend. `false` when it cannot be: its body
-    /// went upstream without a copy kept.
+    /// went upstream without a copy kept, or one over 64 KiB.
     fn again(&mut self) -> bool;
+
+    /// A mirror step (SPEC §13): a copy of the request for the canary, if its body (if any)
+    /// was kept and is at most `max_body` bytes.
+    fn copy(&mut self, max_body: u64) -> Option<Copy>;
 
     /// One attempt on one backend, up to the response head. `sent` is moved to the moment
     /// the backend had the whole request (the end of its body), if that comes first.
@@ -149,8 +156,9 @@ fn fail<R>(ctx: &mut RequestCtx, e: ProxyError) -> Served<R> {
     Served::Proxy(e)
 }
 
-/// Write the upstream request, send it to version `v`; and if it failed on a running
-/// rollout's canary, let the safety net replay it on the stable (SPEC §13).
+/// Write the upstream request, send it to version `v`; during a mirror step, copy it to the
+/// canary; and if it failed on a running rollout's canary, let the safety net replay it on
+/// the stable (SPEC §13).
 async fn forward<T: Transport>(
     ctx: &mut RequestCtx,
     t: &mut T,
@@ -162,8 +170,25 @@ async fn forward<T: Transport>(
         .as_ref()
         .filter(|r| r.safety_net_for(v).is_some());
     let replayable = net.is_some() && policy::may_replay(t.head().method(), true);
-    t.prepare(ctx, replayable);
+    let mirror = service
+        .rollout
+        .as_ref()
+        .filter(|r| r.active && r.mirror_pct > 0 && v != r.canary && mirror::sampled(r));
+    let keep = [
+        replayable.then_some(SafetyNet::MAX_BODY),
+        mirror.map(|r| r.mirror_max_body),
+    ]
+    .into_iter()
+    .flatten()
+    .max();
+    t.prepare(ctx, keep);
     let first = send(ctx, t, service, v).await;
+    if let Some(live) = mirror {
+        // After the original's attempt, on its own task: a copy never delays it.
+        if let Some(copy) = t.copy(live.mirror_max_body) {
+            mirror::send(ctx, live, copy);
+        }
+    }
     let Some(live) = net else {
         return first;
     };

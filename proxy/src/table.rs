@@ -21,9 +21,9 @@ use switchyard_config::{
     Config, HealthCheck, OverrideMatch, Sticky, Timeouts, Upstream, UpstreamProtocol,
 };
 
+use crate::budget::RetryBudget;
 use crate::canary::{CanaryCounters, Impact, LiveRollout};
 use crate::pick::WeightedPick;
-use crate::retry::RetryBudget;
 use crate::route::{MatchRule, ServiceMatcher};
 use crate::stats::{BackendStats, VersionStats};
 use crate::upstream::{SendTimeouts, UpstreamPool};

@@ -316,3 +316,172 @@ async fn the_users_who_saw_a_failure_are_counted_and_the_safety_net_makes_them_n
     let on_canary = impact["users_on_canary"].as_u64().unwrap_or_default() as f64;
     assert!((on_canary - 100.0).abs() <= 15.0, "{impact}");
 }
+
+/// A mirror step of ten minutes first: users stay on the stable, the canary gets copies.
+const MIRROR_FIRST: &str =
+    "[{ mirror: 100%, duration: 10m }, { traffic: 50%, duration: 10m }, { traffic: 100% }]";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn during_a_mirror_step_users_see_only_the_stable_and_the_canary_gets_copies() {
+    let blue = Backend::start("blue-1").await;
+    let green = Backend::start("green-1").await;
+    let proxy = Proxy::start(&config(
+        (blue.addr, green.addr),
+        MIRROR_FIRST,
+        NO_ROLLBACK,
+        "",
+        false,
+    ))
+    .await;
+    let mut replies = send_all(proxy.listen, 100, false, |_| get("/")).await;
+    replies.extend(send_all(proxy.listen, 100, true, |_| get("/")).await);
+    assert!(
+        replies.iter().all(|(s, v)| s.is_success() && v == "blue"),
+        "{replies:?}"
+    );
+    eventually(
+        Duration::from_secs(10),
+        "200 copies on the canary",
+        async || match green.hits() {
+            200 => Ok(()),
+            n => Err(format!("{n} copies")),
+        },
+    )
+    .await;
+    assert_eq!(blue.hits(), 200);
+    let svc = proxy.api("/services/api").await;
+    let rollout = &svc["rollout"];
+    assert_eq!(rollout["mode"], "mirror", "{rollout}");
+    assert_eq!(rollout["mirror_pct"], 100, "{rollout}");
+    assert_eq!(rollout["mirror"]["sent"], 200, "{rollout}");
+    assert_eq!(rollout["impact"]["users_on_canary"], 0, "{rollout}");
+    let green_weight = svc["versions"]
+        .as_array()
+        .and_then(|v| v.iter().find(|v| v["name"] == "green"))
+        .and_then(|v| v["weight"].as_f64());
+    assert_eq!(green_weight, Some(0.0), "{svc}");
+    // The copies are the canary's requests in the recordings the analysis reads.
+    let on_green = proxy
+        .metric_sum("switchyard_requests_total", &[("version", "green")])
+        .await;
+    assert_eq!(on_green, 200.0);
+    let sent = proxy
+        .metric_sum("switchyard_mirror_requests_total", &[("result", "sent")])
+        .await;
+    assert_eq!(sent, 200.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_canary_that_sleeps_two_seconds_never_delays_the_original() {
+    let blue = Backend::start("blue-1").await;
+    let green = Backend::start_with_delay("green-1", Duration::from_secs(2)).await;
+    let proxy = Proxy::start(&config(
+        (blue.addr, green.addr),
+        MIRROR_FIRST,
+        NO_ROLLBACK,
+        "",
+        false,
+    ))
+    .await;
+    let mut client = proxy.client();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..50 {
+        let started = Instant::now();
+        let reply = client.get("/").await.expect("a response");
+        slowest = slowest.max(started.elapsed());
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.version().as_deref(), Some("blue"));
+    }
+    assert!(slowest < Duration::from_millis(500), "slowest {slowest:?}");
+    eventually(
+        Duration::from_secs(10),
+        "copies on the canary",
+        async || match green.hits() {
+            50 => Ok(()),
+            n => Err(format!("{n} copies")),
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_canary_that_resets_every_connection_is_rolled_back_in_the_mirror_step_unseen() {
+    let blue = Backend::start("blue-1").await;
+    let green = raw_backend(|stream| async move {
+        let _ = stream.set_zero_linger();
+        drop(stream);
+    })
+    .await;
+    let proxy = Proxy::start(&config(
+        (blue.addr, green),
+        MIRROR_FIRST,
+        "{ interval: 1m, threshold: 5, fast_fail: { error_rate: 50, min_requests: 20 } }",
+        "",
+        false,
+    ))
+    .await;
+    let load = Load::start(proxy.listen, 4);
+    let svc = eventually(Duration::from_secs(30), "a rollback", async || {
+        let svc = proxy.api("/services/api").await;
+        match svc["rollout"]["state"].as_str() {
+            Some("rolled_back") => Ok(svc),
+            _ => Err(svc["rollout"].to_string()),
+        }
+    })
+    .await;
+    let report = load.finish().await;
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    assert_eq!(report.tally.count("green"), 0, "{}", report.tally);
+    assert_eq!(svc["rollout"]["step"], 1, "rolled back in the mirror step");
+    let reason = svc["rollout"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("fast-fail"), "{reason}");
+    assert_eq!(svc["rollout"]["impact"]["users_on_canary"], 0);
+    let failed = proxy
+        .metric_sum("switchyard_mirror_requests_total", &[("result", "failed")])
+        .await;
+    assert!(failed >= 20.0, "{failed} failed copies");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bodies_over_max_body_are_not_mirrored() {
+    let blue = Backend::start("blue-1").await;
+    let green = Backend::start("green-1").await;
+    let proxy = Proxy::start(&config(
+        (blue.addr, green.addr),
+        MIRROR_FIRST,
+        NO_ROLLBACK,
+        "mirror: { max_body: 16KiB }",
+        false,
+    ))
+    .await;
+    let post = |size: usize| {
+        move |_| {
+            Request::builder()
+                .method(Method::PUT)
+                .uri("/upload")
+                .body(full(pattern_bytes(size)))
+                .expect("request")
+        }
+    };
+    let small = send_all(proxy.listen, 20, false, post(1000)).await;
+    let large = send_all(proxy.listen, 20, false, post(64 * 1024)).await;
+    assert!(small
+        .iter()
+        .chain(&large)
+        .all(|(s, v)| s.is_success() && v == "blue"));
+    eventually(
+        Duration::from_secs(10),
+        "the small copies",
+        async || match green.hits() {
+            20 => Ok(()),
+            n => Err(format!("{n} copies")),
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(green.hits(), 20, "a large body was mirrored");
+    // The original's body arrived whole: the blue backend echoes its length.
+    let mut client = proxy.client();
+    let reply = client.send(post(5000)(0)).await.expect("a response");
+    assert_eq!(reply.echo().body_len(), 5000);
+}

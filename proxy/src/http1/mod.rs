@@ -40,6 +40,7 @@ use http::HeaderMap;
 use crate::access_log::{AccessLog, Pending};
 use crate::edge::{ClientStream, Edge, Rejection};
 use crate::error::ProxyError;
+use crate::mirror::Copy;
 use crate::phases::{self, Served, Transport};
 use crate::request::{End, RequestCtx};
 use crate::retry::{self as policy, Failed, NotSent};
@@ -247,7 +248,7 @@ impl<'a> Transport for Fast<'a> {
         Pending::new(log, ctx.client, logged_request(&self.view), ctx.arrived)
     }
 
-    fn prepare(&mut self, ctx: &RequestCtx, _keep: bool) {
+    fn prepare(&mut self, ctx: &RequestCtx, _keep: Option<u64>) {
         write_upstream_head(self.request, &self.view, self.client_ip, ctx.scheme);
     }
 
@@ -269,10 +270,18 @@ impl<'a> Transport for Fast<'a> {
             client_close: self.view.head.close,
         };
         let attempt = exchange(&backend.pool, asked, &service.timeouts, self.out).await;
-        attempt.map_err(|e| match e {
-            Attempt::NotSent(why) => Failed::NotSent(why),
-            Attempt::Timeout => Failed::Timeout,
-            Attempt::ClosedEarly | Attempt::Invalid => Failed::Reset,
+        attempt.map_err(Attempt::failed)
+    }
+
+    fn copy(&mut self, _max_body: u64) -> Option<Copy> {
+        // No body on this path.
+        Some(Copy::Raw {
+            head: self.request.clone(),
+            head_method: self.head_method,
+            idempotent: self.idempotent,
+            send: |pool, head, head_method, idempotent, timeouts, ctx| {
+                Box::pin(copy(pool, head, head_method, idempotent, timeouts, ctx))
+            },
         })
     }
 
@@ -318,6 +327,68 @@ enum Attempt {
     ClosedEarly,
     Timeout,
     Invalid,
+}
+
+impl Attempt {
+    fn failed(self) -> Failed {
+        match self {
+            Attempt::NotSent(why) => Failed::NotSent(why),
+            Attempt::Timeout => Failed::Timeout,
+            Attempt::ClosedEarly | Attempt::Invalid => Failed::Reset,
+        }
+    }
+}
+
+/// A mirror copy (SPEC §13) on this path's raw connections: the same upstream head sent to
+/// `pool`'s backend, the answer read to its end and discarded (the connection pooled again
+/// after a clean end). The response head is noted in `ctx` when it comes.
+async fn copy(
+    pool: &UpstreamPool,
+    head: &[u8],
+    head_method: bool,
+    idempotent: bool,
+    timeouts: &SendTimeouts,
+    ctx: &mut RequestCtx,
+) -> End {
+    let asked = Asked {
+        request: head,
+        head_method,
+        idempotent,
+        client_close: false,
+    };
+    let mut out = Vec::new();
+    let (mut up, response) = match exchange(pool, asked, timeouts, &mut out).await {
+        Ok(answered) => answered,
+        Err(e) => {
+            ctx.failed(policy::answer_of(e.failed()));
+            return End::Complete;
+        }
+    };
+    ctx.answered(response.status, None);
+    let mut framing = response.framing;
+    let mut reusable = true;
+    loop {
+        let Ok((n, done)) = framing.feed(&up.buf) else {
+            return End::UpstreamAborted;
+        };
+        reusable &= n == up.buf.len();
+        up.buf.clear();
+        if done {
+            break;
+        }
+        if up.buf.capacity() < BODY_READ {
+            up.buf.reserve(BODY_READ);
+        }
+        match up.stream.read_buf(&mut up.buf).await {
+            Ok(0) if matches!(framing, Framing::UntilClose) => return End::Complete,
+            Ok(0) | Err(_) => return End::UpstreamAborted,
+            Ok(_) => {}
+        }
+    }
+    if reusable && response.upstream_keep_alive {
+        pool.put_raw(up);
+    }
+    End::Complete
 }
 
 /// One attempt on one backend: a pooled connection (or a fresh one if the pooled one turns out
