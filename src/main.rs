@@ -89,6 +89,9 @@ enum Command {
         /// Run the same rollout with a good v2, which gets promoted.
         #[arg(long)]
         healthy: bool,
+        /// Run it without the safety net: users then see the bad v2's failures.
+        #[arg(long)]
+        no_safety_net: bool,
     },
     /// Drive a running proxy through its control API (kubectl-like verbs).
     Ctl(ctl::CtlArgs),
@@ -126,6 +129,7 @@ fn main() -> ExitCode {
             port,
             admin_port,
             healthy,
+            no_safety_net,
         } => run(
             None,
             format,
@@ -133,6 +137,7 @@ fn main() -> ExitCode {
                 port,
                 admin_port,
                 healthy,
+                safety_net: !no_safety_net,
             }),
         ),
         Command::Ctl(args) => ctl::run(args),
