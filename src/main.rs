@@ -92,6 +92,10 @@ enum Command {
         /// Run it without the safety net: users then see the bad v2's failures.
         #[arg(long)]
         no_safety_net: bool,
+        /// When v2 turns bad, after the proxy is ready (0s: bad from the start, so the
+        /// mirror step catches it before any user reaches it).
+        #[arg(long, value_parser = parse_duration, default_value = "12s")]
+        bad_after: Duration,
     },
     /// Drive a running proxy through its control API (kubectl-like verbs).
     Ctl(ctl::CtlArgs),
@@ -130,6 +134,7 @@ fn main() -> ExitCode {
             admin_port,
             healthy,
             no_safety_net,
+            bad_after,
         } => run(
             None,
             format,
@@ -138,6 +143,7 @@ fn main() -> ExitCode {
                 admin_port,
                 healthy,
                 safety_net: !no_safety_net,
+                bad_after,
             }),
         ),
         Command::Ctl(args) => ctl::run(args),

@@ -29,10 +29,6 @@ use timeline::Outcome;
 
 /// Failed checks that roll the canary back (the config's `analysis.threshold`).
 const THRESHOLD: u32 = 2;
-/// How long after the proxy is ready `v2` turns bad: past the mirror step (4 s) and step 2
-/// (5 s at 10%), early in step 3 (10 s at 50%), so the rollback lands mid-step, about
-/// fifteen seconds in.
-const BAD_AFTER: Duration = Duration::from_secs(12);
 /// Upper bound for the proxy to come up.
 const READY_WITHIN: Duration = Duration::from_secs(20);
 
@@ -43,6 +39,10 @@ pub struct Options {
     pub healthy: bool,
     /// Replay `v2`'s failed requests on `v1` (the rollout's `safety_net`).
     pub safety_net: bool,
+    /// How long after the proxy is ready `v2` turns bad. The default, 12 s, is past the
+    /// mirror step (4 s) and step 2 (5 s at 10%), early in step 3 (10 s at 50%), so the
+    /// rollback lands mid-step, about fifteen seconds in; 0 makes the mirror step catch it.
+    pub bad_after: Duration,
 }
 
 pub async fn run(options: Options) -> Result<(), String> {
@@ -89,7 +89,7 @@ pub async fn run(options: Options) -> Result<(), String> {
     } else {
         println!(
             "  v2         healthy at first, then bad after {}s: 10% answer 500, 5% take {}ms",
-            BAD_AFTER.as_secs(),
+            options.bad_after.as_secs(),
             backends::SLOW_BY.as_millis()
         );
     }
@@ -105,7 +105,7 @@ pub async fn run(options: Options) -> Result<(), String> {
         tokio::spawn(load::run(proxy));
         if !options.healthy {
             tokio::spawn(async move {
-                tokio::time::sleep(BAD_AFTER).await;
+                tokio::time::sleep(options.bad_after).await;
                 v2.turn_bad();
                 timeline::line(
                     start,

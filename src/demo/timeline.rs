@@ -170,8 +170,17 @@ pub fn impact_line(outcome: &Outcome, service: &Value) -> String {
         Outcome::RolledBack { detection_s: None } => "v2 rolled back".to_string(),
         Outcome::Promoted => "v2 promoted".to_string(),
     };
+    let mirror = &rollout["mirror"];
+    let copies = match n(&mirror["sent"]) {
+        0 => String::new(),
+        sent => format!(
+            " (and {} of {} mirrored copies)",
+            thousands(n(&mirror["failed"])),
+            thousands(sent)
+        ),
+    };
     format!(
-        "{head}; {} canary requests failed, {saw} (of {} users, {} sent to v2)",
+        "{head}; {} canary requests failed{copies}, {saw} (of {} users, {} sent to v2)",
         thousands(canary_failed),
         thousands(n(&impact["users_total"])),
         thousands(n(&impact["users_on_canary"])),
@@ -293,13 +302,22 @@ mod tests {
         let service = json!({"rollout": {
             "impact": {"users_total": 500, "users_on_canary": 250, "users_failed": 0,
                        "requests_failed": 0, "users_failed_pct": 0.0},
-            "safety_net": {"enabled": true, "retries": {"ok": 1840, "failed": 0, "budget": 2, "unsafe": 1}}}});
+            "safety_net": {"enabled": true, "retries": {"ok": 1840, "failed": 0, "budget": 2, "unsafe": 1}},
+            "mirror": {"sent": 0, "dropped": 0, "failed": 0}}});
         let outcome = Outcome::RolledBack {
             detection_s: Some(1.2),
         };
         assert_eq!(
             impact_line(&outcome, &service),
             "v2 rolled back 1.20s after its first failed check; 1,843 canary requests failed, 0 users saw an error (of 500 users, 250 sent to v2)"
+        );
+        let mirrored = json!({"rollout": {
+            "impact": {"users_total": 394, "users_on_canary": 0, "users_failed": 0, "requests_failed": 0},
+            "safety_net": {"enabled": true, "retries": {"ok": 0, "failed": 0, "budget": 0, "unsafe": 0}},
+            "mirror": {"sent": 381, "dropped": 0, "failed": 40}}});
+        assert_eq!(
+            impact_line(&outcome, &mirrored),
+            "v2 rolled back 1.20s after its first failed check; 0 canary requests failed (and 40 of 381 mirrored copies), 0 users saw an error (of 394 users, 0 sent to v2)"
         );
         assert_eq!(thousands(1_234_567), "1,234,567");
         assert_eq!(thousands(12), "12");
