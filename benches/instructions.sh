@@ -14,6 +14,9 @@
 # per byte, so copy-heavy code looks worse here than it runs.
 # Output files (callgrind_annotate them): $OUT/cg-{2000,12000}.out. PORT (default 29190);
 # SHARED: the shared/ directory (default: beside the repo, as for peers.sh).
+# ROLLOUT=on runs the same 90/10 split as a running canary rollout (SPEC §6; the impact
+# counters then count every request), ROLLOUT=net with the safety net on too (SPEC §13; the
+# canary is healthy, so nothing is replayed: this is the net's cost when it is not needed).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${1:-$ROOT/target/release/switchyard}; MODE=${2:-h1}
@@ -40,6 +43,21 @@ services:
       blue:  { release: v1, backends: ["127.0.0.1:19001"], weight: 90 }
       green: { release: v2, backends: ["127.0.0.1:19002"], weight: 10 }
 CFG
+case ${ROLLOUT:-off} in
+  off) ;;
+  on|net)
+    [ "$ROLLOUT" = net ] && NET="safety_net: { retry_on_stable: true, budget: 20% }" || NET=""
+    cat >>"$OUT/config.yaml" <<CFG
+    rollout:
+      stable: blue
+      canary: green
+      $NET
+      steps: [{ traffic: 10%, duration: 1h }, { traffic: 100% }]
+      analysis: { interval: 1h, fast_fail: off }
+CFG
+    ;;
+  *) echo "ROLLOUT must be off, on or net" >&2; exit 2;;
+esac
 case $MODE in
   h1) LOAD=(--h1 -c1 -t1); STREAMS="sequential HTTP/1.1";;
   h2c) LOAD=(-c1 -m10 -t1); STREAMS="h2c, 10 streams in flight";;

@@ -485,3 +485,47 @@ async fn bodies_over_max_body_are_not_mirrored() {
     let reply = client.send(post(5000)(0)).await.expect("a response");
     assert_eq!(reply.echo().body_len(), 5000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_put_whose_body_was_kept_is_replayed_whole_and_one_streamed_without_a_length_is_not() {
+    let blue = Backend::start("blue-1").await;
+    let green = Backend::start_failing("green-1", 1000).await;
+    let proxy = Proxy::start(&config(
+        (blue.addr, green.addr),
+        HALF,
+        NO_ROLLBACK,
+        "safety_net: { retry_on_stable: true, budget: 100% }",
+        false,
+    ))
+    .await;
+    let body = pattern_bytes(2000);
+    let hash = fnv1a(&body).to_string();
+    let mut client = proxy.client();
+    for _ in 0..40 {
+        let put = Request::builder()
+            .method(Method::PUT)
+            .uri("/item")
+            .body(full(body.clone()))
+            .expect("request");
+        let reply = client.send(put).await.expect("a response");
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        assert_eq!(reply.version().as_deref(), Some("blue"));
+        // The stable got the whole body, replayed or not.
+        assert_eq!(reply.echo().body_len(), 2000);
+        assert_eq!(reply.echo().0["body_fnv1a"], hash.as_str());
+    }
+    assert!(retries(&proxy, "ok").await >= 5.0);
+    // A chunked body has no length to keep: never replayed.
+    let mut unsafe_seen = 0;
+    for _ in 0..40 {
+        let put = Request::builder()
+            .method(Method::PUT)
+            .uri("/item")
+            .body(chunked(body.clone(), 500))
+            .expect("request");
+        let reply = client.send(put).await.expect("a response");
+        unsafe_seen += usize::from(!reply.status.is_success());
+    }
+    assert!(unsafe_seen > 0);
+    assert_eq!(retries(&proxy, "unsafe").await, unsafe_seen as f64);
+}
