@@ -239,7 +239,10 @@ fn render_canary(table: &RoutingTable, out: &mut String) {
                 c.mirror_requests(r)
             );
         }
-        let counts = rollout.impact.counts();
+        let Some(impact) = &rollout.impact else {
+            continue;
+        };
+        let counts = impact.counts();
         for (kind, n) in [
             ("total", counts.users_total),
             ("on_canary", counts.users_on_canary),

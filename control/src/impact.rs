@@ -23,9 +23,9 @@ pub struct ImpactDoc {
 }
 
 impl ImpactDoc {
-    /// The impact of the service's current (or latest) rollout, if it had one since start.
+    /// The impact of the service's current (or latest) rollout, if it ran since start.
     pub fn of(route: &ServiceRoute) -> Option<ImpactDoc> {
-        let c = route.rollout.as_ref()?.impact.counts();
+        let c = route.rollout.as_ref()?.impact.as_ref()?.counts();
         Some(ImpactDoc {
             users_total: c.users_total,
             users_on_canary: c.users_on_canary,

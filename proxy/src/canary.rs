@@ -42,7 +42,9 @@ pub struct LiveRollout {
     /// Requests with larger bodies are not mirrored.
     pub mirror_max_body: u64,
     pub(crate) budget: Arc<RetryBudget>,
-    pub impact: Arc<Impact>,
+    /// `None` for a rollout that has not run in this process (finished before a restart):
+    /// nothing to count, and 12 KiB not spent on each such service.
+    pub impact: Option<Arc<Impact>>,
 }
 
 impl LiveRollout {

@@ -228,8 +228,11 @@ impl RequestCtx {
         let status = status(&self.answer);
         if let Some((s, v)) = self.route {
             record(&self.table.services[s].versions[v], self, status, failure);
-            if let (Some(user), Some(live)) = (self.user, &self.table.services[s].rollout) {
-                live.impact.record(user, self.to_canary, failure.is_some());
+            let rollout = &self.table.services[s].rollout;
+            if let (Some(user), Some(impact)) =
+                (self.user, rollout.as_ref().and_then(|r| r.impact.as_ref()))
+            {
+                impact.record(user, self.to_canary, failure.is_some());
             }
         }
         if let Some(log) = self.log.take() {

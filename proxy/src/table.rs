@@ -396,6 +396,9 @@ fn live_rollout(
             Some(p) if p.safety_net == safety_net => Arc::clone(&p.budget),
             _ => Arc::new(RetryBudget::new(safety_net.map_or(0, |n| n.budget))),
         },
-        impact: previous.map_or_else(|| Arc::new(Impact::default()), |p| Arc::clone(&p.impact)),
+        impact: match previous.and_then(|p| p.impact.as_ref()) {
+            Some(impact) => Some(Arc::clone(impact)),
+            None => t.active.then(|| Arc::new(Impact::default())),
+        },
     })
 }
