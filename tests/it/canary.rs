@@ -384,15 +384,20 @@ async fn a_canary_that_sleeps_two_seconds_never_delays_the_original() {
     ))
     .await;
     let mut client = proxy.client();
-    let mut slowest = Duration::ZERO;
+    let mut took = Vec::new();
     for _ in 0..50 {
         let started = Instant::now();
         let reply = client.get("/").await.expect("a response");
-        slowest = slowest.max(started.elapsed());
+        took.push(started.elapsed());
         assert_eq!(reply.status, StatusCode::OK);
         assert_eq!(reply.version().as_deref(), Some("blue"));
     }
-    assert!(slowest < Duration::from_millis(500), "slowest {slowest:?}");
+    // Had any original waited for its copy, it would have taken the canary's 2 s; the bounds
+    // leave room for a busy machine's scheduling.
+    took.sort();
+    let (median, slowest) = (took[took.len() / 2], took[took.len() - 1]);
+    assert!(median < Duration::from_millis(200), "median {median:?}");
+    assert!(slowest < Duration::from_millis(1900), "slowest {slowest:?}");
     eventually(
         Duration::from_secs(10),
         "copies on the canary",

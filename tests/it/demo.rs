@@ -33,7 +33,7 @@ async fn the_bad_canary_is_rolled_back_by_itself_and_the_timeline_tells_the_stor
         "weights now v1 100%, v2 0%; detected in",
         "v2 was rolled back by the proxy itself",
         // The safety net kept every user away from v2's failures; the API counted them.
-        "canary requests failed, 0 users saw an error (of ",
+        ", 0 users saw an error (of ",
     ] {
         assert!(out.contains(line), "the timeline lacks {line:?}:\n{out}");
     }
