@@ -128,12 +128,21 @@ impl Body for ClientBody {
 /// body-size limit and the client body timeout applied on the way.
 #[derive(Debug)]
 pub struct RequestBody {
-    inner: ClientBody,
+    inner: Source,
     /// Bytes allowed (`u64::MAX` = unlimited) and bytes seen so far.
     limit: u64,
     seen: u64,
     /// While the body is still coming (`None` for a request without one).
     watch: Option<Watch>,
+}
+
+/// Where the body's bytes come from.
+#[derive(Debug)]
+enum Source {
+    /// Streamed from the client as they arrive.
+    Client(ClientBody),
+    /// A copy kept whole (a replay by the safety net, a mirror copy); `None` once sent.
+    Kept(Option<Bytes>),
 }
 
 #[derive(Debug)]
@@ -162,10 +171,20 @@ impl RequestBody {
             waiting: false,
         });
         RequestBody {
-            inner,
+            inner: Source::Client(inner),
             limit: limit.unwrap_or(u64::MAX),
             seen: 0,
             watch,
+        }
+    }
+
+    /// A body sent from a kept copy (empty: no body).
+    pub fn kept(bytes: Bytes) -> RequestBody {
+        RequestBody {
+            inner: Source::Kept((!bytes.is_empty()).then_some(bytes)),
+            limit: u64::MAX,
+            seen: 0,
+            watch: None,
         }
     }
 
@@ -279,6 +298,15 @@ impl BodyError {
         }
     }
 
+    /// Whose fault, as [`BodySent::failure`] reports it.
+    pub(crate) fn failure(&self) -> BodyFailure {
+        match self {
+            BodyError::TooLarge => BodyFailure::TooLarge,
+            BodyError::Client(_) => BodyFailure::Client,
+            BodyError::Timeout => BodyFailure::Timeout,
+        }
+    }
+
     fn kind(&self) -> u8 {
         match self {
             BodyError::TooLarge => 1,
@@ -297,7 +325,11 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let inner = match &mut this.inner {
+            Source::Client(inner) => inner,
+            Source::Kept(bytes) => return Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        };
+        match Pin::new(&mut *inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.seen += data.len() as u64;
@@ -305,7 +337,7 @@ impl Body for RequestBody {
                         return this.fail(BodyError::TooLarge);
                     }
                 }
-                if this.inner.is_end_stream() {
+                if inner.is_end_stream() {
                     // The last frame: hyper may not ask again.
                     if let Some(w) = this.watch.take() {
                         w.sent.mark();
@@ -340,10 +372,18 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Source::Client(inner) => inner.is_end_stream(),
+            Source::Kept(bytes) => bytes.is_none(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Source::Client(inner) => inner.size_hint(),
+            Source::Kept(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+        }
     }
 }

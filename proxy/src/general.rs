@@ -17,13 +17,14 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::Watcher;
-use switchyard_config::Limits;
+use switchyard_config::{Limits, SafetyNet};
 
 use crate::access_log::{AccessLog, Pending};
 use crate::body::{BodyError, BodyFailure, BodySent, ClientBody, RequestBody};
@@ -31,6 +32,7 @@ use crate::edge::{ClientStream, Edge, Rejection, Slot};
 use crate::error::ProxyError;
 use crate::framing::{AbortSignal, FramingVerdict, ScanIo, Scanner};
 use crate::headers;
+use crate::mirror::Copy;
 use crate::phases::{self, Served, Transport};
 use crate::request::{End, RequestCtx};
 use crate::response::ResponseBody;
@@ -125,6 +127,8 @@ pub async fn handle(conn: &Arc<Conn>, req: Request<ClientBody>) -> Response<Resp
         upstream: None,
         upgrade: None,
         body: None,
+        kept: None,
+        keep_body: None,
     };
     match phases::run(edge, &mut ctx, &mut t).await {
         Served::Upstream(response) => respond(conn, ctx, response, t.upgrade, t.body, http1_client),
@@ -149,6 +153,38 @@ struct Hyper<'c> {
     upgrade: Option<(HeaderValue, OnUpgrade)>,
     /// When the request body was sent upstream, and how it failed (`None`: no body).
     body: Option<Arc<BodySent>>,
+    /// What a replay by the safety net or a mirror copy sends again: the upstream request's
+    /// head and its whole body (kept only when one may be needed).
+    kept: Option<Kept>,
+    /// The largest body to keep, read whole before the first attempt (`None`: none).
+    keep_body: Option<u64>,
+}
+
+/// A copy of an upstream request, to send it once more.
+struct Kept {
+    method: http::Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Kept {
+    fn of(req: &Request<RequestBody>, body: Bytes) -> Kept {
+        Kept {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            headers: req.headers().clone(),
+            body,
+        }
+    }
+
+    fn request(&self) -> Request<RequestBody> {
+        let mut req = Request::new(RequestBody::kept(self.body.clone()));
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
 }
 
 impl Transport for Hyper<'_> {
@@ -178,13 +214,43 @@ impl Transport for Hyper<'_> {
         Pending::of_request(log, ctx.client, self.head(), ctx.arrived)
     }
 
-    fn prepare(&mut self, ctx: &RequestCtx) {
+    fn prepare(&mut self, ctx: &RequestCtx, keep: Option<u64>) {
         let mut req = self.client.take().expect("prepared once");
         self.upgrade = take_upgrade(ctx.service(), &mut req);
         let upgrade = self.upgrade.as_ref().map(|(v, _)| v);
         let upstream = upstream_request(ctx, req, &self.conn.edge, upgrade);
         self.body = upstream.body().sent();
+        if let (Some(limit), None) = (keep, &self.upgrade) {
+            if upstream.body().is_end_stream() {
+                self.kept = Some(Kept::of(&upstream, Bytes::new()));
+            } else if upstream
+                .body()
+                .size_hint()
+                .upper()
+                .is_some_and(|n| n <= limit)
+            {
+                self.keep_body = Some(limit);
+            }
+        }
         self.upstream = Some(upstream);
+    }
+
+    fn again(&mut self) -> bool {
+        let Some(kept) = self
+            .kept
+            .as_ref()
+            .filter(|k| k.body.len() as u64 <= SafetyNet::MAX_BODY)
+        else {
+            return false;
+        };
+        self.upstream = Some(kept.request());
+        self.body = None;
+        true
+    }
+
+    fn copy(&mut self, max_body: u64) -> Option<Copy> {
+        let kept = self.kept.as_ref()?;
+        (kept.body.len() as u64 <= max_body).then(|| Copy::Hyper(Box::new(kept.request())))
     }
 
     async fn exchange(
@@ -193,6 +259,12 @@ impl Transport for Hyper<'_> {
         backend: &Backend,
         sent: &mut Instant,
     ) -> Result<Response<Incoming>, Failed> {
+        if self.keep_body.take().is_some() {
+            // Kept whole for a replay or a copy: read before the first attempt, so the
+            // request timeout and the judged latency start once it is all here.
+            self.keep_whole_body().await?;
+            *sent = Instant::now();
+        }
         let req = self
             .upstream
             .take()
@@ -214,29 +286,11 @@ impl Transport for Hyper<'_> {
         // the upstream connection made of it.
         let body = self.body.as_ref().and_then(|b| b.failure());
         let found = match &e {
-            SendError::Reset(e) => BodyError::find(e).map(|e| match e {
-                BodyError::TooLarge => BodyFailure::TooLarge,
-                BodyError::Client(_) => BodyFailure::Client,
-                BodyError::Timeout => BodyFailure::Timeout,
-            }),
+            SendError::Reset(e) => BodyError::find(e).map(BodyError::failure),
             _ => None,
         };
-        let rejections = &self.conn.edge.rejections;
         match (body.or(found), e) {
-            (Some(BodyFailure::TooLarge), _) => {
-                rejections.count(Rejection::BodyTooLarge);
-                Err(Failed::Client(ProxyError::PayloadTooLarge))
-            }
-            (Some(BodyFailure::Client), _) => {
-                rejections.count(Rejection::BadRequest);
-                Err(Failed::Client(ProxyError::BadRequest(
-                    "invalid request body\n",
-                )))
-            }
-            (Some(BodyFailure::Timeout), _) => {
-                rejections.count(Rejection::BodyTimeout);
-                Err(Failed::Client(ProxyError::BodyTimeout))
-            }
+            (Some(fault), _) => Err(self.client_fault(fault)),
             (None, SendError::Timeout) => Err(Failed::Timeout),
             (None, e) => {
                 tracing::debug!(backend = %backend.address, error = ?e, "upstream reset");
@@ -247,6 +301,48 @@ impl Transport for Hyper<'_> {
 
     fn status(response: &Response<Incoming>) -> (u16, Option<&HeaderMap>) {
         (response.status().as_u16(), Some(response.headers()))
+    }
+}
+
+impl Hyper<'_> {
+    /// The client's body failed: its fault, counted at the edge, never the backend's.
+    fn client_fault(&self, fault: BodyFailure) -> Failed {
+        let rejections = &self.conn.edge.rejections;
+        match fault {
+            BodyFailure::TooLarge => {
+                rejections.count(Rejection::BodyTooLarge);
+                Failed::Client(ProxyError::PayloadTooLarge)
+            }
+            BodyFailure::Client => {
+                rejections.count(Rejection::BadRequest);
+                Failed::Client(ProxyError::BadRequest("invalid request body\n"))
+            }
+            BodyFailure::Timeout => {
+                rejections.count(Rejection::BodyTimeout);
+                Failed::Client(ProxyError::BodyTimeout)
+            }
+        }
+    }
+
+    /// Reads the upstream request's body whole (it has a length within the keep limit) and
+    /// sends it from the kept copy; the body limit and client body timeout still apply.
+    async fn keep_whole_body(&mut self) -> Result<(), Failed> {
+        let req = self.upstream.take().expect("prepared");
+        let (parts, body) = req.into_parts();
+        let bytes = match body.collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) => return Err(self.client_fault(e.failure())),
+        };
+        let kept = Kept {
+            method: parts.method,
+            uri: parts.uri,
+            headers: parts.headers,
+            body: bytes,
+        };
+        self.upstream = Some(kept.request());
+        self.kept = Some(kept);
+        self.body = None;
+        Ok(())
     }
 }
 

@@ -8,7 +8,8 @@
 //! [`table::RoutingTable`]: [`route`] finds the service, [`pick`] the version, the table's
 //! version route the backend, [`headers`] rewrites, [`upstream`] sends over a pooled
 //! connection (within the backend's connection caps), `retry` decides whether an attempt
-//! that failed goes again, [`request`] judges the outcome by the one failure rule and records
+//! that failed goes again (and, with a rollout's safety net, whether a failed canary request
+//! is replayed on the stable — [`canary`] holds what a running rollout needs per request), [`request`] judges the outcome by the one failure rule and records
 //! and logs it once ([`stats`], [`access_log`]), and [`error`] names anything the proxy
 //! answers itself. At the edge, [`framing`] catches request smuggling hyper's parser hides,
 //! and [`access_log`] writes one line per request off the request path.
@@ -22,6 +23,8 @@
 
 pub mod access_log;
 pub mod body;
+mod budget;
+pub mod canary;
 mod chunked;
 pub mod edge;
 pub mod error;
@@ -32,6 +35,7 @@ pub mod headers;
 mod http1;
 mod http2;
 pub mod listener;
+mod mirror;
 pub mod phases;
 pub mod pick;
 pub mod request;

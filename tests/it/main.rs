@@ -11,6 +11,7 @@ mod access_log;
 mod accounting;
 mod admin;
 mod api;
+mod canary;
 mod check;
 mod cli;
 mod connect_storms;

@@ -40,6 +40,7 @@ use http::HeaderMap;
 use crate::access_log::{AccessLog, Pending};
 use crate::edge::{ClientStream, Edge, Rejection};
 use crate::error::ProxyError;
+use crate::mirror::Copy;
 use crate::phases::{self, Served, Transport};
 use crate::request::{End, RequestCtx};
 use crate::retry::{self as policy, Failed};
@@ -251,8 +252,13 @@ impl<'a> Transport for Fast<'a> {
         Pending::new(log, ctx.client, logged_request(&self.view), ctx.arrived)
     }
 
-    fn prepare(&mut self, ctx: &RequestCtx) {
+    fn prepare(&mut self, ctx: &RequestCtx, _keep: Option<u64>) {
         write_upstream_head(self.request, &self.view, self.client_ip, ctx.scheme);
+    }
+
+    fn again(&mut self) -> bool {
+        // No body, and the upstream head stays in `request` until the response head came.
+        true
     }
 
     async fn exchange(
@@ -270,6 +276,15 @@ impl<'a> Transport for Fast<'a> {
         };
         let attempt = raw::exchange(&backend.pool, asked, &service.timeouts, self.out).await;
         attempt.map_err(Failed::from)
+    }
+
+    fn copy(&mut self, _max_body: u64) -> Option<Copy> {
+        // No body on this path.
+        Some(Copy::Raw {
+            head: self.request.clone(),
+            head_method: self.head_method,
+            idempotent: self.idempotent,
+        })
     }
 
     fn status(response: &(RawConn, ResponseHead)) -> (u16, Option<&HeaderMap>) {

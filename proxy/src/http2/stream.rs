@@ -26,6 +26,7 @@ use crate::edge::{Edge, Rejection};
 use crate::error::ProxyError;
 use crate::general;
 use crate::headers;
+use crate::mirror::Copy;
 use crate::phases::{self, Served, Transport};
 use crate::request::{End, RequestCtx};
 use crate::retry::{self as policy, Failed};
@@ -150,8 +151,23 @@ impl Transport for Raw<'_> {
         Pending::of_request(log, ctx.client, self.req, ctx.arrived)
     }
 
-    fn prepare(&mut self, ctx: &RequestCtx) {
+    fn prepare(&mut self, ctx: &RequestCtx, _keep: Option<u64>) {
         write_upstream_head(&mut self.request, self.req, self.client_ip, ctx.scheme);
+    }
+
+    fn again(&mut self) -> bool {
+        // No body, and the upstream head stays in `request` until the response head came.
+        true
+    }
+
+    fn copy(&mut self, _max_body: u64) -> Option<Copy> {
+        // No body on this path.
+        let method = self.req.method();
+        Some(Copy::Raw {
+            head: self.request.clone(),
+            head_method: method == Method::HEAD,
+            idempotent: policy::is_idempotent(method.as_str().as_bytes()),
+        })
     }
 
     async fn exchange(
