@@ -341,6 +341,19 @@ async fn a_rolled_back_release_stays_out_across_kill_9_and_reload_until_a_new_re
     let load = Load::start(proxy.listen, 8);
     wait_for_state(&proxy, "rolled_back", Duration::from_secs(15)).await;
     load.finish().await;
+    // Traffic moves first, the state file follows (SPEC §16): the status says when it has.
+    eventually(
+        Duration::from_secs(10),
+        "the rollback persisted",
+        async || {
+            let pending = &proxy.status_json().await["persistence"]["pending"];
+            match pending.as_u64() {
+                Some(0) => Ok(()),
+                _ => Err(format!("persistence.pending = {pending}")),
+            }
+        },
+    )
+    .await;
 
     proxy.kill9();
     proxy.restart().await;

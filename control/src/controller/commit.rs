@@ -344,6 +344,19 @@ impl Controller<'_> {
         }
     }
 
+    /// Updates `persistence.pending` in `/api/v1/status` when it changed (health unchanged).
+    pub(super) fn publish_pending(&self) {
+        let pending = self.core.pending.len();
+        if self.core.status.load().persistence.pending == pending {
+            return;
+        }
+        self.core.status.rcu(|s| {
+            let mut next = crate::status::Status::clone(s);
+            next.persistence.pending = pending;
+            next
+        });
+    }
+
     /// Updates `/api/v1/status`'s `persistence`; logs when health changes.
     pub(super) fn publish_persistence(&self, error: Option<String>) {
         let pending = self.core.pending.len();

@@ -84,6 +84,9 @@ impl Controller<'_> {
         if !table_changed && self.dirty_views.is_empty() {
             return;
         }
+        // Status before the views: whoever reads a new state can then also read whether it is
+        // persisted yet (`persistence.pending`) — e.g. before stopping the process.
+        self.publish_pending();
         let mut dirty = std::mem::take(&mut self.dirty_views);
         dirty.sort_unstable();
         dirty.dedup();
