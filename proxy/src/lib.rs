@@ -23,6 +23,7 @@ pub mod access_log;
 pub mod body;
 mod chunked;
 pub mod edge;
+pub mod endpoints;
 pub mod error;
 pub mod framing;
 mod general;
