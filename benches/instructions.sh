@@ -13,11 +13,15 @@
 # runs of one binary vary by about ±1,000. Caveat: callgrind counts a `rep movsb` memcpy
 # per byte, so copy-heavy code looks worse here than it runs.
 # Output files (callgrind_annotate them): $OUT/cg-{2000,12000}.out. PORT (default 29190);
-# SHARED: the shared/ directory (default: beside the repo, as for peers.sh).
+# SHARED: the shared/ directory (default: beside the repo, as for peers.sh); BACKEND_HOST
+# (default 127.0.0.1): `localhost` makes the backends names, resolved by the control plane
+# (SPEC §12), to compare with literal addresses. Each run waits for one 200 first (a name
+# resolves after /ready), in both runs alike.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${1:-$ROOT/target/release/switchyard}; MODE=${2:-h1}
 PORT=${PORT:-29190}; ADMIN=$((PORT + 1)); SHARED=${SHARED:-$ROOT/../shared}
+HOST=${BACKEND_HOST:-127.0.0.1}
 for tool in valgrind h2load nginx curl; do
   command -v $tool >/dev/null || { echo "$tool missing" >&2; exit 1; }
 done
@@ -37,8 +41,8 @@ admin: { address: "127.0.0.1:$ADMIN" }
 services:
   api:
     versions:
-      blue:  { release: v1, backends: ["127.0.0.1:19001"], weight: 90 }
-      green: { release: v2, backends: ["127.0.0.1:19002"], weight: 10 }
+      blue:  { release: v1, backends: ["$HOST:19001"], weight: 90 }
+      green: { release: v2, backends: ["$HOST:19002"], weight: 10 }
 CFG
 case $MODE in
   h1) LOAD=(--h1 -c1 -t1); STREAMS="sequential HTTP/1.1";;
@@ -51,8 +55,9 @@ for n in 2000 12000; do
     "$BIN" serve --config "$OUT/config.yaml" --workers 1 >"$OUT/proxy-$n.log" 2>&1 </dev/null &
   pid=$!; PIDS+=($pid)
   for _ in $(seq 300); do curl -sf -o /dev/null "http://127.0.0.1:$ADMIN/ready" && break; sleep 0.2; done
+  for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 0.2; done
   h2load "${LOAD[@]}" -n"$n" "http://127.0.0.1:$PORT/" | grep -E "^requests:"
   kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
   TOTAL[$n]=$(awk '/^(summary|totals):/ {print $2; exit}' "$OUT/cg-$n.out")
 done
-echo "$(basename "$BIN") $MODE ($STREAMS): $(( (TOTAL[12000] - TOTAL[2000]) / 10000 )) instructions per request  (files: $OUT)"
+echo "$(basename "$BIN") $MODE ($STREAMS, backends $HOST): $(( (TOTAL[12000] - TOTAL[2000]) / 10000 )) instructions per request  (files: $OUT)"

@@ -120,15 +120,19 @@ fn apply(probes: &mut HashMap<ProbeKey, ProbeState>, r: ProbeResult) {
     };
     state.in_flight = false;
     let was_healthy = r.backend.healthy.load(Relaxed);
-    if r.backend.unchecked.swap(false, Relaxed) {
-        // A resolved address's first check: it joins now, or after the usual streak.
+    if r.backend.unchecked.load(Relaxed) {
+        // A resolved address that has never passed a check (a container still starting, say):
+        // it joins on its first good probe; from then on the thresholds apply.
         if r.healthy {
-            state.ok_streak = 1;
+            (state.ok_streak, state.fail_streak) = (1, 0);
+            r.backend.unchecked.store(false, Relaxed);
             r.backend.healthy.store(true, Relaxed);
             tracing::info!(service = %r.key.0, version = %r.key.1, backend = %r.key.2, "new backend passed its first health check; it takes traffic");
         } else {
-            state.fail_streak = 1;
-            tracing::warn!(service = %r.key.0, version = %r.key.1, backend = %r.key.2, reason = %r.detail, "new backend failed its first health check; it takes no traffic until it passes");
+            state.fail_streak += 1;
+            if state.fail_streak == 1 {
+                tracing::warn!(service = %r.key.0, version = %r.key.1, backend = %r.key.2, reason = %r.detail, "new backend failed its first health check; it takes no traffic until one passes");
+            }
         }
         return;
     }

@@ -4,8 +4,9 @@
 //! [`tls`]) and hands each connection to a transport — the fast HTTP/1.1 path (`http1`,
 //! bytes to bytes) or hyper's general path (`general`, everything else) — which share what a
 //! listener's connections share ([`edge`]) and run the same [`phases`] over the current
-//! [`table::RoutingTable`]: [`route`] finds the service, [`pick`] the version, the table's
-//! version route the backend, [`headers`] rewrites, [`upstream`] sends over a pooled
+//! [`table::RoutingTable`] (whose backends may come from names the control plane resolved,
+//! [`endpoints`]): [`route`] finds the service, [`pick`] the version, the table's version
+//! route the backend, [`headers`] rewrites, [`upstream`] sends over a pooled
 //! connection (within the backend's connection caps), `retry` decides whether an attempt
 //! that failed goes again, [`request`] judges the outcome by the one failure rule and records
 //! and logs it once ([`stats`], [`access_log`]), and [`error`] names anything the proxy

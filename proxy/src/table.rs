@@ -55,7 +55,7 @@ pub struct Backend {
     /// Set by active health checks; a new backend starts healthy, except an address a name
     /// resolved to while health checks are configured: it waits for its first check.
     pub healthy: AtomicBool,
-    /// Waiting for its first health check (down until then; one good probe brings it up).
+    /// Has never passed a health check: down until its first good probe brings it up.
     pub unchecked: AtomicBool,
 }
 

@@ -362,3 +362,69 @@ async fn re_resolution_never_moves_a_sticky_user_between_versions() {
         "green's new address got no traffic"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_address_takes_traffic_only_after_its_first_health_check() {
+    let dns = DnsServer::start().await;
+    let (port, backends) = backends_on_one_port(&["blue-1"], &["127.0.0.2"]).await;
+    dns.set_a("api.test", &[v4("127.0.0.2")], 1);
+    // Thresholds of 3: a literal backend would be up at once and stay up for 3 failed probes.
+    let check = "{ path: /health, interval: 1s, timeout: 200ms, unhealthy_threshold: 3, healthy_threshold: 3 }";
+    let proxy = serve(
+        Some(&dns),
+        &format!(
+            "api:\n  versions:\n    blue: {{ release: v1, weight: 100, backends: [\"api.test:{port}\"] }}\n  health_check: {check}\n"
+        ),
+    )
+    .await;
+    until_serving(&proxy, "the name to resolve").await;
+    let load = Load::start(proxy.listen, 2);
+    // A second address, where nothing listens yet.
+    dns.set_a("api.test", &[v4("127.0.0.2"), v4("127.0.0.3")], 1);
+    let new = format!("127.0.0.3:{port}");
+    let healthy = eventually(SETTLE, "the new address in the API", async || {
+        let doc = proxy.api("/services/api").await;
+        version_doc(&doc, "blue")["backends"]
+            .as_array()
+            .and_then(|bs| bs.iter().find(|b| b["address"] == new.as_str()))
+            .map(|b| b["healthy"].clone())
+            .ok_or_else(|| doc.to_string())
+    })
+    .await;
+    assert_eq!(
+        healthy, false,
+        "a new address is down until its first check"
+    );
+    sleep(Duration::from_secs(2)).await;
+    let sent = proxy
+        .metric_sum("switchyard_requests_total", &[("backend", new.as_str())])
+        .await;
+    assert_eq!(
+        sent, 0.0,
+        "requests went to an address that never passed a check"
+    );
+    // It comes up: one good probe (within an interval), not healthy_threshold of them (3
+    // intervals), and it takes traffic.
+    let late = Backend::start_at("blue-2", new.parse().unwrap())
+        .await
+        .expect("bind the second address");
+    let up_at = Instant::now();
+    eventually(SETTLE, "traffic on the new address", async || {
+        (late.hits() > 0)
+            .then_some(())
+            .ok_or("none yet".to_string())
+    })
+    .await;
+    assert!(
+        up_at.elapsed() < Duration::from_millis(1900),
+        "joined after {:?}: more than one probe",
+        up_at.elapsed()
+    );
+    let report = load.finish().await;
+    assert!(
+        report.failures.is_empty(),
+        "{:?}",
+        &report.failures[..report.failures.len().min(5)]
+    );
+    assert!(backends[0].hits() > 0);
+}
