@@ -7,6 +7,7 @@
 //! SPEC.md, not the internals. Every wait is bounded; nothing asserts on a sleep.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod demo;
 pub mod disk;
 pub mod dns;
