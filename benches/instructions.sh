@@ -8,24 +8,29 @@
 # Starts nginx backends (../shared/bench/templates/backends.nginx.conf, 19001/19002), runs BIN
 # under callgrind with a 90/10 split and one worker, sends 2,000 and then 12,000 requests on
 # one connection (h2load: --h1 sequential, or h2c with 10 streams in flight) and prints the
-# difference ÷ 10,000, so start-up and shutdown cancel out. The controller's 250 ms tick runs
-# on its own thread and is counted too (a few hundred instructions per request of noise);
+# difference ÷ 10,000, so start-up and shutdown cancel out (and the same for the data path's
+# own functions alone, switchyard_proxy::…). The controller's 250 ms tick runs on its own
+# thread and is counted in the first number (a few hundred instructions per request of noise);
 # runs of one binary vary by about ±1,000. Caveat: callgrind counts a `rep movsb` memcpy
 # per byte, so copy-heavy code looks worse here than it runs.
 # Output files (callgrind_annotate them): $OUT/cg-{2000,12000}.out. PORT (default 29190);
-# SHARED: the shared/ directory (default: beside the repo, as for peers.sh); BACKEND_HOST
-# (default 127.0.0.1): `localhost` makes the backends names, resolved by the control plane
-# (SPEC §12), to compare with literal addresses. Each run waits for one 200 first (a name
-# resolves after /ready), in both runs alike.
+# SHARED: the shared/ directory (default: beside the repo, as for peers.sh).
+# FLEET=1: the same with a `cluster:` block (SPEC §11): starts its own etcd (Debian's
+# etcd-server) on PORT+2/PORT+3 with a temp data dir, so cluster on vs off compare.
+# BACKEND_HOST (default 127.0.0.1): `localhost` makes the backends names, resolved by the
+# control plane (SPEC §12), to compare with literal addresses. Each run waits for one 200
+# first (a name resolves after /ready), in both runs alike.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${1:-$ROOT/target/release/switchyard}; MODE=${2:-h1}
 PORT=${PORT:-29190}; ADMIN=$((PORT + 1)); SHARED=${SHARED:-$ROOT/../shared}
 HOST=${BACKEND_HOST:-127.0.0.1}
-for tool in valgrind h2load nginx curl; do
+for tool in valgrind callgrind_annotate h2load nginx curl; do
   command -v $tool >/dev/null || { echo "$tool missing" >&2; exit 1; }
 done
-for p in $PORT $ADMIN 19001 19002 19011; do
+FLEET=${FLEET:-0}; ETCD_CLIENT=$((PORT + 2)); ETCD_PEER=$((PORT + 3))
+[ "$FLEET" = 1 ] && { command -v etcd >/dev/null || { echo "etcd missing" >&2; exit 1; }; }
+for p in $PORT $ADMIN 19001 19002 19011 $( [ "$FLEET" = 1 ] && echo $ETCD_CLIENT $ETCD_PEER ); do
   ss -Hltn "sport = :$p" | grep -q . && { echo "port $p is in use; free it or set PORT" >&2; exit 1; }
 done
 OUT=$(mktemp -d /tmp/switchyard-instructions.XXXXXX)
@@ -49,15 +54,37 @@ case $MODE in
   h2c) LOAD=(-c1 -m10 -t1); STREAMS="h2c, 10 streams in flight";;
   *) echo "mode must be h1 or h2c" >&2; exit 2;;
 esac
-declare -A TOTAL
+if [ "$FLEET" = 1 ]; then
+  setsid etcd --name=bench --data-dir="$OUT/etcd" --log-level=warn \
+    --listen-client-urls="http://127.0.0.1:$ETCD_CLIENT" \
+    --advertise-client-urls="http://127.0.0.1:$ETCD_CLIENT" \
+    --listen-peer-urls="http://127.0.0.1:$ETCD_PEER" \
+    --initial-advertise-peer-urls="http://127.0.0.1:$ETCD_PEER" \
+    --initial-cluster="bench=http://127.0.0.1:$ETCD_PEER" >"$OUT/etcd.log" 2>&1 </dev/null &
+  PIDS+=($!)
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$ETCD_CLIENT/health" | grep -q true && break; sleep 0.2; done
+  cat >>"$OUT/config.yaml" <<CFG
+cluster:
+  etcd: { endpoints: ["127.0.0.1:$ETCD_CLIENT"], prefix: /switchyard/bench-@N@ }
+  replica: bench
+CFG
+  STREAMS="$STREAMS, cluster: on"
+fi
+declare -A TOTAL PROXY
 for n in 2000 12000; do
+  # Each run its own fleet prefix, so both start alike (as the leader of an empty fleet).
+  sed -e "s|@N@|$n|" "$OUT/config.yaml" >"$OUT/config-$n.yaml"
   RUST_LOG=warn setsid valgrind --tool=callgrind --callgrind-out-file="$OUT/cg-$n.out" \
-    "$BIN" serve --config "$OUT/config.yaml" --workers 1 >"$OUT/proxy-$n.log" 2>&1 </dev/null &
+    "$BIN" serve --config "$OUT/config-$n.yaml" --workers 1 >"$OUT/proxy-$n.log" 2>&1 </dev/null &
   pid=$!; PIDS+=($pid)
   for _ in $(seq 300); do curl -sf -o /dev/null "http://127.0.0.1:$ADMIN/ready" && break; sleep 0.2; done
   for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 0.2; done
   h2load "${LOAD[@]}" -n"$n" "http://127.0.0.1:$PORT/" | grep -E "^requests:"
   kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
   TOTAL[$n]=$(awk '/^(summary|totals):/ {print $2; exit}' "$OUT/cg-$n.out")
+  # The data path's own functions (switchyard_proxy::…, inlined code included), which
+  # unlike the whole process do not count background work that scales with the run's length.
+  PROXY[$n]=$(callgrind_annotate --auto=no --threshold=100 "$OUT/cg-$n.out" 2>/dev/null \
+    | awk '/file:function/ {p = 1; next} p && /switchyard_proxy/ {gsub(",", "", $1); t += $1} END {print t + 0}')
 done
-echo "$(basename "$BIN") $MODE ($STREAMS, backends $HOST): $(( (TOTAL[12000] - TOTAL[2000]) / 10000 )) instructions per request  (files: $OUT)"
+echo "$(basename "$BIN") $MODE ($STREAMS, backends $HOST): $(( (TOTAL[12000] - TOTAL[2000]) / 10000 )) instructions per request, $(( (PROXY[12000] - PROXY[2000]) / 10000 )) of them in switchyard_proxy  (files: $OUT)"

@@ -103,6 +103,9 @@ enum CtlCommand {
         #[arg(long)]
         since: Option<u64>,
     },
+    /// The fleet (with `cluster:`): replicas, the leader, each replica's applied revisions
+    /// and config drift.
+    Fleet,
 }
 
 #[derive(Subcommand)]
@@ -279,6 +282,10 @@ async fn execute(args: CtlArgs) -> Result<String, String> {
             };
             let doc = api.get(&path).await?;
             render(doc, &|d| events_table(d, now))
+        }
+        CtlCommand::Fleet => {
+            let doc = api.get("/fleet").await?;
+            render(doc, &fleet_table)
         }
         CtlCommand::Rollout(RolloutCommand::History { service }) => {
             let doc = api
@@ -868,6 +875,62 @@ fn events_table(doc: &Value, now: SystemTime) -> String {
         return "no events\n".to_string();
     }
     table(&["ID", "AGE", "SERVICE", "KIND", "MESSAGE"], &rows)
+}
+
+fn fleet_table(doc: &Value) -> String {
+    let rows: Vec<Vec<String>> = doc["replicas"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let applied = r["applied_revision"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(svc, n)| format!("{svc}={n}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default();
+            let drift = r["config_mismatch"]
+                .as_array()
+                .map(|a| a.iter().map(str_of).collect::<Vec<_>>().join(","))
+                .unwrap_or_default();
+            vec![
+                str_of(&r["name"]),
+                if r["leader"] == json!(true) { "*" } else { "" }.to_string(),
+                str_of(&r["admin"]),
+                applied,
+                if drift.is_empty() {
+                    "-".to_string()
+                } else {
+                    drift
+                },
+            ]
+        })
+        .collect();
+    let store = &doc["store"];
+    let mut out = format!(
+        "leader: {}   store: {} ({})\n",
+        doc["leader"].as_str().unwrap_or("none"),
+        if store["healthy"] == json!(true) {
+            "healthy"
+        } else {
+            "UNAVAILABLE"
+        },
+        store["endpoints"]
+            .as_array()
+            .map(|a| a.iter().map(str_of).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default(),
+    );
+    if let Some(e) = store["error"].as_str() {
+        out.push_str(&format!("store error: {e}\n"));
+    }
+    out.push_str(&table(
+        &["REPLICA", "LEADER", "ADMIN", "APPLIED", "CONFIG DRIFT"],
+        &rows,
+    ));
+    out
 }
 
 #[cfg(test)]

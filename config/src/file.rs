@@ -19,6 +19,7 @@ const TOP_FIELDS: &[&str] = &[
     "state_dir",
     "limits",
     "access_log",
+    "cluster",
     "resolver",
     "services",
 ];
@@ -30,6 +31,7 @@ pub(crate) fn config(d: &mut Decoder, root: &Node) -> Option<Config> {
     let state_dir = f.opt(d, "state_dir", Decoder::path_buf);
     let limits = f.opt(d, "limits", limits).unwrap_or_default();
     let access_log = f.opt(d, "access_log", access_log);
+    let cluster = f.opt(d, "cluster", crate::cluster::cluster);
     let resolver = f.opt(d, "resolver", crate::resolver::resolver);
     let services = f.opt(d, "services", services).unwrap_or_default();
 
@@ -38,10 +40,10 @@ pub(crate) fn config(d: &mut Decoder, root: &Node) -> Option<Config> {
         check_admin_address(d, &admin, admin_address, listeners, root);
     }
 
-    Some(
-        Config::new(listeners?, admin, state_dir, limits, access_log, services)
-            .with_resolver(resolver.unwrap_or_default()),
-    )
+    let mut config = Config::new(listeners?, admin, state_dir, limits, access_log, services)
+        .with_resolver(resolver.unwrap_or_default());
+    config.cluster = cluster;
+    Some(config)
 }
 
 // ---- listeners --------------------------------------------------------------------------

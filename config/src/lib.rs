@@ -11,6 +11,7 @@
 
 mod backend;
 mod certs;
+mod cluster;
 mod decoder;
 mod duration;
 mod error;
@@ -27,6 +28,7 @@ mod yaml;
 mod tests;
 
 pub use certs::{read_certificates, CertificatePem};
+pub use cluster::MIN_LEASE;
 pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigErrors};
 pub use schema::*;

@@ -18,6 +18,8 @@ pub struct Config {
     pub state_dir: Option<PathBuf>,
     pub limits: Limits,
     pub access_log: Option<AccessLog>,
+    /// Fleet mode (SPEC §11): shared state in etcd. `None` = this replica alone.
+    pub cluster: Option<Cluster>,
     /// Services in file order. Names are unique.
     pub services: Vec<Service>,
     /// How backend names are resolved (SPEC §12).
@@ -43,6 +45,7 @@ impl Config {
             state_dir,
             limits,
             access_log,
+            cluster: None,
             services,
             resolver: Resolver::default(),
             service_index: ServiceIndex::default(),
@@ -79,6 +82,50 @@ impl PartialEq for ServiceIndex {
     fn eq(&self, _: &ServiceIndex) -> bool {
         true
     }
+}
+
+/// The `cluster:` block: the fleet this replica belongs to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cluster {
+    pub etcd: Etcd,
+    /// Unique in the fleet; `None` = the host name (a pod's name in Kubernetes).
+    pub replica: Option<String>,
+    /// The leader's lease and the replica heartbeat's TTL; whole seconds, at least 2s.
+    pub lease: Duration,
+}
+
+impl Cluster {
+    pub const DEFAULT_LEASE: Duration = Duration::from_secs(5);
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Etcd {
+    /// `host:port` (or `http://` / `https://host:port`); the client fails over between them.
+    pub endpoints: Vec<String>,
+    /// One fleet = one prefix: starts with `/`, no trailing `/`.
+    pub prefix: String,
+    pub dial_timeout: Duration,
+    pub tls: Option<EtcdTls>,
+    pub auth: Option<EtcdAuth>,
+}
+
+impl Etcd {
+    pub const DEFAULT_DIAL_TIMEOUT: Duration = Duration::from_secs(2);
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EtcdTls {
+    /// CA bundle that signed the etcd servers' certificates; `None` = the system's roots.
+    pub ca: Option<PathBuf>,
+    /// Client certificate and key, for etcd's `--client-cert-auth`.
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EtcdAuth {
+    pub username: String,
+    /// A file holding the password (never the password itself in the config).
+    pub password_file: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq)]

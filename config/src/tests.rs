@@ -325,7 +325,7 @@ fn json_is_accepted() {
                 1,
                 35,
                 "extra",
-                "unknown field \"extra\" (expected one of: listeners, admin, state_dir, limits, access_log, resolver, services)"
+                "unknown field \"extra\" (expected one of: listeners, admin, state_dir, limits, access_log, cluster, resolver, services)"
             ),
         ]
     );
@@ -1034,4 +1034,120 @@ fn edge_timeouts_and_the_trace_policy_have_defaults_and_clear_errors() {
         "limits.client_body_timeout",
     );
     assert_eq!(e.message, "must be longer than 0 (e.g. 500ms or 5s)");
+}
+
+const FLEET_BASE: &str = "listeners: [{ name: public, address: 127.0.0.1:0 }]\n";
+
+#[test]
+fn the_spec_cluster_block_parses_with_defaults() {
+    let c = ok(&format!(
+        "{FLEET_BASE}cluster:\n  etcd:\n    endpoints: [\"127.0.0.1:2379\", \"etcd-1.etcd:2379\"]\n    prefix: /switchyard/prod\n    dial_timeout: 2s\n  replica: edge-1\n  lease: 5s\n"
+    ));
+    let cluster = c.cluster.expect("cluster");
+    assert_eq!(
+        cluster.etcd.endpoints,
+        ["127.0.0.1:2379", "etcd-1.etcd:2379"]
+    );
+    assert_eq!(cluster.etcd.prefix, "/switchyard/prod");
+    assert_eq!(cluster.replica.as_deref(), Some("edge-1"));
+    assert_eq!(cluster.lease, Duration::from_secs(5));
+    let minimal = ok(&format!(
+        "{FLEET_BASE}cluster: {{ etcd: {{ endpoints: [\"127.0.0.1:2379\"], prefix: /a }} }}\n"
+    ));
+    let cluster = minimal.cluster.unwrap();
+    assert_eq!(cluster.lease, Cluster::DEFAULT_LEASE);
+    assert_eq!(cluster.etcd.dial_timeout, Etcd::DEFAULT_DIAL_TIMEOUT);
+    assert_eq!(cluster.replica, None);
+    assert!(ok(FLEET_BASE).cluster.is_none(), "no block, no fleet");
+}
+
+#[test]
+fn cluster_mistakes_are_named_precisely() {
+    let cases = [
+        (
+            "{ etcd: { endpoints: [], prefix: /a } }",
+            "cluster.etcd.endpoints",
+            "at least one etcd endpoint",
+        ),
+        (
+            "{ etcd: { endpoints: [\"etcd\"], prefix: /a } }",
+            "cluster.etcd.endpoints[0]",
+            "has no port",
+        ),
+        (
+            "{ etcd: { endpoints: [\"h:0\"], prefix: /a } }",
+            "cluster.etcd.endpoints[0]",
+            "invalid port",
+        ),
+        (
+            "{ etcd: { endpoints: [\"h:1/x\"], prefix: /a } }",
+            "cluster.etcd.endpoints[0]",
+            "has a path",
+        ),
+        (
+            "{ etcd: { endpoints: [\"https://h:1\"], prefix: /a } }",
+            "cluster.etcd.endpoints[0]",
+            "is https but cluster.etcd.tls is not set",
+        ),
+        (
+            "{ etcd: { endpoints: [\"h:1\"], prefix: a } }",
+            "cluster.etcd.prefix",
+            "must start with /",
+        ),
+        (
+            "{ etcd: { endpoints: [\"h:1\"], prefix: /a/ } }",
+            "cluster.etcd.prefix",
+            "must not end with /",
+        ),
+        (
+            "{ etcd: { endpoints: [\"h:1\"], prefix: / } }",
+            "cluster.etcd.prefix",
+            "must name the fleet",
+        ),
+        (
+            "{ etcd: { endpoints: [\"h:1\"] } }",
+            "cluster.etcd",
+            "missing required field \"prefix\"",
+        ),
+        (
+            "{ etcd: { endpoints: [\"h:1\"], prefix: /a }, lease: 1s }",
+            "cluster.lease",
+            "at least 2s",
+        ),
+        (
+            "{ etcd: { endpoints: [\"h:1\"], prefix: /a }, lease: 2500ms }",
+            "cluster.lease",
+            "whole number of seconds",
+        ),
+        (
+            "{ etcd: { endpoints: [\"h:1\"], prefix: /a }, replica: \"edge 1\" }",
+            "cluster.replica",
+            "may only contain",
+        ),
+        (
+            "{ etcd: { endpoints: [\"h:1\"], prefix: /a, tls: { cert: c.pem } } }",
+            "cluster.etcd.tls",
+            "cert and key go together",
+        ),
+        (
+            "{ etcd: { endpoints: [\"h:1\"], prefix: /a, auth: { username: u } } }",
+            "cluster.etcd.auth",
+            "missing required field \"password_file\"",
+        ),
+        (
+            "{ etcd: { endpoints: [\"h:1\"], prefix: /a }, leader: x }",
+            "cluster.leader",
+            "unknown field \"leader\"",
+        ),
+        (
+            "{ replica: a }",
+            "cluster",
+            "missing required field \"etcd\"",
+        ),
+    ];
+    for (block, path, message) in cases {
+        let e = only_error(&format!("{FLEET_BASE}cluster: {block}\n"), path);
+        assert!(e.message.contains(message), "{block}: {}", e.message);
+        assert_eq!(e.line, 2, "{block}");
+    }
 }

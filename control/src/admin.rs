@@ -42,6 +42,8 @@ pub struct AdminState {
     pub auth: Auth,
     /// The admin listener's own address (a `Host` naming it is always answered).
     pub address: SocketAddr,
+    /// The fleet's store, with `cluster:` (`GET /api/v1/fleet`).
+    pub fleet: Option<crate::store::etcd::EtcdStore>,
 }
 
 pub type AdminResponse = Response<Full<Bytes>>;

@@ -22,6 +22,7 @@ use crate::controller::StartOptions;
 use crate::discovery::Discovery;
 use crate::exporter::Exporter;
 use crate::status::Status;
+use crate::store::etcd::EtcdStore;
 use crate::store::file::FileStore;
 use crate::store::memory::MemoryStore;
 use crate::store::StateStore;
@@ -57,10 +58,28 @@ pub async fn serve(options: ServeOptions) -> Result<(), String> {
     }
 
     // A state directory that cannot be read or written never stops the start: the proxy
-    // serves from the config and reports it (SPEC §16).
-    let store: Arc<dyn StateStore> = match &config.state_dir {
-        Some(dir) => Arc::new(FileStore::new(dir)),
-        None => Arc::new(MemoryStore::new()),
+    // serves from the config and reports it (SPEC §16). With `cluster:`, etcd holds the
+    // state; an etcd that is down now is reached in the background.
+    let fleet = match &config.cluster {
+        Some(cluster) => {
+            let replica = replica_name(cluster)?;
+            tracing::info!(replica = %replica, prefix = %cluster.etcd.prefix, endpoints = ?cluster.etcd.endpoints, "fleet mode: state in etcd");
+            Some(
+                EtcdStore::connect(
+                    cluster,
+                    &replica,
+                    &admin_address.to_string(),
+                    config.state_dir.as_deref(),
+                )
+                .await?,
+            )
+        }
+        None => None,
+    };
+    let store: Arc<dyn StateStore> = match (&fleet, &config.state_dir) {
+        (Some(etcd), _) => Arc::new(etcd.clone()),
+        (None, Some(dir)) => Arc::new(FileStore::new(dir)),
+        (None, None) => Arc::new(MemoryStore::new()),
     };
     let status = Arc::new(ArcSwap::from_pointee(Status::new(
         options.config_path.clone(),
@@ -119,6 +138,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), String> {
         exporter,
         auth,
         address: admin_address,
+        fleet: fleet.clone(),
     };
     tokio::spawn(admin::serve(admin_tcp, admin_state, shutdown_rx.clone()));
     let serving: Vec<_> = listeners
@@ -156,11 +176,39 @@ pub async fn serve(options: ServeOptions) -> Result<(), String> {
         ..Status::clone(s)
     });
     let _ = shutdown_tx.send(true);
+    if let Some(etcd) = &fleet {
+        // Another replica leads at once, not after the lease.
+        etcd.close().await;
+    }
     for task in serving {
         let _ = task.await;
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `cluster.replica`, or the host name (a pod's name in Kubernetes).
+fn replica_name(cluster: &switchyard_config::Cluster) -> Result<String, String> {
+    if let Some(name) = &cluster.replica {
+        return Ok(name.clone());
+    }
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let valid = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if valid {
+        Ok(host)
+    } else {
+        Err(format!(
+            "cluster.replica is not set and the host name {host:?} cannot name a replica \
+             (letters, digits, '-', '_' and '.'); set cluster.replica"
+        ))
+    }
 }
 
 /// Waits for SIGTERM or SIGINT; SIGHUP calls `on_hangup`, which only sends the reload intent: the file is read

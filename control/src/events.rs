@@ -90,6 +90,20 @@ impl EventLog {
         event
     }
 
+    /// Records an event another replica recorded: its own time and words, this log's id.
+    pub fn push_remote(&mut self, event: Event) {
+        let event = Arc::new(Event {
+            id: self.next_id,
+            ..event
+        });
+        self.next_id += 1;
+        self.events.push_back(event);
+        while self.events.len() > EVENTS_KEPT {
+            self.events.pop_front();
+        }
+        self.publish();
+    }
+
     fn publish(&self) {
         self.published
             .store(Arc::new(self.events.iter().cloned().collect()));

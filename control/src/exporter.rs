@@ -119,6 +119,23 @@ fn render_dns_lookups(discovery: &Discovery, out: &mut String) {
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(
+        "switchyard_fleet_leader",
+        "1 on the replica that runs the fleet's rollout clock, else 0."
+    );
+    describe_gauge!("switchyard_fleet_replicas", "Live replicas seen in etcd.");
+    describe_counter!(
+        "switchyard_fleet_store_errors_total",
+        "Failed etcd calls by operation (commit, watch, publish, campaign)."
+    );
+    describe_histogram!(
+        "switchyard_fleet_apply_seconds",
+        "From a commit in etcd to its application on this replica."
+    );
+    describe_gauge!(
+        "switchyard_fleet_config_mismatch",
+        "Live replicas whose topology of the service differs from the leader's."
+    );
     describe_counter!("switchyard_rollouts_total", "Finished rollouts by result.");
     describe_counter!("switchyard_rollbacks_total", "Rollbacks by reason.");
     describe_counter!(

@@ -60,6 +60,15 @@ pub enum Effect {
     AskGates { step: usize },
 }
 
+impl Effect {
+    /// Whether the effect is this replica's own bookkeeping (its analysis clock), not
+    /// telling or counting — which, in a fleet, the replica whose commit the store took
+    /// does, once.
+    pub fn is_local(&self) -> bool {
+        matches!(self, Effect::ClockStart | Effect::ClockStop)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub change: Change,

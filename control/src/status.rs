@@ -150,6 +150,9 @@ pub fn restart_needed(
     if started.state_dir != config.state_dir {
         out.push("state_dir".to_string());
     }
+    if started.cluster != config.cluster {
+        out.push("cluster".to_string());
+    }
     if started.limits != config.limits {
         out.push("limits".to_string());
     }

@@ -494,3 +494,37 @@ async fn the_dashboard_page_is_self_contained_html() {
         "the dashboard must not load external assets"
     );
 }
+
+/// With `cluster`, the fleet card lists every live replica, marks the leader and shows each
+/// replica's applied revision (SPEC §11), read from a real two-replica fleet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_the_fleet_with_every_replica_and_the_leader() {
+    use crate::harness::etcd::{leader_of, start_fleet, Etcd};
+    let etcd = Etcd::start().await;
+    let blue = Backend::start("blue").await;
+    let services = format!(
+        "api:\n  versions:\n    blue: {{ release: v1, backends: [\"{}\"] }}\n",
+        blue.addr
+    );
+    let fleet = start_fleet(&etcd, 2, 2, &services).await;
+    let leader = leader_of(&fleet.iter().collect::<Vec<_>>()).await;
+    let mut browser = Browser::open(&format!("http://{}/", fleet[1].admin)).await;
+    let row = |name: &str| format!("document.querySelector('#fleet tr[data-replica=\"{name}\"]')");
+    let shown = format!(
+        "document.getElementById('fleet')?.hidden === false \
+         && {lead}?.textContent.includes('leader') \
+         && {e1}?.textContent.includes('api r1') && {e2}?.textContent.includes('api r1') \
+         && document.getElementById('fleet').textContent.includes('leader {leader}')",
+        e1 = row("edge-1"),
+        e2 = row("edge-2"),
+        lead = row(&leader),
+    );
+    browser
+        .wait_for(
+            &shown,
+            Duration::from_secs(20),
+            &format!("the fleet card with edge-1, edge-2 and leader {leader}"),
+            "(document.getElementById('fleet') || {}).outerHTML",
+        )
+        .await;
+}

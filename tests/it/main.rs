@@ -21,6 +21,7 @@ mod discovery;
 mod edge;
 mod fast_path;
 mod faults;
+mod fleet;
 mod grpc;
 mod h2_upstream;
 mod h2c;

@@ -469,18 +469,12 @@ async fn the_kubernetes_manifests_validate_and_fit_together() {
     assert_eq!(pdb["spec"]["selector"]["matchLabels"], *labels);
     assert!(pdb["spec"]["minAvailable"].as_u64().unwrap() < spec["replicas"].as_u64().unwrap());
 
-    // Fleet mode: the same config plus `cluster:`. Until the proxy accepts `cluster:`, that
-    // must be the only thing `check` refuses; from then on the whole file must pass.
+    // Fleet mode: the same config plus `cluster:`, which `check` must accept as a whole.
     let fleet_map = by_kind(&fleet, "ConfigMap")[0];
     assert_eq!(fleet_map["metadata"]["name"], configmap["metadata"]["name"]);
     let fleet_dir = tempfile::tempdir().unwrap();
     let (fleet_path, fleet_config) = config_of(fleet_map, fleet_dir.path());
     assert!(fleet_config["cluster"]["etcd"]["endpoints"].is_array());
     let (code, out) = check(&fleet_path, &[("SWITCHYARD_ADMIN_TOKEN", "s3cret")]).await;
-    let not_yet = out.contains(r#"unknown field "cluster""#) && out.contains(": 1 error(s)");
-    if not_yet {
-        eprintln!("note: fleet mode has not landed; `cluster:` is refused as expected");
-    } else {
-        assert_eq!(code, Some(0), "fleet/configmap.yaml: {out}");
-    }
+    assert_eq!(code, Some(0), "fleet/configmap.yaml: {out}");
 }

@@ -86,12 +86,28 @@ async fn the_live_api_matches_its_openapi_document() {
     ))
     .await;
 
+    run(&st, &proxy, &[]).await;
+
+    // The proxy is still up and coherent after the barrage.
+    assert_eq!(proxy.admin_get("/ready").await.status, StatusCode::OK);
+    proxy.api("/services/api").await;
+    assert!(!proxy.stderr().contains("panicked"), "the proxy panicked");
+    assert!(
+        !proxy.stderr().contains(TOKEN),
+        "the token appeared in the logs"
+    );
+}
+
+/// Runs schemathesis against `proxy`'s admin (bearer [`TOKEN`]) with `only` (extra filter
+/// arguments, e.g. `--include-path`), asserts it found nothing and prints its summary.
+async fn run(st: &str, proxy: &Proxy, only: &[&str]) {
     let base = format!("http://{}", proxy.admin);
     let seed = std::env::var("SCHEMATHESIS_SEED").unwrap_or_else(|_| "20261128".to_string());
     let auth = format!("Authorization: Bearer {TOKEN}");
-    let args = [
+    let openapi = format!("{base}/api/v1/openapi.json");
+    let mut args = vec![
         "run",
-        &format!("{base}/api/v1/openapi.json"),
+        &openapi,
         "--url",
         &base,
         "--header",
@@ -109,9 +125,10 @@ async fn the_live_api_matches_its_openapi_document() {
         "--request-timeout",
         "10",
     ];
+    args.extend_from_slice(only);
     let run = tokio::time::timeout(
         DEADLINE,
-        tokio::process::Command::new(&st)
+        tokio::process::Command::new(st)
             .args(args)
             // Hypothesis keeps its example database in the working directory.
             .current_dir(proxy.dir())
@@ -136,13 +153,45 @@ async fn the_live_api_matches_its_openapi_document() {
         .skip_while(|l| !l.contains("SUMMARY"))
         .collect();
     eprintln!("{}", summary.join("\n"));
+}
 
-    // The proxy is still up and coherent after the barrage.
-    assert_eq!(proxy.admin_get("/ready").await.status, StatusCode::OK);
-    proxy.api("/services/api").await;
-    assert!(!proxy.stderr().contains("panicked"), "the proxy panicked");
-    assert!(
-        !proxy.stderr().contains(TOKEN),
-        "the token appeared in the logs"
+/// `GET /api/v1/fleet` has a body only in a fleet: the same checks against a replica of a
+/// real two-replica fleet, so the document's `Fleet` schema is the shape the dashboard and
+/// `ctl fleet` get.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_api_matches_its_openapi_document() {
+    use crate::harness::etcd::{leader_of, replica_config, Etcd};
+    let Some(st) = schemathesis() else {
+        panic!("schemathesis (`st`) is not installed: pip install schemathesis");
+    };
+    let etcd = Etcd::start().await;
+    let blue = Backend::start("blue-1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let services = format!(
+        "api:\n  versions:\n    blue: {{ release: v1, backends: [\"{}\"], weight: 100 }}\n",
+        blue.addr
     );
+    let prefix = format!("/switchyard/t{}", free_port());
+    let mut fleet = Vec::new();
+    for i in 0..2 {
+        let config: String = replica_config(&etcd, &prefix, i, 2, &services)
+            .lines()
+            .map(|l| {
+                match l
+                    .strip_prefix("admin: {")
+                    .and_then(|l| l.strip_suffix(" }"))
+                {
+                    Some(a) => format!("admin: {{{a}, token_file: {} }}\n", token_file.display()),
+                    None => format!("{l}\n"),
+                }
+            })
+            .collect();
+        fleet.push(Proxy::start(&config).await);
+    }
+    leader_of(&fleet.iter().collect::<Vec<_>>()).await;
+    run(&st, &fleet[1], &["--include-path", "/api/v1/fleet"]).await;
+    let doc = fleet[1].api("/fleet").await;
+    assert_eq!(doc["replicas"].as_array().map(Vec::len), Some(2), "{doc}");
 }

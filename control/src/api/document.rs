@@ -165,3 +165,32 @@ pub fn history_json(sv: &ServiceView, before: Option<u64>, limit: Option<u64>) -
     let page: Vec<&crate::store::Revision> = page.iter().map(|r| &***r).collect();
     json!({ "revisions": page, "next_before": next_before })
 }
+
+/// `GET /api/v1/fleet` (SPEC §11).
+pub fn fleet_json(view: &crate::store::fleet::FleetView) -> Value {
+    let replicas: Vec<Value> = view
+        .replicas
+        .iter()
+        .map(|r| {
+            json!({
+                "name": r.name,
+                "admin": r.admin,
+                "leader": view.leader.as_deref() == Some(r.name.as_str()),
+                "applied_revision": r.applied_revision,
+                "last_seen": r.last_seen,
+                "config_hash": r.config_hash,
+                "config_mismatch": view.mismatched(r),
+            })
+        })
+        .collect();
+    json!({
+        "replica": view.me,
+        "leader": view.leader,
+        "store": {
+            "endpoints": view.endpoints,
+            "healthy": view.healthy,
+            "error": view.error,
+        },
+        "replicas": replicas,
+    })
+}

@@ -24,6 +24,7 @@ use serde_json::{json, Value};
 
 use crate::admin::{json_response, refusal_response, AdminResponse, AdminState};
 use crate::commands::Command;
+use crate::controller::View;
 use crate::events;
 use crate::refusal::Refusal;
 use crate::rollout::RolloutAction;
@@ -46,6 +47,7 @@ enum Endpoint<'a> {
     Service(&'a str),
     History(&'a str),
     Events,
+    Fleet,
     Weights(&'a str),
     Switch(&'a str),
     Rollback(&'a str),
@@ -62,6 +64,7 @@ impl<'a> Endpoint<'a> {
             ["services", svc] => Endpoint::Service(svc),
             ["services", svc, "history"] => Endpoint::History(svc),
             ["events"] => Endpoint::Events,
+            ["fleet"] => Endpoint::Fleet,
             ["services", svc, "weights"] => Endpoint::Weights(svc),
             ["services", svc, "switch"] => Endpoint::Switch(svc),
             ["services", svc, "rollback"] => Endpoint::Rollback(svc),
@@ -79,7 +82,8 @@ impl<'a> Endpoint<'a> {
             | Endpoint::Services
             | Endpoint::Service(_)
             | Endpoint::History(_)
-            | Endpoint::Events => Method::GET,
+            | Endpoint::Events
+            | Endpoint::Fleet => Method::GET,
             Endpoint::Weights(_) => Method::PUT,
             Endpoint::Switch(_)
             | Endpoint::Rollback(_)
@@ -140,7 +144,7 @@ async fn answer(
                 .collect();
             Ok(json_response(StatusCode::OK, &List { services }))
         }
-        Endpoint::Service(svc) => service_response(state, svc),
+        Endpoint::Service(svc) => service_response(&state.readers.view.load(), state, svc),
         Endpoint::History(svc) => {
             let before =
                 query_u64(&query, "before").map_err(|e| Refusal::bad(e, Some("before")))?;
@@ -162,6 +166,13 @@ async fn answer(
             let all = state.readers.events.load();
             ok(&json!({ "events": events::since(&all, since) }))
         }
+        Endpoint::Fleet => match &state.fleet {
+            Some(etcd) => ok(&document::fleet_json(&etcd.view())),
+            None => Err(Refusal::not_found(
+                "this replica is not in a fleet: the config has no cluster: block",
+                None,
+            )),
+        },
         Endpoint::Weights(svc) => mutate(state, req, svc, CommandKind::Weights).await,
         Endpoint::Switch(svc) => mutate(state, req, svc, CommandKind::Switch).await,
         Endpoint::Rollback(svc) => mutate(state, req, svc, CommandKind::Rollback).await,
@@ -181,13 +192,12 @@ async fn answer(
 }
 
 /// 200 with the service's document (`GET /services/{svc}`, and every mutation's answer).
-fn service_response(state: &AdminState, svc: &str) -> Result<AdminResponse, Refusal> {
-    let view = state.readers.view.load();
+fn service_response(view: &View, state: &AdminState, svc: &str) -> Result<AdminResponse, Refusal> {
     let sv = view
         .services
         .get(svc)
         .ok_or_else(|| Refusal::unknown_service(svc))?;
-    let doc = service_doc(svc, &view, sv, &state.readers.telemetry.load());
+    let doc = service_doc(svc, view, sv, &state.readers.telemetry.load());
     Ok(json_response(StatusCode::OK, &doc))
 }
 
@@ -226,8 +236,8 @@ async fn mutate(
         return Err(Refusal::unknown_service(svc));
     }
     let command: Command = parse_command(kind, &body)?;
-    state.controller.command(svc, command).await?;
-    service_response(state, svc)
+    let view = state.controller.command(svc, command).await?;
+    service_response(&view, state, svc)
 }
 
 /// Mutations must say `Content-Type: application/json` (parameters such as `charset`

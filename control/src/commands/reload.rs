@@ -45,7 +45,8 @@ pub fn reconcile(
         .collect()
 }
 
-fn reconcile_service(svc: &Service, prev: ServiceState, now: Millis) -> Option<Plan> {
+/// The plan that reconciles one service's state with its config, if anything changes.
+pub fn reconcile_service(svc: &Service, prev: ServiceState, now: Millis) -> Option<Plan> {
     let mut base = prev.clone();
     let mut revision = None;
     let mut effects = Vec::new();

@@ -155,6 +155,7 @@ impl Controller<'_> {
             .discovery
             .as_ref()
             .map_or_else(|| Arc::new(Snapshot::default()), |d| d.snapshot());
+        let core_leads = core.store.is_leader();
         let mut c = Controller {
             core,
             state,
@@ -171,6 +172,9 @@ impl Controller<'_> {
             dirty_views: Vec::new(),
             starts_pending: BTreeMap::new(),
             gates_passed: BTreeMap::new(),
+            // A single replica always leads; a fleet's replica learns it from the session.
+            leading: core_leads,
+            hashes: Arc::default(),
         };
         // Rollouts that were running continue their step where it was; their analysis
         // starts a fresh window, and gates asked before the restart are asked again.
@@ -195,7 +199,8 @@ impl Controller<'_> {
             if !c.clocks.contains_key(&name) {
                 c.start_clock(&name);
             }
-            if awaiting_gate {
+            // Gates are the leader's to ask (a replica that becomes leader later asks then).
+            if awaiting_gate && c.leading {
                 let step = c.state[&name]
                     .rollout
                     .as_ref()

@@ -4,12 +4,13 @@
 
 use serde_json::json;
 
+use super::race::Redo;
 use super::{AnalysisRecord, Controller};
 use crate::clock::{self, Millis};
 use crate::engine::{self, Decision, Observations, Spec, VersionObs};
 use crate::plan::Plan;
 use crate::rollout::{transitions, Phase};
-use crate::store::Source;
+use crate::store::{Fence, Source};
 
 impl Controller<'_> {
     pub(super) async fn tick(&mut self) {
@@ -29,10 +30,16 @@ impl Controller<'_> {
             self.next_second = now + 1000;
             let view = self.sampler.second(&table, now);
             self.core.readers.telemetry.store(std::sync::Arc::new(view));
+            if self.core.store.shared() {
+                self.report(&table);
+            }
         }
+        let leading = self.follow_leadership();
+        let fleet = self.core.store.fleet();
         let rollouts = running.len();
         for service in running {
-            self.tick_service(&service, now, closed).await;
+            self.tick_service(&service, now, closed, leading, fleet.as_deref())
+                .await;
         }
         // `benches/control_plane.sh` reads these.
         tracing::debug!(
@@ -43,7 +50,14 @@ impl Controller<'_> {
         );
     }
 
-    async fn tick_service(&mut self, service: &str, now: Millis, closed: bool) {
+    async fn tick_service(
+        &mut self,
+        service: &str,
+        now: Millis,
+        closed: bool,
+        leader: bool,
+        fleet: Option<&crate::store::fleet::FleetView>,
+    ) {
         let config = std::sync::Arc::clone(&self.core.config);
         let Some(cfg) = config.service(service) else {
             return;
@@ -93,8 +107,12 @@ impl Controller<'_> {
                     .collect()
             }),
         };
+        let obs = if self.core.store.shared() {
+            self.pool(service, record.number, obs, leader, fleet)
+        } else {
+            obs
+        };
         let spec = Spec::new(rollout);
-        let leader = self.core.store.is_leader();
         let outcome = engine::evaluate(&spec, &record, clock.engine, &obs, now, leader);
         let readings = (
             self.sampler.reading(service, canary),
@@ -104,6 +122,7 @@ impl Controller<'_> {
             c.engine = outcome.clock;
             if outcome.new_window {
                 c.baseline = readings;
+                self.rebase_peers(service, record.number, fleet);
             }
         }
         for decision in outcome.decisions {
@@ -132,23 +151,40 @@ impl Controller<'_> {
             state: &state,
             now,
         };
+        let leader_only = |mut plan: Plan| {
+            // The clock's own bookkeeping is the leader's, fenced like its steps.
+            plan.change.fence = Fence::Leader;
+            plan
+        };
+        let mut redo = Redo::Drop;
         let plan = match decision {
             Decision::Checked(check) => {
                 self.checked(service, cfg, &state, check);
                 return Ok(());
             }
-            Decision::FailedChecks(n) => transitions::count_failed_checks(ctx, n),
+            Decision::FailedChecks(n) => leader_only(transitions::count_failed_checks(ctx, n)),
             Decision::Remember { judge, memory } => {
                 let mut next = state.clone();
                 if let Some(r) = next.rollout.as_mut() {
                     r.judges.insert(judge.to_string(), memory);
                 }
-                Plan::bookkeeping(service, next)
+                leader_only(Plan::bookkeeping(service, next))
             }
             Decision::Rollback(rb) => {
-                transitions::rollback(ctx, rb.reason, rb.source, &rb.message, rb.evidence)?
+                let plan = transitions::rollback(
+                    ctx,
+                    rb.reason,
+                    rb.source,
+                    &rb.message,
+                    rb.evidence.clone(),
+                )?;
+                redo = Redo::Rollback {
+                    rollout: state.rollout.as_ref().map_or(0, |r| r.number),
+                    rollback: rb,
+                };
+                plan
             }
-            Decision::AwaitGates { step } => transitions::await_gates(ctx, step),
+            Decision::AwaitGates { step } => leader_only(transitions::await_gates(ctx, step)),
             // No step advances while the store is resting after a refusal (SPEC §11: the
             // rollout clock pauses without the store); the next tick after it asks again.
             Decision::Advance { .. } if self.store_resting(now) => return Ok(()),
@@ -156,7 +192,7 @@ impl Controller<'_> {
                 transitions::enter_step(ctx, state.clone(), step, Source::Rollout)
             }
         };
-        self.carry_out(plan).await.map(|_| ())
+        self.carry_out(plan, redo).await.map(|_| ())
     }
 
     /// An analysis check ran: count it, show it, tell it.
@@ -254,7 +290,7 @@ impl Controller<'_> {
             ),
         };
         let done = match plan {
-            Ok(plan) => self.carry_out(plan).await,
+            Ok(plan) => self.carry_out(plan, Redo::Drop).await,
             Err(e) => Err(e),
         };
         match done {

@@ -95,6 +95,7 @@ impl Controller<'_> {
                 .clocks
                 .get(service)
                 .and_then(|c| c.last_analysis.clone()),
+            peers: Default::default(),
         };
         self.clocks.insert(service.to_string(), clock);
     }

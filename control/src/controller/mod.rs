@@ -14,7 +14,8 @@
 //! The loop's parts: [`boot`] builds it from the store (at start and after a panic),
 //! [`commit`] holds the two asymmetries of DESIGN §7, [`publish`] the table and views,
 //! [`effects`] what follows a change, [`clock`] the rollout clock (telemetry → engine →
-//! decisions), [`reload`] the config file. What survives a panic — the intent queue, the
+//! decisions), [`reload`] the config file, [`pending`] what waits for the store, [`race`]
+//! races lost to other replicas, [`fleet`] leadership and pooled analysis in a fleet. What survives a panic — the intent queue, the
 //! store, the table, the event log, changes not yet persisted — lives in [`Core`], owned by
 //! the supervisor (`supervisor.rs`).
 
@@ -22,7 +23,10 @@ mod boot;
 mod clock;
 mod commit;
 mod effects;
+mod fleet;
+mod pending;
 mod publish;
+mod race;
 mod reload;
 #[cfg(test)]
 mod tests;
@@ -48,7 +52,7 @@ use crate::telemetry::{Sampler, TelemetryView};
 use crate::webhooks::EventWebhooks;
 
 pub use boot::{start, StartOptions};
-pub use commit::Pending;
+pub use pending::Pending;
 
 /// How often the rollout clock ticks (fast-fail needs sub-second ticks).
 pub const TICK: std::time::Duration = std::time::Duration::from_millis(250);
@@ -64,7 +68,7 @@ pub enum Intent {
     Command {
         service: String,
         command: Command,
-        reply: oneshot::Sender<Result<u64, Refusal>>,
+        reply: oneshot::Sender<Result<Arc<View>, Refusal>>,
     },
     /// Gate webhooks answered for step `step` of rollout number `rollout`.
     GateAnswered {
@@ -101,9 +105,10 @@ impl ControllerHandle {
         rx.await.map_err(|_| "controller stopped".to_string())?
     }
 
-    /// Runs an operator command; `Ok` carries the service's revision after it was applied
-    /// (and persisted, when the change needs the store).
-    pub async fn command(&self, service: &str, command: Command) -> Result<u64, Refusal> {
+    /// Runs an operator command; `Ok` carries the view published right after it was applied
+    /// (and persisted, when the change needs the store) — the state the change made, even if
+    /// another replica's commit is applied a moment later.
+    pub async fn command(&self, service: &str, command: Command) -> Result<Arc<View>, Refusal> {
         let (reply, rx) = oneshot::channel();
         let lost = || {
             Refusal::Unavailable(format!(
@@ -207,6 +212,8 @@ struct RolloutClock {
         crate::telemetry::window::Window,
     ),
     last_analysis: Option<AnalysisRecord>,
+    /// The leader's: other replicas' readings when the interval began (`fleet.rs`).
+    peers: BTreeMap<String, fleet::PeerBaseline>,
 }
 
 /// One incarnation of the loop.
@@ -231,6 +238,10 @@ pub struct Controller<'a> {
     starts_pending: BTreeMap<String, String>,
     /// Steps the gates allowed but the store refused: (rollout number, step), retried.
     gates_passed: BTreeMap<String, (u64, usize)>,
+    /// Whether this replica led at the last tick (a shared store; always true otherwise).
+    leading: bool,
+    /// Service → topology hash of the config now serving (a shared store only).
+    hashes: Arc<BTreeMap<String, String>>,
 }
 
 impl Controller<'_> {
@@ -240,13 +251,26 @@ impl Controller<'_> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut remote = self.core.store.subscribe();
         let mut resolved = self.core.discovery.as_ref().map(|d| d.subscribe());
+        let mut remote_events = self.core.store.subscribe_events();
         loop {
             tokio::select! {
                 intent = self.core.rx.recv() => match intent {
                     Some(intent) => self.handle(intent).await,
                     None => return,
                 },
-                Some(r) = remote.recv() => self.apply_remote(r),
+                Some(r) = remote.recv() => {
+                    let waited = !self.core.pending.is_empty();
+                    self.apply_remote(r);
+                    if !self.core.pending.is_empty() {
+                        // A change of ours was decided again on what arrived: commit it.
+                        self.publish();
+                        self.flush().await;
+                    } else if waited {
+                        // What waited is settled by what another replica committed.
+                        self.publish_persistence(None);
+                    }
+                }
+                Some(event) = next_event(&mut remote_events) => self.core.events.push_remote(event),
                 Some(snapshot) = publish::resolved_changed(&mut resolved) => {
                     self.names_resolved(snapshot);
                 }
@@ -275,7 +299,7 @@ impl Controller<'_> {
                 }
                 let result = self.command(&service, command).await;
                 self.publish();
-                let _ = reply.send(result);
+                let _ = reply.send(result.map(|_| self.core.readers.view.load_full()));
             }
             Intent::GateAnswered {
                 service,
@@ -301,7 +325,15 @@ impl Controller<'_> {
             history: &history,
             now: crate::clock::now(),
         };
-        let plan = crate::commands::plan(ctx, command)?;
-        self.carry_out(plan).await
+        let plan = crate::commands::plan(ctx, command.clone())?;
+        self.carry_out(plan, race::Redo::Command(command)).await
+    }
+}
+
+/// The next event another replica recorded (never, for a single replica's store).
+async fn next_event(rx: &mut Option<mpsc::Receiver<Event>>) -> Option<Event> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }

@@ -5,13 +5,14 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use super::race::Redo;
 use super::Controller;
 use crate::clock;
 use crate::commands::reload;
 use crate::engine::RollbackReason;
-use crate::rollout::{transitions, Phase};
+use crate::rollout::transitions;
 use crate::status::{restart_needed, ReloadOutcome};
-use crate::store::{push_bounded_arc, Remote, Source};
+use crate::store::Source;
 
 impl Controller<'_> {
     pub(super) async fn reload(&mut self) -> Result<(), String> {
@@ -68,6 +69,7 @@ impl Controller<'_> {
         self.traffic.retain(|n, _| known(n));
         self.views.retain(|n, _| config.service(n).is_some());
         self.all_views_dirty();
+        self.hash_topology();
         // What the table is compiled from, for every service (the config may have changed
         // topology, or this is a fresh incarnation).
         self.traffic = config
@@ -80,7 +82,7 @@ impl Controller<'_> {
             .collect();
         let now = clock::now();
         for plan in reload::reconcile(&config, &self.state, now) {
-            self.apply_toward(plan, false);
+            self.apply_toward(plan, Redo::Reconcile, false);
         }
         // One table compile for the whole reload (10,000 services: ~90 ms), then persist.
         self.publish();
@@ -124,38 +126,13 @@ impl Controller<'_> {
                 now: clock::now(),
             };
             let started = match transitions::start(ctx, Source::Config, &why) {
-                Ok(plan) => self.carry_out(plan).await,
+                Ok(plan) => self.carry_out(plan, Redo::Drop).await,
                 Err(e) => Err(e),
             };
             if let Err(e) = started {
                 tracing::warn!(service = %service, "cannot start the rollout yet: {e}");
                 self.starts_pending.insert(service, why);
             }
-        }
-    }
-
-    /// A commit another replica made: applied here as it is (it is already in the store).
-    pub(super) fn apply_remote(&mut self, remote: Remote) {
-        if self.core.config.service(&remote.service).is_none() {
-            return;
-        }
-        self.versions.insert(remote.service.clone(), remote.version);
-        let history = self.history.entry(remote.service.clone()).or_default();
-        for r in remote.revisions {
-            push_bounded_arc(Arc::make_mut(history), Arc::new(r));
-        }
-        let running = remote
-            .state
-            .rollout
-            .as_ref()
-            .is_some_and(|r| r.phase == Phase::Progressing);
-        self.set_state(&remote.service, remote.state);
-        match (running, self.clocks.contains_key(&remote.service)) {
-            (true, false) => self.start_clock(&remote.service),
-            (false, true) => {
-                self.clocks.remove(&remote.service);
-            }
-            _ => {}
         }
     }
 }

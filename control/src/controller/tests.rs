@@ -7,6 +7,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use serde_json::Value;
 
+use super::race::Redo;
 use super::{Controller, Core, StartOptions};
 use crate::commands::{self, Command};
 use crate::engine::RollbackReason;
@@ -53,8 +54,8 @@ async fn command(c: &mut Controller<'_>, service: &str, command: Command) -> Res
         history: &history,
         now: crate::clock::now(),
     };
-    let plan = commands::plan(ctx, command)?;
-    c.carry_out(plan).await
+    let plan = commands::plan(ctx, command.clone())?;
+    c.carry_out(plan, Redo::Command(command)).await
 }
 
 /// Carries out the plan `transition` makes for `svc0` now.
@@ -71,7 +72,7 @@ async fn on_svc0(
         now: crate::clock::now(),
     };
     let plan = transition(ctx)?;
-    c.carry_out(plan).await
+    c.carry_out(plan, Redo::Drop).await
 }
 
 async fn rollback(c: &mut Controller<'_>) -> Result<u64, Refusal> {
@@ -305,4 +306,109 @@ async fn measure_commits_at_10000_services() {
             moves[10], moves[19]
         );
     }
+}
+
+/// What replica `b` published for svc0's rollout `number`: `canary` requests, 5% failed.
+fn published(boot: &str, number: u64, canary: u64) -> crate::store::fleet::FleetView {
+    use crate::store::fleet::{FleetView, Published, ServiceWindows};
+    use crate::telemetry::window::Window;
+    let window = |requests: u64| Window {
+        requests,
+        failures: [("status".to_string(), requests / 20)].into(),
+        ..Window::default()
+    };
+    let services = [(
+        "svc0".to_string(),
+        ServiceWindows {
+            rollout: number,
+            canary: window(canary),
+            stable: window(canary * 9),
+            canary_up: Some(true),
+        },
+    )];
+    FleetView {
+        windows: [(
+            "b".to_string(),
+            Published {
+                boot: boot.into(),
+                at: 0,
+                services: services.into(),
+            },
+        )]
+        .into(),
+        ..FleetView::default()
+    }
+}
+
+#[tokio::test]
+async fn the_leader_judges_every_live_replica_s_traffic_since_the_interval_began() {
+    let store = MemoryStore::new();
+    let mut core = core(1, &store);
+    let mut c = Controller::boot(&mut core).await;
+    let number = c.state["svc0"].rollout.as_ref().unwrap().number;
+    assert!(c.clocks.contains_key("svc0"), "the rollout runs");
+    let pool = |c: &mut Controller<'_>, view, leading| {
+        c.pool(
+            "svc0",
+            number,
+            crate::engine::Observations::default(),
+            leading,
+            Some(&view),
+        )
+    };
+    // First seen: its readings so far belong to earlier intervals.
+    assert_eq!(
+        pool(&mut c, published("1", number, 100), true)
+            .canary
+            .interval
+            .requests,
+        0
+    );
+    let obs = pool(&mut c, published("1", number, 160), true);
+    assert_eq!(
+        (obs.canary.interval.requests, obs.canary.interval.failed()),
+        (60, 3)
+    );
+    assert_eq!(obs.stable.interval.requests, 540);
+    // A new interval starts from its readings now.
+    c.rebase_peers("svc0", number, Some(&published("1", number, 160)));
+    assert_eq!(
+        pool(&mut c, published("1", number, 170), true)
+            .canary
+            .interval
+            .requests,
+        10
+    );
+    // It restarted: its counters began again at zero, all of them are this interval's.
+    assert_eq!(
+        pool(&mut c, published("2", number, 30), true)
+            .canary
+            .interval
+            .requests,
+        30
+    );
+    // Another rollout's readings, or a replica that is gone, add nothing.
+    assert_eq!(
+        pool(&mut c, published("2", number + 1, 99), true)
+            .canary
+            .interval
+            .requests,
+        0
+    );
+    let gone = crate::store::fleet::FleetView::default();
+    assert_eq!(pool(&mut c, gone, true).canary.interval.requests, 0);
+    assert!(c.clocks["svc0"].peers.is_empty());
+    // A replica that does not lead judges only what any replica may: its own traffic.
+    let own = crate::engine::Observations {
+        canary_health: Some(vec![("127.0.0.1:3".into(), false)]),
+        ..Default::default()
+    };
+    let obs = c.pool(
+        "svc0",
+        number,
+        own,
+        false,
+        Some(&published("3", number, 500)),
+    );
+    assert_eq!((obs.canary.interval.requests, obs.canary_health), (0, None));
 }

@@ -15,13 +15,16 @@
 //! not answer in time answers [`CommitError::Unavailable`] and the change it was asked to make
 //! leaves no trace (the file store undoes a write that finishes after its deadline).
 
+pub mod etcd;
 pub mod file;
+pub mod fleet;
 pub mod memory;
 pub mod model;
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -84,13 +87,18 @@ impl std::fmt::Display for CommitError {
     }
 }
 
-/// A commit another replica made, to apply here (an etcd watch event).
+/// A commit another replica made, to apply here (an etcd watch event), or a service as the
+/// store holds it now ([`StateStore::read`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Remote {
     pub service: String,
     pub version: u64,
     pub state: ServiceState,
+    /// Revisions the receiver may not have, oldest first (it skips ids it holds).
     pub revisions: Vec<Revision>,
+    /// When the commit was made (unix ms, the committer's clock), for
+    /// `switchyard_fleet_apply_seconds`.
+    pub committed_at: Option<crate::clock::Millis>,
 }
 
 /// What a store holds, as read at start (or at a controller restart).
@@ -136,6 +144,47 @@ pub trait StateStore: Send + Sync + 'static {
     /// Whether this replica runs the rollout clock (always, for a single replica).
     fn is_leader(&self) -> bool {
         true
+    }
+
+    /// Whether other replicas share this store (etcd). Then a commit can lose a race
+    /// ([`CommitError::Conflict`]), what others commit arrives through [`Self::subscribe`], and
+    /// a decision's effects (events, webhooks, counters) belong to the replica whose commit
+    /// the store took: once per fleet.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// One service as the store holds it now, with its revisions whose id is above `after`:
+    /// what a replica that lost a race re-reads before it decides again. Only shared stores
+    /// can lose races.
+    fn read(
+        &self,
+        service: &str,
+        after: u64,
+        deadline: Instant,
+    ) -> StoreFuture<'_, Result<Remote, CommitError>> {
+        let _ = (service, after, deadline);
+        Box::pin(async {
+            Err(CommitError::Unavailable(
+                "this store is not shared, so there is nothing to re-read".into(),
+            ))
+        })
+    }
+
+    /// Events other replicas recorded, to show here too (a shared store only).
+    fn subscribe_events(&self) -> Option<mpsc::Receiver<Event>> {
+        None
+    }
+
+    /// What this replica tells the fleet (see [`fleet::Report`]); the store publishes the
+    /// newest one in the background. Never waits.
+    fn report(&self, report: fleet::Report) {
+        let _ = report;
+    }
+
+    /// The fleet as last read from the store; `None` for a single replica.
+    fn fleet(&self) -> Option<Arc<fleet::FleetView>> {
+        None
     }
 }
 

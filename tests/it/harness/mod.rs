@@ -11,6 +11,7 @@ pub mod browser;
 pub mod demo;
 pub mod disk;
 pub mod dns;
+pub mod etcd;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
