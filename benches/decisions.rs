@@ -1,39 +1,43 @@
 //! How often each judge rolls back a canary, and how fast: a seeded simulation of rollouts,
 //! no sockets, whose tables are `docs/DECISIONS.md` (SPEC §14).
 //!
-//! Run: `cargo bench --bench decisions` (about a minute in release on one core; the output is
-//! the same on every run and every machine with the same build of `rand`).
+//! Run: `cargo bench --bench decisions` (about 105 s of CPU in release, spread over every
+//! core; the output is the same on every run and every machine with the same build of `rand`,
+//! however many cores ran it).
 //!
 //! Each rollout is one step at 10% canary share, judged every second for [`RUN_SECONDS`].
 //! Every second, `Poisson(rate)` requests arrive and each goes to the canary with
 //! probability 10% (so the split is binomial); each request fails with its version's error
 //! probability at that moment and takes a latency drawn from its version's distribution,
-//! recorded in the data path's own histogram buckets. What each judge sees of a second is a
-//! `VersionSnapshot` per version, as the controller's one-second windows are.
+//! recorded in the data path's own histogram buckets.
 //!
-//! The judges are the real code: the threshold judge is `switchyard_control::analysis`
-//! (`check` every 10 s over the window, rollback at 5 failed checks across the rollout, and
-//! `fast_fail` every second) on the analysis block parsed from YAML by `switchyard_config`;
-//! the sequential judge is the same block with `judge: sequential`, so its ceilings and
-//! fast-fail are active too, plus `switchyard_control::sequential::SequentialJudge` fed the
-//! same seconds. Each component's first call for a rollback is recorded on the same traffic
-//! (fast-fail, the interval checks — "ceilings" — and the e-process), so each judge's decision
-//! is the earliest of its components': the threshold judge is fast-fail + ceilings, the
-//! sequential judge all three, and the last column is the sequential judge with `metrics: []`
-//! (fast-fail + e-process), which shows what the e-process does on its own. Ties go to
-//! fast-fail, then the ceilings. Fast-fail is judged on whole seconds (the controller slides its
-//! one-second window every 250 ms, so it can trip a fraction of a second earlier).
+//! The judges are the real engine: each second, every judge configuration gets the
+//! telemetry windows the controller's run loop would hand it — the second that closed (for
+//! fast-fail and the sequential judge), the interval since the last check (for the threshold
+//! checks), and the stable's previous minutes (the sequential judge's slow edge) — and
+//! `switchyard_control::engine::evaluate` decides, on a rollout config parsed from YAML by
+//! `switchyard_config`. Its decisions are carried out on the rollout record as the run loop
+//! does: a judge's memory (the sequential evidence) and the failed-check count go into the
+//! record, and the first rollback ends that configuration's rollout. Every configuration sees
+//! the same traffic, second by second. Fast-fail is judged on whole seconds (the controller
+//! slides its one-second window every 250 ms, so it can trip a fraction of a second earlier).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Binomial, Distribution, LogNormal, Poisson};
-use switchyard_config::Analysis;
-use switchyard_control::sequential::{EvidenceKind, SequentialJudge};
-use switchyard_proxy::stats::{latency_bucket, VersionSnapshot, LATENCY_BUCKETS};
+use switchyard_config::Rollout;
+use switchyard_control::engine::{
+    self, Clock, Decision, Observations, RollbackReason, Spec, VersionObs,
+};
+use switchyard_control::rollout::{Phase, RolloutRecord};
+use switchyard_control::telemetry::window::{Histogram, Window};
+use switchyard_proxy::stats::{latency_bucket, LATENCY_BUCKETS};
 
 const SEED: u64 = 18;
 /// Rollouts per scenario and traffic level.
@@ -48,94 +52,136 @@ const BACKGROUND: f64 = 0.005;
 const LONG_RUNS: u64 = 300;
 const LONG_RUN_SECONDS: [u32; 2] = [300, 3600];
 
-/// The Flagger-style block both judges start from.
-const ANALYSIS: &str = "
-        interval: 10s
-        threshold: 5
-        metrics:
-          - { name: error-rate, threshold: 1 }
-          - { name: latency-p99, threshold: 500 }";
+/// The judges' configurations, as `analysis:` blocks of the same rollout.
+const THRESHOLD: &str = "{ judge: threshold, interval: 10s, threshold: 5, metrics: [{ name: error-rate, threshold: 1 }, { name: latency-p99, threshold: 500 }] }";
+/// SPEC §14's example: the same ceilings, plus the e-process.
+const SEQUENTIAL: &str = "{ judge: sequential, alpha: 0.01, interval: 10s, threshold: 5, metrics: [{ name: error-rate, threshold: 1 }, { name: latency-p99, threshold: 500 }] }";
+/// The recommended configuration (docs/CONFIG.md): the e-process and fast-fail, no ceilings.
+const RECOMMENDED: &str =
+    "{ judge: sequential, alpha: 0.01, interval: 10s, threshold: 5, metrics: [] }";
+/// The threshold judge without a minimum sample (Flagger has none).
+const NO_MINIMUM: &str = "{ judge: threshold, interval: 10s, threshold: 5, min_requests: 1, metrics: [{ name: error-rate, threshold: 1 }, { name: latency-p99, threshold: 500 }] }";
 
-// ---------------------------------------------------------------------------------------
-// The threshold judge: the one place that calls `switchyard_control::analysis`.
+/// A rollout config with this `analysis:` block, parsed as the proxy parses its config.
+fn rollout_config(analysis: &str) -> Rollout {
+    let yaml = format!(
+        "listeners: [{{ name: public, address: \"127.0.0.1:8080\" }}]\n\
+         services:\n  api:\n    versions:\n      \
+         blue: {{ release: v1, backends: [\"127.0.0.1:9001\"], weight: 100 }}\n      \
+         green: {{ release: v2, backends: [\"127.0.0.1:9002\"], weight: 0 }}\n    \
+         rollout:\n      stable: blue\n      canary: green\n      \
+         steps: [{{ traffic: 10%, duration: 2h }}, {{ traffic: 100% }}]\n      \
+         analysis: {analysis}\n"
+    );
+    let config = switchyard_config::parse(&yaml, "decisions.yaml").expect("valid config");
+    config.services[0].rollout.clone().expect("rollout")
+}
 
-/// The controller's rules of SPEC §6, driven one second at a time: fast-fail on every second,
-/// a check at the end of every interval over that interval's requests, rollback when failed
-/// checks reach `threshold`. (The current controller takes its first baseline at the end of
-/// the first interval, so its first check comes one interval later than here.)
-mod threshold {
-    use super::*;
-    use switchyard_control::analysis::{self, Verdict};
+/// Milliseconds of the rollout's start on the engine's clock.
+const T0: u64 = 1_000_000;
 
-    pub struct Threshold {
-        analysis: Analysis,
-        interval_s: u32,
-        failed_checks: u32,
-        canary: Window,
-        stable: Window,
-    }
+/// One judge configuration driving the engine through one rollout.
+struct Judged<'a> {
+    rollout: &'a Rollout,
+    record: RolloutRecord,
+    clock: Clock,
+    /// Canary and stable traffic since the current analysis interval began.
+    interval: (Window, Window),
+    /// When and why it rolled back (second, 1-based).
+    decided: Option<(u32, RollbackReason)>,
+}
 
-    #[derive(Default)]
-    struct Window {
-        total: u64,
-        failed: u64,
-        latency: Vec<u64>,
-    }
-
-    impl Window {
-        fn add(&mut self, s: &VersionSnapshot) {
-            self.total += s.total;
-            self.failed += s.failed;
-            self.latency.resize(LATENCY_BUCKETS, 0);
-            for (w, n) in self.latency.iter_mut().zip(s.latency.iter()) {
-                *w += n;
-            }
-        }
-
-        fn take(&mut self) -> VersionSnapshot {
-            let w = std::mem::take(self);
-            VersionSnapshot {
-                total: w.total,
-                failed: w.failed,
-                latency: Arc::from(w.latency),
-            }
-        }
-    }
-
-    impl Threshold {
-        pub fn new(analysis: Analysis) -> Threshold {
-            Threshold {
-                interval_s: analysis.interval.as_secs() as u32,
-                analysis,
+impl<'a> Judged<'a> {
+    fn new(rollout: &'a Rollout) -> Judged<'a> {
+        Judged {
+            rollout,
+            record: RolloutRecord {
+                phase: Phase::Progressing,
+                stable: "blue".into(),
+                canary: "green".into(),
+                canary_release: "v2".into(),
+                number: 1,
+                step: 0,
+                steps: rollout.steps.len(),
+                step_started_at: T0,
+                step_elapsed_ms: 0,
                 failed_checks: 0,
-                canary: Window::default(),
-                stable: Window::default(),
-            }
+                awaiting_gate: false,
+                reason: None,
+                started_at: String::new(),
+                finished_at: None,
+                judges: Default::default(),
+                extra: Default::default(),
+            },
+            clock: Clock::start(&Spec::new(rollout), T0),
+            interval: Default::default(),
+            decided: None,
         }
+    }
 
-        /// Second `t` (1-based) is over. Returns whether fast-fail and whether the interval
-        /// checks call for a rollback now (both are kept going after either did, so each
-        /// one's first call is known).
-        pub fn second(
-            &mut self,
-            t: u32,
-            canary: &VersionSnapshot,
-            stable: &VersionSnapshot,
-        ) -> (bool, bool) {
-            let fast_fail = self
-                .analysis
-                .fast_fail
-                .is_some_and(|rule| analysis::fast_fail(&rule, canary).is_some());
-            self.canary.add(canary);
-            self.stable.add(stable);
-            if t % self.interval_s != 0 {
-                return (fast_fail, false);
-            }
-            let (c, s) = (self.canary.take(), self.stable.take());
-            let check = analysis::check(&self.analysis, &c, &s, f64::from(self.interval_s));
-            self.failed_checks += u32::from(check.verdict == Verdict::Fail);
-            (fast_fail, self.failed_checks >= self.analysis.threshold)
+    /// Second `t` closed with these windows; `recent` is the stable's previous minutes up to
+    /// and including it (as the run loop's sampler gives it).
+    fn second(&mut self, t: u32, canary: &Window, stable: &Window, recent: &Window) {
+        if self.decided.is_some() {
+            return;
         }
+        let now = T0 + u64::from(t) * 1000;
+        let spec = Spec::new(self.rollout);
+        self.interval.0 += canary;
+        self.interval.1 += stable;
+        let obs = Observations {
+            canary: VersionObs {
+                last_second: canary.clone(),
+                closed_second: Some(canary.clone()),
+                interval: self.interval.0.clone(),
+                recent: Window::default(),
+            },
+            stable: VersionObs {
+                last_second: stable.clone(),
+                closed_second: Some(stable.clone()),
+                interval: self.interval.1.clone(),
+                recent: recent.clone(),
+            },
+            interval_s: now.saturating_sub(self.clock.window_started) as f64 / 1000.0,
+            canary_health: None,
+        };
+        let out = engine::evaluate(&spec, &self.record, self.clock, &obs, now, true);
+        self.clock = out.clock;
+        if out.new_window {
+            self.interval = Default::default();
+        }
+        for decision in out.decisions {
+            match decision {
+                Decision::Remember { judge, memory, .. } => {
+                    self.record.judges.insert(judge.to_string(), memory);
+                }
+                Decision::FailedChecks(n) => self.record.failed_checks = n,
+                Decision::Rollback(rb) => self.decided = Some((t, rb.reason)),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The stable's previous minutes, as the run loop's sampler keeps them: a cumulative reading,
+/// and the readings taken at each minute mark (six kept, so five to six minutes back).
+#[derive(Default)]
+struct Recent {
+    reading: Window,
+    minutes: std::collections::VecDeque<Window>,
+}
+
+impl Recent {
+    fn push(&mut self, t: u32, stable: &Window) -> Window {
+        self.reading += stable;
+        if t % 60 == 1 {
+            if self.minutes.len() == 6 {
+                self.minutes.pop_front();
+            }
+            self.minutes.push_back(self.reading.clone());
+        }
+        self.reading
+            .since(self.minutes.front().expect("pushed at second 1"))
     }
 }
 
@@ -239,92 +285,63 @@ const SCENARIOS: [Scenario; 6] = [
     },
 ];
 
-/// One version's second, written into a reused snapshot.
-fn fill(snap: &mut VersionSnapshot, requests: u64, p: f64, latency: &Latency, rng: &mut SmallRng) {
-    snap.total = requests;
-    snap.failed = Binomial::new(requests, p).expect("valid").sample(rng);
-    let buckets = Arc::get_mut(&mut snap.latency).expect("judges keep no snapshot");
-    buckets.fill(0);
+/// One version's second as a telemetry window (failures as reason `status`). The histogram
+/// is only as long as its slowest bucket: a window's missing buckets count as empty.
+fn second_of(
+    requests: u64,
+    p: f64,
+    latency: &Latency,
+    rng: &mut SmallRng,
+    buckets: &mut Vec<u64>,
+) -> Window {
+    let failed = Binomial::new(requests, p).expect("valid").sample(rng);
+    buckets.clear();
+    buckets.resize(LATENCY_BUCKETS, 0);
+    let mut len = 0;
     for _ in 0..requests {
-        buckets[latency.draw(rng)] += 1;
+        let b = latency.draw(rng);
+        buckets[b] += 1;
+        len = len.max(b + 1);
+    }
+    Window {
+        requests,
+        failures: if failed > 0 {
+            BTreeMap::from([("status".to_string(), failed)])
+        } else {
+            BTreeMap::new()
+        },
+        latency: Histogram(Arc::from(&buckets[..len])),
     }
 }
 
 // ---------------------------------------------------------------------------------------
 // One rollout.
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Reason {
-    FastFail,
-    /// The interval checks of `metrics` reached `threshold`.
-    Ceiling,
-    Sequential(EvidenceKind),
-}
-
-/// When each component first called for a rollback (second, 1-based), on one traffic path.
-#[derive(Default)]
-struct Outcome {
-    fast_fail: Option<u32>,
-    ceilings: Option<u32>,
-    sequential: Option<(u32, EvidenceKind)>,
-}
-
-impl Outcome {
-    /// The threshold judge (SPEC §6): fast-fail and the interval checks.
-    fn threshold_judge(&self) -> Option<(u32, Reason)> {
-        self.first([self.fast_fail(), self.ceilings(), None])
-    }
-
-    /// The sequential judge as SPEC §14 configures it: the e-process on top of both.
-    fn sequential_judge(&self) -> Option<(u32, Reason)> {
-        self.first([self.fast_fail(), self.ceilings(), self.e_process()])
-    }
-
-    /// The sequential judge with `metrics: []`: the e-process and fast-fail.
-    fn without_ceilings(&self) -> Option<(u32, Reason)> {
-        self.first([self.fast_fail(), None, self.e_process()])
-    }
-
-    fn fast_fail(&self) -> Option<(u32, Reason)> {
-        self.fast_fail.map(|t| (t, Reason::FastFail))
-    }
-
-    fn ceilings(&self) -> Option<(u32, Reason)> {
-        self.ceilings.map(|t| (t, Reason::Ceiling))
-    }
-
-    fn e_process(&self) -> Option<(u32, Reason)> {
-        self.sequential.map(|(t, k)| (t, Reason::Sequential(k)))
-    }
-
-    /// The earliest; a tie goes to the one named first.
-    fn first(&self, calls: [Option<(u32, Reason)>; 3]) -> Option<(u32, Reason)> {
-        calls.into_iter().flatten().min_by_key(|(t, _)| *t)
-    }
-
-    /// Every judge has decided: nothing later can change a result.
-    fn settled(&self) -> bool {
-        self.fast_fail.is_some() || (self.ceilings.is_some() && self.sequential.is_some())
+/// Who decided a rollback, for the "by reason" column.
+fn component(reason: RollbackReason) -> &'static str {
+    match reason {
+        RollbackReason::Sequential => "sequential",
+        RollbackReason::FastFail => "fast-fail",
+        _ => "ceilings",
     }
 }
 
 struct Models {
-    /// The threshold judge's block (the sequential judge's is the same with `judge:`).
-    analysis: Analysis,
-    alpha: f64,
     /// Per-request latency: healthy, and with the regression's tail.
     healthy: Latency,
     tail: Latency,
 }
 
+/// When (second, 1-based) and why each configuration rolled back, all judging the same
+/// traffic in lockstep.
 fn rollout(
     models: &Models,
-    analysis: &Analysis,
+    judges: &[Rollout],
     s: &Scenario,
     rate: f64,
     seconds: u32,
     seed: u64,
-) -> Outcome {
+) -> Vec<Option<(u32, RollbackReason)>> {
     let mut rng = SmallRng::seed_from_u64(seed);
     let arrivals = Poisson::new(rate).expect("valid");
     let canary_latency = if s.canary_tail > 0.0 {
@@ -332,38 +349,26 @@ fn rollout(
     } else {
         &models.healthy
     };
-    let mut flagger = threshold::Threshold::new(analysis.clone());
-    let mut judge = SequentialJudge::new(models.alpha);
-    let empty = || VersionSnapshot {
-        total: 0,
-        failed: 0,
-        latency: Arc::from(vec![0; LATENCY_BUCKETS]),
-    };
-    let (mut canary, mut stable) = (empty(), empty());
-    let mut out = Outcome::default();
+    let mut judged: Vec<Judged> = judges.iter().map(Judged::new).collect();
+    let mut recent = Recent::default();
+    let mut buckets = Vec::new();
     for t in 1..=seconds {
         let total = arrivals.sample(&mut rng) as u64;
         let n_c = Binomial::new(total, CANARY_SHARE)
             .expect("valid")
             .sample(&mut rng);
         let (p_c, p_s) = (s.errors)(t);
-        fill(&mut canary, n_c, p_c, canary_latency, &mut rng);
-        fill(&mut stable, total - n_c, p_s, &models.healthy, &mut rng);
-        let (fast_fail, ceilings) = flagger.second(t, &canary, &stable);
-        if fast_fail {
-            out.fast_fail.get_or_insert(t);
+        let canary = second_of(n_c, p_c, canary_latency, &mut rng, &mut buckets);
+        let stable = second_of(total - n_c, p_s, &models.healthy, &mut rng, &mut buckets);
+        let recent = recent.push(t, &stable);
+        for j in &mut judged {
+            j.second(t, &canary, &stable, &recent);
         }
-        if ceilings {
-            out.ceilings.get_or_insert(t);
-        }
-        if out.sequential.is_none() {
-            out.sequential = judge.second(&canary, &stable).map(|k| (t, k));
-        }
-        if out.settled() {
+        if judged.iter().all(|j| j.decided.is_some()) {
             break;
         }
     }
-    out
+    judged.iter().map(|j| j.decided).collect()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -406,6 +411,29 @@ fn pct(x: f64) -> String {
     }
 }
 
+/// `f(0..n)` on every core, in order. Each run has its own seed, so the tables do not depend
+/// on how many threads ran them or in which order they finished.
+fn runs<T: Send>(n: u64, f: impl Fn(u64) -> T + Sync) -> Vec<T> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let next = AtomicU64::new(0);
+    let done = Mutex::new(Vec::with_capacity(n as usize));
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                let run = next.fetch_add(1, Ordering::Relaxed);
+                if run >= n {
+                    break;
+                }
+                let outcome = f(run);
+                done.lock().expect("no run panics").push((run, outcome));
+            });
+        }
+    });
+    let mut done = done.into_inner().expect("no run panics");
+    done.sort_unstable_by_key(|(run, _)| *run);
+    done.into_iter().map(|(_, outcome)| outcome).collect()
+}
+
 /// A distinct seed per (table, scenario, rate, run), so every cell is reproducible alone.
 fn seed(parts: [u64; 4]) -> u64 {
     parts.iter().fold(SEED, |h, p| {
@@ -415,36 +443,19 @@ fn seed(parts: [u64; 4]) -> u64 {
 
 fn main() {
     let started = Instant::now();
-    let block = |judge: &str| {
-        let yaml = format!(
-            "listeners: [{{ name: public, address: \"127.0.0.1:8080\" }}]\n\
-             services:\n  api:\n    versions:\n      \
-             blue: {{ release: v1, backends: [\"127.0.0.1:9001\"], weight: 100 }}\n      \
-             green: {{ release: v2, backends: [\"127.0.0.1:9002\"], weight: 0 }}\n    \
-             rollout:\n      stable: blue\n      canary: green\n      \
-             steps: [{{ traffic: 10%, duration: 10m }}, {{ traffic: 100% }}]\n      \
-             analysis:\n        judge: {judge}{ANALYSIS}\n"
-        );
-        let config = switchyard_config::parse(&yaml, "decisions.yaml").expect("valid config");
-        config.services[0]
-            .rollout
-            .clone()
-            .expect("rollout")
-            .analysis
-    };
-    let (flagger, sequential) = (block("threshold"), block("sequential"));
-    // The judges read the same metrics, interval, threshold and fast-fail; only `judge` differs.
+    let table = [THRESHOLD, SEQUENTIAL, RECOMMENDED].map(rollout_config);
+    let long = [THRESHOLD, NO_MINIMUM, RECOMMENDED].map(rollout_config);
+    // The judges read the same interval, threshold and fast-fail; the first two the same
+    // metrics too: only `judge` differs.
+    let (thr, seq) = (&table[0].analysis, &table[1].analysis);
     assert_eq!(
-        Analysis {
-            judge: flagger.judge,
-            ..sequential.clone()
-        },
-        flagger
+        (thr.interval, thr.threshold, thr.fast_fail),
+        (seq.interval, seq.threshold, seq.fast_fail)
     );
+    assert_eq!(thr.metrics, seq.metrics);
+    let alpha = seq.alpha;
     let mut rng = SmallRng::seed_from_u64(SEED);
     let models = Models {
-        alpha: sequential.alpha,
-        analysis: flagger,
         healthy: Latency::new(0.0, &mut rng),
         tail: Latency::new(0.1, &mut rng),
     };
@@ -452,10 +463,9 @@ fn main() {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{RUNS} rollouts per cell, {} min each at {}% canary share; seed {SEED}; alpha {}.",
+        "{RUNS} rollouts per cell, {} min each at {}% canary share; seed {SEED}; alpha {alpha}.",
         RUN_SECONDS / 60,
         CANARY_SHARE * 100.0,
-        models.alpha
     );
     let _ = writeln!(
         out,
@@ -470,41 +480,35 @@ fn main() {
         );
         let _ = writeln!(
             out,
-            "| scenario | threshold judge | sequential judge | its rollbacks by reason | sequential, no ceilings |"
+            "| scenario | threshold judge | sequential judge (SPEC §14 example) | its rollbacks by reason | recommended: sequential, `metrics: []` |"
         );
         let _ = writeln!(out, "| --- | --- | --- | --- | --- |");
         for (si, s) in SCENARIOS.iter().enumerate() {
-            let outcomes: Vec<Outcome> = (0..RUNS)
-                .map(|run| {
-                    let seed = seed([1, si as u64, ri as u64, run]);
-                    rollout(&models, &models.analysis, s, rate, RUN_SECONDS, seed)
-                })
-                .collect();
-            let times =
-                |f: &dyn Fn(&Outcome) -> Option<u32>| Times(outcomes.iter().map(f).collect());
-            let thr = times(&|o| o.threshold_judge().map(|(t, _)| t));
-            let seq = times(&|o| o.sequential_judge().map(|(t, _)| t));
-            let alone = times(&|o| o.without_ceilings().map(|(t, _)| t));
-            let share = |want: fn(Reason) -> bool| {
+            let outcomes = runs(RUNS, |run| {
+                let seed = seed([1, si as u64, ri as u64, run]);
+                rollout(&models, &table, s, rate, RUN_SECONDS, seed)
+            });
+            let times = |k: usize| Times(outcomes.iter().map(|o| o[k].map(|(t, _)| t)).collect());
+            let share = |name: &str| {
                 let n = outcomes
                     .iter()
-                    .filter(|o| o.sequential_judge().is_some_and(|(_, r)| want(r)))
+                    .filter(|o| o[1].is_some_and(|(_, r)| component(r) == name))
                     .count();
                 pct(n as f64 / RUNS as f64)
             };
             let reasons = format!(
                 "sequential {} · ceilings {} · fast-fail {}",
-                share(|r| matches!(r, Reason::Sequential(_))),
-                share(|r| r == Reason::Ceiling),
-                share(|r| r == Reason::FastFail),
+                share("sequential"),
+                share("ceilings"),
+                share("fast-fail"),
             );
             let _ = writeln!(
                 out,
                 "| {} | {} | {} | {reasons} | {} |",
                 s.name,
-                thr.cell(s.bad),
-                seq.cell(s.bad),
-                alone.cell(s.bad)
+                times(0).cell(s.bad),
+                times(1).cell(s.bad),
+                times(2).cell(s.bad)
             );
         }
         print!("{out}");
@@ -512,40 +516,32 @@ fn main() {
     }
 
     // How false rollbacks of healthy canaries grow with the run's length, and what Flagger's
-    // lack of a minimum sample does (Switchyard's `min_requests` defaults to 50). The same
-    // seeds give both threshold variants the same traffic.
-    let mut no_minimum = models.analysis.clone();
-    no_minimum.min_requests = 1;
+    // lack of a minimum sample does (Switchyard's `min_requests` defaults to 50).
     let _ = writeln!(
         out,
         "\n#### Healthy canaries by run length ({LONG_RUNS} rollouts per cell): share falsely rolled back\n"
     );
     let _ = writeln!(
         out,
-        "| req/s | run | threshold judge | threshold judge, min_requests 1 | sequential, no ceilings |"
+        "| req/s | run | threshold judge | threshold judge, min_requests 1 | recommended: sequential, `metrics: []` |"
     );
     let _ = writeln!(out, "| --- | --- | --- | --- | --- |");
     for (ri, &rate) in RATES.iter().enumerate() {
         for &seconds in &LONG_RUN_SECONDS {
-            let runs = |analysis: &Analysis| -> Vec<Outcome> {
-                (0..LONG_RUNS)
-                    .map(|run| {
-                        let seed = seed([2, seconds.into(), ri as u64, run]);
-                        rollout(&models, analysis, &SCENARIOS[0], rate, seconds, seed)
-                    })
-                    .collect()
-            };
-            let (strict, loose) = (runs(&models.analysis), runs(&no_minimum));
-            let rate_of = |o: &[Outcome], f: fn(&Outcome) -> bool| {
-                pct(o.iter().filter(|o| f(o)).count() as f64 / o.len() as f64)
+            let outcomes = runs(LONG_RUNS, |run| {
+                let seed = seed([2, seconds.into(), ri as u64, run]);
+                rollout(&models, &long, &SCENARIOS[0], rate, seconds, seed)
+            });
+            let rate_of = |k: usize| {
+                pct(outcomes.iter().filter(|o| o[k].is_some()).count() as f64 / LONG_RUNS as f64)
             };
             let _ = writeln!(
                 out,
                 "| {rate} | {} min | {} | {} | {} |",
                 seconds / 60,
-                rate_of(&strict, |o| o.threshold_judge().is_some()),
-                rate_of(&loose, |o| o.threshold_judge().is_some()),
-                rate_of(&strict, |o| o.without_ceilings().is_some()),
+                rate_of(0),
+                rate_of(1),
+                rate_of(2),
             );
         }
     }

@@ -20,6 +20,11 @@
 # BACKEND_HOST (default 127.0.0.1): `localhost` makes the backends names, resolved by the
 # control plane (SPEC §12), to compare with literal addresses. Each run waits for one 200
 # first (a name resolves after /ready), in both runs alike.
+# ROLLOUT=on runs the same 90/10 split as a running canary rollout (SPEC §6; the impact
+# counters then count every request), ROLLOUT=net with the safety net on too (SPEC §13; the
+# canary is healthy, so nothing is replayed: this is the net's cost when it is not needed),
+# ROLLOUT=mirror a mirror step copying 100% of requests to the canary (the copy's work —
+# its task, its exchange with the canary — is counted in the same process).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${1:-$ROOT/target/release/switchyard}; MODE=${2:-h1}
@@ -49,6 +54,22 @@ services:
       blue:  { release: v1, backends: ["$HOST:19001"], weight: 90 }
       green: { release: v2, backends: ["$HOST:19002"], weight: 10 }
 CFG
+case ${ROLLOUT:-off} in
+  off) ;;
+  on|net|mirror)
+    [ "$ROLLOUT" = net ] && NET="safety_net: { retry_on_stable: true, budget: 20% }" || NET=""
+    [ "$ROLLOUT" = mirror ] && FIRST="{ mirror: 100%, duration: 1h }" || FIRST="{ traffic: 10%, duration: 1h }"
+    cat >>"$OUT/config.yaml" <<CFG
+    rollout:
+      stable: blue
+      canary: green
+      $NET
+      steps: [$FIRST, { traffic: 100% }]
+      analysis: { interval: 1h, fast_fail: off }
+CFG
+    ;;
+  *) echo "ROLLOUT must be off, on, net or mirror" >&2; exit 2;;
+esac
 case $MODE in
   h1) LOAD=(--h1 -c1 -t1); STREAMS="sequential HTTP/1.1";;
   h2c) LOAD=(-c1 -m10 -t1); STREAMS="h2c, 10 streams in flight";;

@@ -20,10 +20,11 @@
 #     phase is printed too (the controller ticks every 250 ms).
 # --quick = (c) with 1000 services at most. Takes ~2 minutes. Output dir printed at start.
 # Env: PORT (listener, default 29380: below the ephemeral port range; admin = PORT+1, backends
-# = PORT+11 and PORT+12), NO_BUILD=1 (skip cargo build), BIN (switchyard binary).
+# = PORT+11 and PORT+12), NO_BUILD=1 (skip cargo build), BIN (switchyard binary), SHARED (the
+# shared/ directory with bench/templates; default: beside the repo).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-TPL=$ROOT/../shared/bench/templates
+TPL=${SHARED:-$ROOT/../shared}/bench/templates
 echo "# $0 $*"
 CONNS=10000; PROXIES="switchyard nginx haproxy"; SERVICES="1 1000 10000"; BACKENDS="1 100 1000"
 while [ $# -gt 0 ]; do

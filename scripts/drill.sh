@@ -2,11 +2,45 @@
 # The rollback drill (deploy_bad_version → trigger_auto_rollback → verify_recovery_time):
 # builds the release binary, then runs examples/drill.rs twice — threshold analysis only, and
 # with fast-fail — against a canary that fails every request at 10% share.
-# Usage: scripts/drill.sh [--rate 1000] [--share 10]
+#
+# Then the users drill (SPEC §13, the runbook's "affected users < 1%"): the same bad canary
+# (`switchyard demo`'s v2: 10% of answers 500, 5% slow) three ways — safety net off, safety
+# net on, and bad from the start so the mirror step catches it — and, for each, how many
+# users saw an error, as the proxy's `rollout.impact` counted them.
+#
+# Usage: scripts/drill.sh [--rate 1000] [--share 10]     both drills
+#        scripts/drill.sh users                            the users drill only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet --bin switchyard --example drill
-for ff in off on; do
-  ./target/release/examples/drill --fast-fail "$ff" "$@"
-  echo
-done
+if [[ "${1:-}" != users ]]; then
+  for ff in off on; do
+    ./target/release/examples/drill --fast-fail "$ff" "$@"
+    echo
+  done
+fi
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# One demo run to its rollback; prints its last line (the API's numbers).
+users_run() {
+  local out port admin pid
+  out=$(mktemp)
+  port=$(free_port)
+  admin=$(free_port)
+  NO_COLOR=1 ./target/release/switchyard demo --port "$port" --admin-port "$admin" "$@" >"$out" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 90); do
+    grep -q 'Ctrl-C to stop' "$out" && break
+    sleep 1
+  done
+  kill -INT "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  grep -E 'canary requests failed' "$out" || echo "(no rollback within 90 s; output in $out)"
+  rm -f "$out"
+}
+
+echo "users drill: the same bad v2, 500 users at 200 requests/s"
+printf '  %-34s %s\n' "safety net off:" "$(users_run --no-safety-net)"
+printf '  %-34s %s\n' "safety net on:" "$(users_run)"
+printf '  %-34s %s\n' "bad from the start, mirror first:" "$(users_run --bad-after 0s)"

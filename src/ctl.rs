@@ -729,7 +729,29 @@ fn rollout_state(svc: &Value) -> String {
     if r["awaiting_gate"] == true {
         out.push_str(", waiting for gate webhooks");
     }
+    if let Some(e) = evidence(&r["evidence"]) {
+        let _ = write!(out, "; {e}");
+    }
     out
+}
+
+/// `sequential evidence: failures 3.2, slow 0.8 of limit 200` (SPEC §15's `rollout.evidence`).
+fn evidence(e: &Value) -> Option<String> {
+    let limit = e["limit"].as_f64()?;
+    let value = |k: &str| {
+        e[k].as_f64().map_or("-".to_string(), |v| {
+            if v < 1e6 {
+                format!("{v:.1}")
+            } else {
+                format!("{v:.1e}")
+            }
+        })
+    };
+    Some(format!(
+        "sequential evidence: failures {}, slow {} of limit {limit}",
+        value("failures"),
+        value("slow")
+    ))
 }
 
 /// `ctl status SERVICE`: the versions table, then the rollout and its last analysis.
@@ -762,6 +784,38 @@ fn service_detail(svc: &Value, now: SystemTime) -> String {
     out.push('\n');
     if let Some(reason) = r["reason"].as_str() {
         let _ = writeln!(out, "           {reason}");
+    }
+    if r["mode"] == "mirror" {
+        let _ = writeln!(
+            out,
+            "           mirror step: {}% of requests copied to the canary (users stay on the stable)",
+            r["mirror_pct"]
+        );
+    }
+    let i = &r["impact"];
+    if !i.is_null() {
+        let _ = writeln!(
+            out,
+            "impact:    {} of {} users saw a failure ({}%); {} on the canary; {} requests failed for users",
+            i["users_failed"], i["users_total"], number(&i["users_failed_pct"]), i["users_on_canary"], i["requests_failed"]
+        );
+    }
+    let net = &r["safety_net"];
+    if net["enabled"] == true {
+        let n = &net["retries"];
+        let _ = writeln!(
+            out,
+            "safety net: replayed on the stable {} ok, {} failed; not replayed {} over budget, {} unsafe",
+            n["ok"], n["failed"], n["budget"], n["unsafe"]
+        );
+    }
+    let m = &r["mirror"];
+    if m["sent"].as_u64() > Some(0) || m["dropped"].as_u64() > Some(0) {
+        let _ = writeln!(
+            out,
+            "mirror:    {} copies sent, {} dropped, {} failed by the canary",
+            m["sent"], m["dropped"], m["failed"]
+        );
     }
     let a = &r["last_analysis"];
     if !a.is_null() {

@@ -89,6 +89,13 @@ enum Command {
         /// Run the same rollout with a good v2, which gets promoted.
         #[arg(long)]
         healthy: bool,
+        /// Run it without the safety net: users then see the bad v2's failures.
+        #[arg(long)]
+        no_safety_net: bool,
+        /// When v2 turns bad, after the proxy is ready (0s: bad from the start, so the
+        /// mirror step catches it before any user reaches it).
+        #[arg(long, value_parser = parse_duration, default_value = "12s")]
+        bad_after: Duration,
     },
     /// Drive a running proxy through its control API (kubectl-like verbs).
     Ctl(ctl::CtlArgs),
@@ -126,6 +133,8 @@ fn main() -> ExitCode {
             port,
             admin_port,
             healthy,
+            no_safety_net,
+            bad_after,
         } => run(
             None,
             format,
@@ -133,6 +142,8 @@ fn main() -> ExitCode {
                 port,
                 admin_port,
                 healthy,
+                safety_net: !no_safety_net,
+                bad_after,
             }),
         ),
         Command::Ctl(args) => ctl::run(args),

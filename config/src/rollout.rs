@@ -20,7 +20,15 @@ pub(crate) fn rollout(
     let f = d.map(
         node,
         path,
-        &["stable", "canary", "steps", "analysis", "webhooks"],
+        &[
+            "stable",
+            "canary",
+            "steps",
+            "analysis",
+            "webhooks",
+            "safety_net",
+            "mirror",
+        ],
     )?;
     let stable = f.req(d, "stable", |d, n, p| versions.check(d, n, p));
     let canary = f.req(d, "canary", |d, n, p| versions.check(d, n, p));
@@ -40,12 +48,16 @@ pub(crate) fn rollout(
     let webhooks = f
         .opt(d, "webhooks", |d, n, p| d.list_of(n, p, webhook))
         .unwrap_or_default();
+    let safety_net = f.opt(d, "safety_net", safety_net).flatten();
+    let mirror = f.opt(d, "mirror", mirror).unwrap_or_default();
     Some(Rollout {
         stable: stable?,
         canary: canary?,
         steps: steps?,
         analysis,
         webhooks,
+        safety_net,
+        mirror,
     })
 }
 
@@ -68,9 +80,34 @@ fn steps(d: &mut Decoder, node: &Node, path: &str) -> Option<Vec<Step>> {
 }
 
 /// Every step holds its traffic for a duration, except the last: finishing it is promotion.
+/// A step is either `traffic: N%` (users' share) or `mirror: N%` (copies only, SPEC §13).
 fn step(d: &mut Decoder, node: &Node, path: &str, is_last: bool) -> Option<Step> {
-    let f = d.map(node, path, &["traffic", "duration"])?;
-    let traffic = f.req(d, "traffic", |d, n, p| d.share(n, p, "traffic", 100));
+    let f = d.map(node, path, &["traffic", "mirror", "duration"])?;
+    let (traffic, mirror) = match (f.get("traffic"), f.get("mirror")) {
+        (_, None) => (
+            f.req(d, "traffic", |d, n, p| d.share(n, p, "traffic", 100)),
+            None,
+        ),
+        (None, Some(_)) => {
+            let mirror = f.opt(d, "mirror", |d, n, p| d.share(n, p, "mirror", 100));
+            if is_last {
+                d.error(
+                    f.pos,
+                    path,
+                    "the last step is the promotion and cannot be a mirror step (add e.g. - { traffic: 100% } after it)",
+                );
+            }
+            (Some(0), Some(mirror?))
+        }
+        (Some(_), Some(n)) => {
+            d.error(
+                n.pos,
+                &f.path("mirror"),
+                "a step is either traffic (users' share) or mirror (copies only), not both",
+            );
+            (None, None)
+        }
+    };
     let duration = f.opt(d, "duration", Decoder::positive_duration);
     match (f.get("duration"), is_last) {
         (None, false) => d.error(
@@ -87,8 +124,94 @@ fn step(d: &mut Decoder, node: &Node, path: &str, is_last: bool) -> Option<Step>
     }
     Some(Step {
         traffic: traffic?,
+        mirror,
         duration,
     })
+}
+
+/// `safety_net: { retry_on_stable: true, budget: 20% }`; `retry_on_stable: false` (or
+/// `safety_net: off`) leaves it off. Outer `None`: invalid (reported); inner: off.
+fn safety_net(d: &mut Decoder, node: &Node, path: &str) -> Option<Option<SafetyNet>> {
+    if let Some(word) = node.scalar() {
+        return match switch(d, node, path, word)? {
+            true => Some(Some(SafetyNet {
+                budget: SafetyNet::DEFAULT_BUDGET,
+            })),
+            false => Some(None),
+        };
+    }
+    let f = d.map(node, path, &["retry_on_stable", "budget"])?;
+    let on = f.req(d, "retry_on_stable", |d, n, p| {
+        let word = n.scalar().unwrap_or_default().to_string();
+        switch(d, n, p, &word)
+    });
+    let budget = f.opt(d, "budget", |d, n, p| {
+        let budget = d.share(n, p, "budget", 100)?;
+        if budget == 0 {
+            d.error(
+                n.pos,
+                p,
+                "a budget of 0% allows only the floor of 10 replays per second; give at least 1%, or retry_on_stable: false",
+            );
+            return None;
+        }
+        Some(budget)
+    });
+    let budget = budget.unwrap_or(SafetyNet::DEFAULT_BUDGET);
+    Some(on?.then_some(SafetyNet { budget }))
+}
+
+/// `true`/`on` or `false`/`off`.
+fn switch(d: &mut Decoder, node: &Node, path: &str, word: &str) -> Option<bool> {
+    match word.to_ascii_lowercase().as_str() {
+        "true" | "on" => Some(true),
+        "false" | "off" => Some(false),
+        _ => {
+            d.error(
+                node.pos,
+                path,
+                format!("expected true or false, found {word:?}"),
+            );
+            None
+        }
+    }
+}
+
+fn mirror(d: &mut Decoder, node: &Node, path: &str) -> Option<Mirror> {
+    let f = d.map(node, path, &["max_body"])?;
+    let def = Mirror::default();
+    Some(Mirror {
+        max_body: f.opt(d, "max_body", byte_size).unwrap_or(def.max_body),
+    })
+}
+
+/// A size in bytes: `65536`, `64KiB`, `1MiB` (also `KB`/`MB` as powers of 1000).
+fn byte_size(d: &mut Decoder, node: &Node, path: &str) -> Option<u64> {
+    let text = node.scalar().unwrap_or_default();
+    let units: [(&str, u64); 7] = [
+        ("KiB", 1 << 10),
+        ("MiB", 1 << 20),
+        ("GiB", 1 << 30),
+        ("KB", 1000),
+        ("MB", 1_000_000),
+        ("GB", 1_000_000_000),
+        ("B", 1),
+    ];
+    let (digits, unit) = units
+        .iter()
+        .find_map(|(u, m)| text.strip_suffix(u).map(|t| (t.trim_end(), *m)))
+        .unwrap_or((text, 1));
+    match digits.parse::<u64>().ok().and_then(|n| n.checked_mul(unit)) {
+        Some(n) => Some(n),
+        None => {
+            d.error(
+                node.pos,
+                path,
+                format!("invalid size {text:?} (expected bytes such as 65536, 64KiB or 1MiB)"),
+            );
+            None
+        }
+    }
 }
 
 fn analysis(d: &mut Decoder, node: &Node, path: &str) -> Option<Analysis> {

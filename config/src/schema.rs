@@ -468,12 +468,52 @@ pub struct Rollout {
     pub steps: Vec<Step>,
     pub analysis: Analysis,
     pub webhooks: Vec<Webhook>,
+    /// `safety_net:` (SPEC §13); `None` = off.
+    pub safety_net: Option<SafetyNet>,
+    /// `mirror:`: how mirror steps copy requests.
+    pub mirror: Mirror,
+}
+
+/// A failed, replayable canary request is re-sent once to the stable (SPEC §13).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SafetyNet {
+    /// Replays allowed, in percent of the canary's requests over the last 10 s (a floor of
+    /// [`SafetyNet::FLOOR_PER_SECOND`] per second is always allowed).
+    pub budget: u32,
+}
+
+impl SafetyNet {
+    pub const DEFAULT_BUDGET: u32 = 20;
+    /// Replays per second always allowed, whatever the canary's request count.
+    pub const FLOOR_PER_SECOND: u32 = 10;
+    /// The window the budget is counted over.
+    pub const WINDOW_SECONDS: u32 = 10;
+    /// The largest request body kept for a replay.
+    pub const MAX_BODY: u64 = 64 * 1024;
+}
+
+/// How mirror steps copy requests to the canary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mirror {
+    /// Requests with larger bodies are not mirrored.
+    pub max_body: u64,
+}
+
+impl Default for Mirror {
+    fn default() -> Self {
+        Mirror {
+            max_body: 64 * 1024,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
-    /// The canary's share in percent, 0..=100.
+    /// The canary's share of users' traffic in percent, 0..=100 (0 on a mirror step).
     pub traffic: u32,
+    /// A mirror step: the percent of requests copied to the canary (users stay on the
+    /// stable). `None` on a traffic step.
+    pub mirror: Option<u32>,
     /// How long the step holds before the next one; `None` on the last step.
     pub duration: Option<Duration>,
 }

@@ -202,14 +202,17 @@ fn the_spec_example_parses_fully() {
         vec![
             Step {
                 traffic: 10,
+                mirror: None,
                 duration: five_min
             },
             Step {
                 traffic: 50,
+                mirror: None,
                 duration: five_min
             },
             Step {
                 traffic: 100,
+                mirror: None,
                 duration: None
             },
         ]
@@ -826,10 +829,27 @@ fn rollout_rules() {
     )));
     let rollout = c.services[0].rollout.as_ref().unwrap();
     assert_eq!(rollout.steps[0].duration, Some(Duration::from_secs(90)));
+    assert_eq!(rollout.safety_net, None, "the safety net is off by default");
+    assert_eq!(rollout.mirror.max_body, 64 * 1024);
+
     assert_eq!(rollout.analysis.fast_fail, None);
     assert_eq!(rollout.analysis.interval, Duration::from_secs(30));
     assert_eq!(rollout.analysis.metrics[0].max_increase, Some(0.5));
     assert_eq!(rollout.webhooks[0].timeout, Duration::from_secs(2));
+
+    // SPEC §13's block: the safety net, a mirror step first.
+    let c = ok(&with_rollout(&format!(
+        "{base}      safety_net: {{ retry_on_stable: true, budget: 30% }}\n      mirror: {{ max_body: 1MiB }}\n      steps: [{{ mirror: 100%, duration: 2m }}, {{ traffic: 10%, duration: 5m }}, {{ traffic: 100% }}]\n"
+    )));
+    let r = c.services[0].rollout.as_ref().unwrap();
+    assert_eq!(r.safety_net, Some(SafetyNet { budget: 30 }));
+    assert_eq!(r.mirror.max_body, 1 << 20);
+    assert_eq!((r.steps[0].traffic, r.steps[0].mirror), (0, Some(100)));
+    assert_eq!((r.steps[1].traffic, r.steps[1].mirror), (10, None));
+    let c = ok(&with_rollout(&format!(
+        "{base}      safety_net: {{ retry_on_stable: false }}\n      steps: [{{ traffic: 100 }}]\n"
+    )));
+    assert_eq!(c.services[0].rollout.as_ref().unwrap().safety_net, None);
 
     let c = ok(&with_rollout(&format!(
         "{base}      steps: [{{ traffic: 100 }}]\n      analysis: {{ fast_fail: {{ min_requests: 5 }} }}\n"
@@ -874,6 +894,11 @@ fn rollout_rules() {
         ("      steps: [{ traffic: 100 }]\n      analysis: { metrics: [{ name: error-rate, threshold: 150 }] }\n", "services.api.rollout.analysis.metrics[0].threshold", "150 is not a percentage (0 up to 100)"),
         ("      steps: [{ traffic: 100 }]\n      webhooks: [{ type: gate, url: ftp://x }]\n", "services.api.rollout.webhooks[0].url", "invalid webhook url \"ftp://x\""),
         ("      steps: [{ traffic: 100 }]\n      webhooks: [{ type: hook, url: http://x }]\n", "services.api.rollout.webhooks[0].type", "unknown webhook type \"hook\" (expected one of: gate, event)"),
+        ("      steps: [{ traffic: 10%, mirror: 50%, duration: 1m }, { traffic: 100 }]\n", "services.api.rollout.steps[0].mirror", "a step is either traffic (users' share) or mirror (copies only), not both"),
+        ("      steps: [{ mirror: 100% }]\n", "services.api.rollout.steps[0]", "the last step is the promotion and cannot be a mirror step"),
+        ("      steps: [{ traffic: 100 }]\n      safety_net: { retry_on_stable: maybe }\n", "services.api.rollout.safety_net.retry_on_stable", "expected true or false, found \"maybe\""),
+        ("      steps: [{ traffic: 100 }]\n      safety_net: { retry_on_stable: true, budget: 0% }\n", "services.api.rollout.safety_net.budget", "a budget of 0% allows only the floor"),
+        ("      steps: [{ traffic: 100 }]\n      mirror: { max_body: lots }\n", "services.api.rollout.mirror.max_body", "invalid size \"lots\""),
     ];
     for (steps, path, message) in cases {
         let e = only_error(&with_rollout(&format!("{base}{steps}")), path);

@@ -85,6 +85,7 @@ impl Exporter {
         }
         let mut text = self.handle.render();
         render_data_path(table, &mut text);
+        render_canary(table, &mut text);
         render_request_durations(table, &mut text);
         if let Some(discovery) = &self.discovery {
             render_dns_lookups(discovery, &mut text);
@@ -141,6 +142,10 @@ fn describe() {
     describe_counter!(
         "switchyard_analysis_checks_total",
         "Canary analysis checks by result."
+    );
+    describe_gauge!(
+        "switchyard_analysis_evidence",
+        "The sequential judge's evidence against the canary, by kind (failures, slow); it rolls back at 2/alpha."
     );
     describe_histogram!(
         "switchyard_rollback_detection_seconds",
@@ -253,6 +258,78 @@ fn render_data_path(table: &RoutingTable, out: &mut String) {
             "gauge",
             "1 if the backend passes health checks.",
             healthy,
+        ),
+    ] {
+        if !body.is_empty() {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            out.push_str(&body);
+        }
+    }
+}
+
+/// Renders SPEC §15's safety-net, mirror and affected-user series: per service from the
+/// table's counters (every result from the first rollout on, so `rate()` works at once);
+/// users only for a service whose table has a rollout.
+fn render_canary(table: &RoutingTable, out: &mut String) {
+    use switchyard_proxy::canary::{MirrorResult, NetResult};
+    let mut retries = String::new();
+    let mut mirror = String::new();
+    let mut users = String::new();
+    for service in table.services.iter() {
+        let Some(rollout) = &service.rollout else {
+            continue;
+        };
+        let svc = escape(&service.name);
+        let c = &service.canary_counters;
+        for r in NetResult::ALL {
+            let _ = writeln!(
+                retries,
+                "switchyard_safety_net_retries_total{{service=\"{svc}\",result=\"{}\"}} {}",
+                r.as_str(),
+                c.safety_net_retries(r)
+            );
+        }
+        for r in MirrorResult::ALL {
+            let _ = writeln!(
+                mirror,
+                "switchyard_mirror_requests_total{{service=\"{svc}\",result=\"{}\"}} {}",
+                r.as_str(),
+                c.mirror_requests(r)
+            );
+        }
+        let Some(impact) = &rollout.impact else {
+            continue;
+        };
+        let counts = impact.counts();
+        for (kind, n) in [
+            ("total", counts.users_total),
+            ("on_canary", counts.users_on_canary),
+            ("failed", counts.users_failed),
+        ] {
+            let _ = writeln!(
+                users,
+                "switchyard_rollout_users{{service=\"{svc}\",kind=\"{kind}\"}} {n}"
+            );
+        }
+    }
+    for (name, kind, help, body) in [
+        (
+            "switchyard_safety_net_retries_total",
+            "counter",
+            "Failed canary requests the safety net replayed on the stable (ok, failed) or did not (budget, unsafe).",
+            retries,
+        ),
+        (
+            "switchyard_mirror_requests_total",
+            "counter",
+            "Mirror copies sent to the canary, dropped (too many in flight) or failed by it.",
+            mirror,
+        ),
+        (
+            "switchyard_rollout_users",
+            "gauge",
+            "Distinct users during the service's current or latest rollout: total, sent to the canary, who received a failure from it.",
+            users,
         ),
     ] {
         if !body.is_empty() {

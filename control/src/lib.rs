@@ -9,13 +9,12 @@
 //! judges and metrics; [`telemetry`] reads the data path's counters into windows;
 //! [`refusal`] is every way to say no. Around it: [`api`] and [`auth`] (the control API),
 //! [`admin`] (health, readiness, metrics, the API, the [`dashboard`]), [`exporter`]
-//! (`/metrics`), [`health`] (active probes), [`events`] and [`webhooks`], [`status`], and
+//! (`/metrics`), [`health`] (active probes), [`impact`] (a rollout's measured impact), [`events`] and [`webhooks`], [`status`], and
 //! [`app`], which wires it all together for `switchyard serve`.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
 pub mod admin;
-pub mod analysis;
 pub mod api;
 pub mod app;
 pub mod auth;
@@ -29,6 +28,7 @@ pub mod engine;
 pub mod events;
 pub mod exporter;
 pub mod health;
+pub mod impact;
 #[cfg(test)]
 mod mutate;
 pub mod plan;

@@ -33,7 +33,7 @@
 //! probability ≤ alpha/2, and either with ≤ alpha.
 //!
 //! **Slow** is a request slower than the stable's p99 *bucket edge* over the previous
-//! minutes ([`StableLatency`]). The edge must be fixed before the second it judges: then, if
+//! minutes ([`slow_edge`]). The edge must be fixed before the second it judges: then, if
 //! the canary is no slower, a request is slow with the same probability on either version and
 //! the test above applies unchanged. An edge computed from the current second would move with
 //! the very data it is measured against.
@@ -51,13 +51,16 @@
 //! - before the stable has served [`EDGE_MIN_SAMPLES`] requests in the window there is no
 //!   edge, and the slow evidence does not move.
 //!
+//! The engine's judge (`engine/sequential.rs`) feeds [`Evidence::second`] once a second from
+//! the telemetry windows and keeps the [`Evidence`] in the rollout record.
+//!
 //! Reference: M. Lindon, C. Sanden, V. Shirikian, "Rapid Regression Detection in Software
 //! Deployments through Sequential Testing", KDD 2022 (Netflix's canary analysis).
 
-use std::collections::VecDeque;
-
 use serde::{Deserialize, Serialize};
-use switchyard_proxy::stats::{latency_bucket_range, VersionSnapshot, LATENCY_BUCKETS};
+use switchyard_proxy::stats::latency_bucket_range;
+
+use crate::telemetry::window::{Histogram, Window};
 
 /// The relative risks the evidence is averaged over (SPEC §14).
 pub const THETAS: [f64; 5] = [1.5, 2.0, 3.0, 5.0, 10.0];
@@ -81,8 +84,8 @@ impl Count {
     }
 
     /// Requests and failures (SPEC §5) of one second's window.
-    pub fn failures(second: &VersionSnapshot) -> Count {
-        Count::new(second.total, second.failed)
+    pub fn failures(second: &Window) -> Count {
+        Count::new(second.requests, second.failed())
     }
 }
 
@@ -200,8 +203,9 @@ impl EvidenceKind {
 }
 
 /// Both e-processes of one rollout: what is persisted with the rollout record and shared in a
-/// fleet (a few hundred bytes of JSON). The stable's latency window is not part of it: after a
-/// restart it is relearned, and until then only the slow evidence waits.
+/// fleet (a few hundred bytes of JSON). The stable's latency is not part of it: the edge is
+/// read from the telemetry's recent window, which a restarted process refills within minutes,
+/// and until then only the slow evidence waits.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Evidence {
     pub failures: EProcess,
@@ -238,93 +242,20 @@ pub struct EvidenceReport {
     pub limit: f64,
 }
 
-/// How many whole minutes of the stable's latency the slow edge looks back over.
-pub const EDGE_WINDOW_MINUTES: usize = 5;
-/// Stable requests the window needs before its p99 is worth an edge (at 100 samples the
-/// nearest-rank p99 is the second slowest).
+/// Stable requests the previous minutes need before their p99 is worth an edge (at 100
+/// samples the nearest-rank p99 is the second slowest).
 pub const EDGE_MIN_SAMPLES: u64 = 100;
-const SECONDS_PER_MINUTE: u32 = 60;
 
-/// The stable's recent latency histogram, one histogram per minute, and the slow edge it
-/// yields: the upper edge of the bucket holding the stable's p99 over the last
-/// [`EDGE_WINDOW_MINUTES`] whole minutes plus the seconds of this minute already pushed.
-/// Seconds are pushed after they are judged, so the edge never includes the second it judges.
-/// About 20 KiB per rollout; not persisted.
-#[derive(Debug, Clone)]
-pub struct StableLatency {
-    /// Whole minutes, oldest first.
-    minutes: VecDeque<Box<[u64]>>,
-    current: Box<[u64]>,
-    seconds_in_current: u32,
-    /// The sum of `minutes` and `current`, bucket by bucket.
-    window: Box<[u64]>,
-    samples: u64,
-}
-
-impl Default for StableLatency {
-    fn default() -> Self {
-        StableLatency {
-            minutes: VecDeque::with_capacity(EDGE_WINDOW_MINUTES),
-            current: zeroed(),
-            seconds_in_current: 0,
-            window: zeroed(),
-            samples: 0,
-        }
+/// The slow edge from the stable's latency over the minutes *before* the second it judges
+/// (the telemetry's recent window less that second): the stable's p99 bucket, once the
+/// window holds [`EDGE_MIN_SAMPLES`] requests.
+pub fn slow_edge(stable_before: &Histogram) -> Option<SlowEdge> {
+    if stable_before.count() < EDGE_MIN_SAMPLES {
+        return None;
     }
-}
-
-fn zeroed() -> Box<[u64]> {
-    vec![0; LATENCY_BUCKETS].into_boxed_slice()
-}
-
-impl StableLatency {
-    /// Adds one second of the stable's latency counts (a window's `VersionSnapshot::latency`;
-    /// empty means no requests). Call once per second, after judging that second.
-    pub fn push(&mut self, second: &[u64]) {
-        // Only the buckets that saw requests (the recorder's histogram is wide and sparse).
-        for (i, &n) in second.iter().enumerate().filter(|(_, &n)| n > 0) {
-            self.current[i] += n;
-            self.window[i] += n;
-            self.samples += n;
-        }
-        self.seconds_in_current += 1;
-        if self.seconds_in_current < SECONDS_PER_MINUTE {
-            return;
-        }
-        // The minute is whole: keep it, and drop the one that left the window (its buffer
-        // becomes the next minute's).
-        let fresh = if self.minutes.len() == EDGE_WINDOW_MINUTES {
-            let mut old = self.minutes.pop_front().expect("window is full");
-            for (w, n) in self.window.iter_mut().zip(old.iter()) {
-                *w -= n;
-                self.samples -= n;
-            }
-            old.fill(0);
-            old
-        } else {
-            zeroed()
-        };
-        self.minutes
-            .push_back(std::mem::replace(&mut self.current, fresh));
-        self.seconds_in_current = 0;
-    }
-
-    /// The slow edge, once the window holds [`EDGE_MIN_SAMPLES`] requests.
-    pub fn edge(&self) -> Option<SlowEdge> {
-        if self.samples < EDGE_MIN_SAMPLES {
-            return None;
-        }
-        // Nearest rank, as `VersionSnapshot::quantile`.
-        let rank = (self.samples as f64 * 0.99).ceil() as u64;
-        let mut seen = 0;
-        self.window
-            .iter()
-            .position(|&n| {
-                seen += n;
-                seen >= rank
-            })
-            .map(|bucket| SlowEdge { bucket })
-    }
+    stable_before
+        .quantile_bucket(0.99)
+        .map(|bucket| SlowEdge { bucket })
 }
 
 /// A request is slow when it lands in a latency bucket above the stable's p99 bucket: it took
@@ -341,69 +272,28 @@ impl SlowEdge {
     }
 
     /// Requests and slow requests among one second's latency counts.
-    pub fn count(self, latency: &[u64]) -> Count {
-        let (fast, slow) = latency.split_at((self.bucket + 1).min(latency.len()));
-        let events: u64 = slow.iter().sum();
-        Count::new(fast.iter().sum::<u64>() + events, events)
+    pub fn count(self, latency: &Histogram) -> Count {
+        Count::new(latency.count(), latency.above(self.bucket))
     }
 }
 
-/// The judge for one rollout: both e-processes, the stable's latency window, and `alpha`.
-/// Pure: fed one second of both versions' windows at a time, by whoever keeps the clock.
-#[derive(Debug, Clone)]
-pub struct SequentialJudge {
-    alpha: f64,
-    evidence: Evidence,
-    stable_latency: StableLatency,
-}
-
-impl SequentialJudge {
-    /// A new rollout: evidence 1.
-    pub fn new(alpha: f64) -> SequentialJudge {
-        SequentialJudge::resume(alpha, Evidence::default())
-    }
-
-    /// A rollout that already has evidence (persisted, or from the fleet's leader).
-    pub fn resume(alpha: f64, evidence: Evidence) -> SequentialJudge {
-        SequentialJudge {
-            alpha,
-            evidence,
-            stable_latency: StableLatency::default(),
-        }
-    }
-
-    /// Judges one second of traffic (the canary's and the stable's window over the same
-    /// second). Returns the kind of evidence that has reached the limit, if any; it stays
-    /// reached.
+impl Evidence {
+    /// Folds in one second: the canary's and the stable's windows over the same second, and
+    /// the stable's latency over the minutes before it (never including this second, so the
+    /// edge cannot move with the data it judges). Returns the edge the slow requests were
+    /// counted against, if there was one yet.
     pub fn second(
         &mut self,
-        canary: &VersionSnapshot,
-        stable: &VersionSnapshot,
-    ) -> Option<EvidenceKind> {
-        self.evidence
-            .failures
+        canary: &Window,
+        stable: &Window,
+        stable_before: &Histogram,
+    ) -> Option<SlowEdge> {
+        self.failures
             .observe(Count::failures(canary), Count::failures(stable));
-        if let Some(edge) = self.stable_latency.edge() {
-            self.evidence
-                .slow
-                .observe(edge.count(&canary.latency), edge.count(&stable.latency));
-        }
-        // Only now may this second shape the edge of the seconds after it.
-        self.stable_latency.push(&stable.latency);
-        self.evidence.reached(self.alpha)
-    }
-
-    pub fn evidence(&self) -> &Evidence {
-        &self.evidence
-    }
-
-    pub fn alpha(&self) -> f64 {
-        self.alpha
-    }
-
-    /// The current slow edge, for events and the API.
-    pub fn slow_edge(&self) -> Option<SlowEdge> {
-        self.stable_latency.edge()
+        let edge = slow_edge(stable_before)?;
+        self.slow
+            .observe(edge.count(&canary.latency), edge.count(&stable.latency));
+        Some(edge)
     }
 }
 

@@ -26,16 +26,123 @@ use hyper::body::Incoming;
 use tokio::sync::Notify;
 use tokio::time::Sleep;
 
+/// The client's request body, as its transport delivers it.
+#[derive(Debug)]
+pub enum ClientBody {
+    /// HTTP/1.x, read by hyper's server.
+    Http1(Incoming),
+    /// An HTTP/2 stream's DATA (and trailer) frames; `crate::http2` drives the connection.
+    Http2(H2Body),
+    /// None, whatever the client sends: an HTTP/2 `CONNECT` is forwarded as a bodyless
+    /// request, as hyper's server did, so no bytes of a would-be tunnel reach a backend.
+    Empty,
+}
+
+/// An HTTP/2 request stream as a body: data as it comes, flow-control window given back as
+/// it is taken (as hyper's own HTTP/2 body does), then the trailers.
+#[derive(Debug)]
+pub struct H2Body {
+    recv: h2::RecvStream,
+    /// Declared length not received yet (`Content-Length`; the h2 codec holds the data to it).
+    left: Option<u64>,
+    data_done: bool,
+}
+
+impl H2Body {
+    pub(crate) fn new(recv: h2::RecvStream, content_length: Option<u64>) -> H2Body {
+        // A stream that already ended has no body, whatever it declared.
+        let left = match recv.is_end_stream() {
+            true => Some(0),
+            false => content_length,
+        };
+        H2Body {
+            recv,
+            left,
+            data_done: false,
+        }
+    }
+
+    fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        if !self.data_done {
+            match self.recv.poll_data(cx) {
+                Poll::Ready(Some(Ok(data))) => {
+                    let _ = self.recv.flow_control().release_capacity(data.len());
+                    if let Some(left) = &mut self.left {
+                        *left = left.saturating_sub(data.len() as u64);
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => self.data_done = true,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        match self.recv.poll_trailers(cx) {
+            Poll::Ready(Ok(Some(trailers))) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Poll::Ready(Ok(None)) => Poll::Ready(None),
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            ClientBody::Http1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ClientBody::Http2(b) => b.poll_frame(cx).map_err(Into::into),
+            ClientBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Http1(b) => b.is_end_stream(),
+            ClientBody::Http2(b) => b.recv.is_end_stream(),
+            ClientBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Http1(b) => b.size_hint(),
+            ClientBody::Http2(b) => match b.left {
+                Some(n) => SizeHint::with_exact(n),
+                None => SizeHint::default(),
+            },
+            ClientBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
 /// The request body sent upstream: the client's body, streamed as it arrives, with the
 /// body-size limit and the client body timeout applied on the way.
 #[derive(Debug)]
 pub struct RequestBody {
-    inner: Incoming,
+    inner: Source,
     /// Bytes allowed (`u64::MAX` = unlimited) and bytes seen so far.
     limit: u64,
     seen: u64,
     /// While the body is still coming (`None` for a request without one).
     watch: Option<Watch>,
+}
+
+/// Where the body's bytes come from.
+#[derive(Debug)]
+enum Source {
+    /// Streamed from the client as they arrive.
+    Client(ClientBody),
+    /// A copy kept whole (a replay by the safety net, a mirror copy); `None` once sent.
+    Kept(Option<Bytes>),
 }
 
 #[derive(Debug)]
@@ -56,7 +163,7 @@ impl Watch {
 }
 
 impl RequestBody {
-    pub fn new(inner: Incoming, limit: Option<u64>, timeout: Duration) -> RequestBody {
+    pub fn new(inner: ClientBody, limit: Option<u64>, timeout: Duration) -> RequestBody {
         let watch = (!inner.is_end_stream()).then(|| Watch {
             sent: Arc::default(),
             idle: Box::pin(tokio::time::sleep(timeout)),
@@ -64,10 +171,20 @@ impl RequestBody {
             waiting: false,
         });
         RequestBody {
-            inner,
+            inner: Source::Client(inner),
             limit: limit.unwrap_or(u64::MAX),
             seen: 0,
             watch,
+        }
+    }
+
+    /// A body sent from a kept copy (empty: no body).
+    pub fn kept(bytes: Bytes) -> RequestBody {
+        RequestBody {
+            inner: Source::Kept((!bytes.is_empty()).then_some(bytes)),
+            limit: u64::MAX,
+            seen: 0,
+            watch: None,
         }
     }
 
@@ -143,8 +260,9 @@ pub(crate) enum BodyFailure {
 pub enum BodyError {
     /// The body grew past `limits.max_request_body`.
     TooLarge,
-    /// Reading the client's body failed (bad chunk framing, the client went away, …).
-    Client(hyper::Error),
+    /// Reading the client's body failed (bad chunk framing, a reset stream, the client went
+    /// away, …).
+    Client(Box<dyn std::error::Error + Send + Sync>),
     /// The client sent nothing of it for `limits.client_body_timeout`.
     Timeout,
 }
@@ -163,7 +281,7 @@ impl std::error::Error for BodyError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             BodyError::TooLarge | BodyError::Timeout => None,
-            BodyError::Client(e) => Some(e),
+            BodyError::Client(e) => Some(&**e),
         }
     }
 }
@@ -177,6 +295,15 @@ impl BodyError {
                 return Some(found);
             }
             e = e.source()?;
+        }
+    }
+
+    /// Whose fault, as [`BodySent::failure`] reports it.
+    pub(crate) fn failure(&self) -> BodyFailure {
+        match self {
+            BodyError::TooLarge => BodyFailure::TooLarge,
+            BodyError::Client(_) => BodyFailure::Client,
+            BodyError::Timeout => BodyFailure::Timeout,
         }
     }
 
@@ -198,7 +325,11 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let inner = match &mut this.inner {
+            Source::Client(inner) => inner,
+            Source::Kept(bytes) => return Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        };
+        match Pin::new(&mut *inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.seen += data.len() as u64;
@@ -206,7 +337,7 @@ impl Body for RequestBody {
                         return this.fail(BodyError::TooLarge);
                     }
                 }
-                if this.inner.is_end_stream() {
+                if inner.is_end_stream() {
                     // The last frame: hyper may not ask again.
                     if let Some(w) = this.watch.take() {
                         w.sent.mark();
@@ -241,10 +372,18 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Source::Client(inner) => inner.is_end_stream(),
+            Source::Kept(bytes) => bytes.is_none(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Source::Client(inner) => inner.size_hint(),
+            Source::Kept(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+        }
     }
 }

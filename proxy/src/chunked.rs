@@ -2,10 +2,11 @@
 //! framing is broken — with hyper's rules, so the proxy never reads a body's end differently
 //! from the parser behind it.
 //!
-//! Two readers use it, and neither copies or rewrites a byte: the request-smuggling scanner
-//! ([`crate::framing`]) follows client bodies in front of hyper, and the fast path
-//! ([`crate::http1`]) passes chunked response bodies through verbatim (extensions and
-//! trailers included) and needs to know where they end to reuse the upstream connection.
+//! Three readers use it: the request-smuggling scanner ([`crate::framing`]) follows client
+//! bodies in front of hyper, the fast path ([`crate::http1`]) passes chunked response bodies
+//! through verbatim (extensions and trailers included) and needs to know where they end to
+//! reuse the upstream connection, and the HTTP/2 server ([`crate::http2`]) takes the chunk
+//! data and trailers out of them ([`Chunked::decode`]) to send as DATA and trailer frames.
 //! Data runs are skipped whole; only the framing bytes are looked at, one by one. The bounds
 //! are hyper's: 16 KiB of chunk extensions per body, 16 KiB of trailers, a size that fits in
 //! 64 bits.
@@ -55,6 +56,18 @@ impl Chunked {
     /// Takes the next bytes of the body: how many of `data` belong to it, and whether it has
     /// ended (then the rest of `data` is whatever follows the body).
     pub(crate) fn feed(&mut self, data: &[u8]) -> Result<(usize, bool), BadChunk> {
+        self.decode(data, |_| {}, None)
+    }
+
+    /// As [`Chunked::feed`], and also hands over the body for a reader that re-frames it
+    /// (HTTP/2): `payload` gets each run of chunk data (ranges into `data`), `trailers` (if
+    /// given) collects the trailer lines, each with its CRLF.
+    pub(crate) fn decode(
+        &mut self,
+        data: &[u8],
+        mut payload: impl FnMut(std::ops::Range<usize>),
+        mut trailers: Option<&mut Vec<u8>>,
+    ) -> Result<(usize, bool), BadChunk> {
         let mut i = 0;
         while i < data.len() {
             match self.state {
@@ -62,13 +75,23 @@ impl Chunked {
                 State::Data => {
                     let n = self.size.min((data.len() - i) as u64);
                     self.size -= n;
+                    payload(i..i + n as usize);
                     i += n as usize;
                     if self.size == 0 {
                         self.state = State::DataCr;
                     }
                 }
                 state => {
-                    self.state = self.byte(state, data[i])?;
+                    let next = self.byte(state, data[i])?;
+                    if let Some(t) = trailers.as_deref_mut() {
+                        // A trailer line's bytes, its CR, and (leaving TrailerLf) its LF.
+                        if matches!(next, State::Trailer | State::TrailerLf)
+                            || state == State::TrailerLf
+                        {
+                            t.push(data[i]);
+                        }
+                    }
+                    self.state = next;
                     i += 1;
                 }
             }

@@ -1,7 +1,7 @@
 //! What the connections of one listener share, and what one connection carries.
 //!
-//! Both transports — the fast HTTP/1.1 path (`http1`) and the general hyper path
-//! (`general`) — serve a connection with one [`Edge`]: the routing table, the edge limits,
+//! Every transport — the fast HTTP/1.1 path (`http1`), the HTTP/2 server (`http2`) and the
+//! general hyper path (`general`) — serves a connection with one [`Edge`]: the routing table, the edge limits,
 //! the access log, the rejection counters and the upgraded tunnels to wait for at shutdown.
 //! The listener builds it once; nothing in it changes while it serves. [`ClientStream`] is
 //! what both need of a client connection.
@@ -40,11 +40,10 @@ pub struct Edge {
     pub rejections: Rejections,
     /// Forward `TRACE` (`limits.trace: forward`) instead of answering 405.
     pub allow_trace: bool,
-    /// hyper's server settings for the general path (limits set in `general::http_builder`):
-    /// HTTP/1.1 or h2c by the preface, as a plain listener takes them…
+    /// hyper's HTTP/1.x server settings for the general path (`general::http_builder`)…
     pub(crate) http: auto::Builder<TokioExecutor>,
-    /// …and HTTP/2 only, for TLS connections that negotiated `h2` by ALPN.
-    pub(crate) http2_only: auto::Builder<TokioExecutor>,
+    /// …and the h2 codec's for HTTP/2 connections (`http2::builder`).
+    pub(crate) h2: h2::server::Builder,
 }
 
 /// A client connection as the transports drive it: plain TCP, or TLS.
@@ -101,9 +100,12 @@ pub enum Rejection {
     BodyTimeout = 6,
     /// A method the edge refuses (TRACE by default, 405).
     MethodNotAllowed = 7,
+    /// An HTTP/2 connection the codec closed for the client's violation (GOAWAY with an
+    /// error: a bad preface, rapid reset, a CONTINUATION flood, flow-control abuse…).
+    Http2Protocol = 8,
 }
 
-const REJECTION_REASONS: [&str; 8] = [
+const REJECTION_REASONS: [&str; 9] = [
     "max_connections",
     "header_timeout",
     "header_too_large",
@@ -112,11 +114,12 @@ const REJECTION_REASONS: [&str; 8] = [
     "tls_handshake",
     "body_timeout",
     "method_not_allowed",
+    "http2_protocol",
 ];
 
 /// `switchyard_edge_rejections_total{listener, reason}`, resolved once per listener.
 #[derive(Debug)]
-pub struct Rejections([metrics::Counter; 8]);
+pub struct Rejections([metrics::Counter; 9]);
 
 impl Rejections {
     pub(crate) fn new(listener: &str) -> Rejections {

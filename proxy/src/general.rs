@@ -1,6 +1,7 @@
-//! The general transport: hyper serves every request the fast path does not take (bodies,
-//! upgrades, HTTP/1.0, HTTP/2 and h2c, heads the fast path cannot parse), running the same
-//! phases ([`crate::phases`]) over hyper's parsed request.
+//! The general transport: hyper serves every HTTP/1.x request the fast path does not take
+//! (bodies, upgrades, HTTP/1.0, heads the fast path cannot parse), and [`handle`] serves the
+//! HTTP/2 streams `crate::http2` does not take on the raw client (bodies, HTTP/2 upstreams),
+//! running the same phases ([`crate::phases`]) over the parsed request.
 //!
 //! What is hyper's own here: its server connection ([`serve`], with the limits set in
 //! [`http_builder`]), the request checks it needs on top of its parser ([`check_request`]),
@@ -10,26 +11,28 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::Watcher;
-use switchyard_config::Limits;
+use switchyard_config::{Limits, SafetyNet};
 
 use crate::access_log::{AccessLog, Pending};
-use crate::body::{BodyError, BodyFailure, BodySent, RequestBody};
+use crate::body::{BodyError, BodyFailure, BodySent, ClientBody, RequestBody};
 use crate::edge::{ClientStream, Edge, Rejection, Slot};
 use crate::error::ProxyError;
 use crate::framing::{AbortSignal, FramingVerdict, ScanIo, Scanner};
 use crate::headers;
+use crate::mirror::Copy;
 use crate::phases::{self, Served, Transport};
 use crate::request::{End, RequestCtx};
 use crate::response::ResponseBody;
@@ -51,17 +54,27 @@ pub(crate) struct Conn {
     _slot: Slot,
 }
 
-/// Which protocols a connection may speak: what TLS negotiated by ALPN, or (plain TCP, TLS
-/// without ALPN) HTTP/1.1 or h2c by the preface.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Protocol {
-    Any,
-    Http1,
-    Http2,
+impl Conn {
+    /// A connection's state for this transport; `framing`: the smuggling scanner's verdict
+    /// (HTTP/1.x only).
+    pub(crate) fn new(
+        edge: Arc<Edge>,
+        client: SocketAddr,
+        framing: Option<Arc<FramingVerdict>>,
+        slot: Slot,
+    ) -> Arc<Conn> {
+        Arc::new(Conn {
+            client,
+            edge,
+            framing,
+            abort: Arc::default(),
+            _slot: slot,
+        })
+    }
 }
 
-/// Serves one connection (plain or TLS) to the end with hyper. `read_before`: bytes the fast
-/// path already read from `io`.
+/// Serves one HTTP/1.x connection (plain or TLS) to the end with hyper. `read_before`: bytes
+/// the fast path already read from `io`.
 pub(crate) async fn serve<I: ClientStream + 'static>(
     edge: Arc<Edge>,
     io: I,
@@ -69,40 +82,21 @@ pub(crate) async fn serve<I: ClientStream + 'static>(
     client: SocketAddr,
     slot: Slot,
     watcher: Watcher,
-    protocol: Protocol,
 ) {
-    // Anything that may speak HTTP/1.x is read through the smuggling scanner.
-    let scan = protocol != Protocol::Http2;
-    let framing = scan.then(|| Arc::new(FramingVerdict::default()));
-    let scanner = framing
-        .as_ref()
-        .map(|v| Scanner::new(edge.max_head, Arc::clone(v)));
-    let conn = Arc::new(Conn {
-        client,
-        edge: Arc::clone(&edge),
-        framing,
-        abort: Arc::default(),
-        _slot: slot,
-    });
-    let io = ScanIo::new(io, scanner, Arc::clone(&conn.abort)).with_read_before(read_before);
-    let service = service_fn(move |req| {
+    // Everything is read through the smuggling scanner.
+    let framing = Arc::new(FramingVerdict::default());
+    let scanner = Scanner::new(edge.max_head, Arc::clone(&framing));
+    let conn = Conn::new(Arc::clone(&edge), client, Some(framing), slot);
+    let io = ScanIo::new(io, Some(scanner), Arc::clone(&conn.abort)).with_read_before(read_before);
+    let service = service_fn(move |req: Request<Incoming>| {
         let conn = Arc::clone(&conn);
+        let req = req.map(ClientBody::Http1);
         async move { Ok::<_, std::convert::Infallible>(handle(&conn, req).await) }
     });
-    let io = TokioIo::new(io);
-    let served = match protocol {
-        // HTTP/2 only (ALPN h2): anything else is a bad preface, answered with GOAWAY. (hyper
-        // ignores `http2_only` when upgrades are served; HTTP/2 has none to serve.)
-        Protocol::Http2 => {
-            let conn = edge.http2_only.serve_connection(io, service);
-            watcher.watch(conn).await
-        }
-        Protocol::Any | Protocol::Http1 => {
-            let conn = edge.http.serve_connection_with_upgrades(io, service);
-            watcher.watch(conn).await
-        }
-    };
-    if let Err(e) = served {
+    let conn = edge
+        .http
+        .serve_connection_with_upgrades(TokioIo::new(io), service);
+    if let Err(e) = watcher.watch(conn).await {
         let reason = e.downcast_ref::<hyper::Error>().and_then(|e| {
             if e.is_timeout() {
                 Some(Rejection::HeaderTimeout)
@@ -122,7 +116,7 @@ pub(crate) async fn serve<I: ClientStream + 'static>(
 }
 
 /// Handles one request end to end. Never fails: errors become proxy-made responses.
-pub async fn handle(conn: &Arc<Conn>, req: Request<Incoming>) -> Response<ResponseBody> {
+pub async fn handle(conn: &Arc<Conn>, req: Request<ClientBody>) -> Response<ResponseBody> {
     let edge = &conn.edge;
     let table = edge.table.load_full();
     let mut ctx = RequestCtx::new(table, conn.client, edge.scheme, Instant::now());
@@ -133,6 +127,8 @@ pub async fn handle(conn: &Arc<Conn>, req: Request<Incoming>) -> Response<Respon
         upstream: None,
         upgrade: None,
         body: None,
+        kept: None,
+        keep_body: None,
     };
     match phases::run(edge, &mut ctx, &mut t).await {
         Served::Upstream(response) => respond(conn, ctx, response, t.upgrade, t.body, http1_client),
@@ -150,20 +146,52 @@ pub async fn handle(conn: &Arc<Conn>, req: Request<Incoming>) -> Response<Respon
 struct Hyper<'c> {
     conn: &'c Arc<Conn>,
     /// The client's request, until the upstream request is made from it.
-    client: Option<Request<Incoming>>,
+    client: Option<Request<ClientBody>>,
     /// The upstream request (handed back by an attempt that never sent it).
     upstream: Option<Request<RequestBody>>,
     /// An HTTP/1.1 `Upgrade` passed through: the protocol asked for, the client's side.
     upgrade: Option<(HeaderValue, OnUpgrade)>,
     /// When the request body was sent upstream, and how it failed (`None`: no body).
     body: Option<Arc<BodySent>>,
+    /// What a replay by the safety net or a mirror copy sends again: the upstream request's
+    /// head and its whole body (kept only when one may be needed).
+    kept: Option<Kept>,
+    /// The largest body to keep, read whole before the first attempt (`None`: none).
+    keep_body: Option<u64>,
+}
+
+/// A copy of an upstream request, to send it once more.
+struct Kept {
+    method: http::Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Kept {
+    fn of(req: &Request<RequestBody>, body: Bytes) -> Kept {
+        Kept {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            headers: req.headers().clone(),
+            body,
+        }
+    }
+
+    fn request(&self) -> Request<RequestBody> {
+        let mut req = Request::new(RequestBody::kept(self.body.clone()));
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
 }
 
 impl Transport for Hyper<'_> {
-    type Head = Request<Incoming>;
+    type Head = Request<ClientBody>;
     type Response = Response<Incoming>;
 
-    fn head(&self) -> &Request<Incoming> {
+    fn head(&self) -> &Request<ClientBody> {
         self.client
             .as_ref()
             .expect("read before the upstream request is made")
@@ -186,13 +214,43 @@ impl Transport for Hyper<'_> {
         Pending::of_request(log, ctx.client, self.head(), ctx.arrived)
     }
 
-    fn prepare(&mut self, ctx: &RequestCtx) {
+    fn prepare(&mut self, ctx: &RequestCtx, keep: Option<u64>) {
         let mut req = self.client.take().expect("prepared once");
         self.upgrade = take_upgrade(ctx.service(), &mut req);
         let upgrade = self.upgrade.as_ref().map(|(v, _)| v);
         let upstream = upstream_request(ctx, req, &self.conn.edge, upgrade);
         self.body = upstream.body().sent();
+        if let (Some(limit), None) = (keep, &self.upgrade) {
+            if upstream.body().is_end_stream() {
+                self.kept = Some(Kept::of(&upstream, Bytes::new()));
+            } else if upstream
+                .body()
+                .size_hint()
+                .upper()
+                .is_some_and(|n| n <= limit)
+            {
+                self.keep_body = Some(limit);
+            }
+        }
         self.upstream = Some(upstream);
+    }
+
+    fn again(&mut self) -> bool {
+        let Some(kept) = self
+            .kept
+            .as_ref()
+            .filter(|k| k.body.len() as u64 <= SafetyNet::MAX_BODY)
+        else {
+            return false;
+        };
+        self.upstream = Some(kept.request());
+        self.body = None;
+        true
+    }
+
+    fn copy(&mut self, max_body: u64) -> Option<Copy> {
+        let kept = self.kept.as_ref()?;
+        (kept.body.len() as u64 <= max_body).then(|| Copy::Hyper(Box::new(kept.request())))
     }
 
     async fn exchange(
@@ -201,6 +259,12 @@ impl Transport for Hyper<'_> {
         backend: &Backend,
         sent: &mut Instant,
     ) -> Result<Response<Incoming>, Failed> {
+        if self.keep_body.take().is_some() {
+            // Kept whole for a replay or a copy: read before the first attempt, so the
+            // request timeout and the judged latency start once it is all here.
+            self.keep_whole_body().await?;
+            *sent = Instant::now();
+        }
         let req = self
             .upstream
             .take()
@@ -222,29 +286,11 @@ impl Transport for Hyper<'_> {
         // the upstream connection made of it.
         let body = self.body.as_ref().and_then(|b| b.failure());
         let found = match &e {
-            SendError::Reset(e) => BodyError::find(e).map(|e| match e {
-                BodyError::TooLarge => BodyFailure::TooLarge,
-                BodyError::Client(_) => BodyFailure::Client,
-                BodyError::Timeout => BodyFailure::Timeout,
-            }),
+            SendError::Reset(e) => BodyError::find(e).map(BodyError::failure),
             _ => None,
         };
-        let rejections = &self.conn.edge.rejections;
         match (body.or(found), e) {
-            (Some(BodyFailure::TooLarge), _) => {
-                rejections.count(Rejection::BodyTooLarge);
-                Err(Failed::Client(ProxyError::PayloadTooLarge))
-            }
-            (Some(BodyFailure::Client), _) => {
-                rejections.count(Rejection::BadRequest);
-                Err(Failed::Client(ProxyError::BadRequest(
-                    "invalid request body\n",
-                )))
-            }
-            (Some(BodyFailure::Timeout), _) => {
-                rejections.count(Rejection::BodyTimeout);
-                Err(Failed::Client(ProxyError::BodyTimeout))
-            }
+            (Some(fault), _) => Err(self.client_fault(fault)),
             (None, SendError::Timeout) => Err(Failed::Timeout),
             (None, e) => {
                 tracing::debug!(backend = %backend.address, error = ?e, "upstream reset");
@@ -255,6 +301,48 @@ impl Transport for Hyper<'_> {
 
     fn status(response: &Response<Incoming>) -> (u16, Option<&HeaderMap>) {
         (response.status().as_u16(), Some(response.headers()))
+    }
+}
+
+impl Hyper<'_> {
+    /// The client's body failed: its fault, counted at the edge, never the backend's.
+    fn client_fault(&self, fault: BodyFailure) -> Failed {
+        let rejections = &self.conn.edge.rejections;
+        match fault {
+            BodyFailure::TooLarge => {
+                rejections.count(Rejection::BodyTooLarge);
+                Failed::Client(ProxyError::PayloadTooLarge)
+            }
+            BodyFailure::Client => {
+                rejections.count(Rejection::BadRequest);
+                Failed::Client(ProxyError::BadRequest("invalid request body\n"))
+            }
+            BodyFailure::Timeout => {
+                rejections.count(Rejection::BodyTimeout);
+                Failed::Client(ProxyError::BodyTimeout)
+            }
+        }
+    }
+
+    /// Reads the upstream request's body whole (it has a length within the keep limit) and
+    /// sends it from the kept copy; the body limit and client body timeout still apply.
+    async fn keep_whole_body(&mut self) -> Result<(), Failed> {
+        let req = self.upstream.take().expect("prepared");
+        let (parts, body) = req.into_parts();
+        let bytes = match body.collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) => return Err(self.client_fault(e.failure())),
+        };
+        let kept = Kept {
+            method: parts.method,
+            uri: parts.uri,
+            headers: parts.headers,
+            body: bytes,
+        };
+        self.upstream = Some(kept.request());
+        self.kept = Some(kept);
+        self.body = None;
+        Ok(())
     }
 }
 
@@ -287,7 +375,7 @@ fn respond(
 }
 
 /// A proxy-made answer as a hyper response: the status and text of [`ProxyError`].
-fn into_response(e: &ProxyError) -> Response<ResponseBody> {
+pub(crate) fn into_response(e: &ProxyError) -> Response<ResponseBody> {
     let mut response = Response::new(ResponseBody::text(e.body()));
     *response.status_mut() = e.status();
     response.headers_mut().insert(
@@ -304,7 +392,7 @@ fn into_response(e: &ProxyError) -> Response<ResponseBody> {
 
 /// Limits, hyper's part: refuse requests whose framing is ambiguous (request smuggling) or
 /// whose declared body is over the limit — before anything is routed or forwarded.
-fn check_request(conn: &Conn, req: &Request<Incoming>) -> Result<(), ProxyError> {
+fn check_request(conn: &Conn, req: &Request<ClientBody>) -> Result<(), ProxyError> {
     let h = req.headers();
     if req.version() <= Version::HTTP_11 {
         // What hyper's parser hides (CL+TE, bad chunk lines), seen by the connection's scanner.
@@ -330,24 +418,30 @@ fn check_request(conn: &Conn, req: &Request<Incoming>) -> Result<(), ProxyError>
             }
         }
     } else {
-        // HTTP/2 (h2 already refuses Transfer-Encoding and checks DATA against the length):
-        // one Content-Length at most, so no downgraded HTTP/1.1 request can carry two.
-        let mut lengths = h.get_all(header::CONTENT_LENGTH).iter();
-        if lengths.next().is_some() && lengths.next().is_some() {
-            return Err(ProxyError::BadRequest(
-                "more than one Content-Length: request refused\n",
-            ));
-        }
-        if h.contains_key(header::TRANSFER_ENCODING) {
-            return Err(ProxyError::BadRequest(
-                "Transfer-Encoding is not allowed in HTTP/2: request refused\n",
-            ));
-        }
+        check_h2(h)?;
     }
     if let Some(limit) = conn.edge.max_request_body {
         if req.body().size_hint().lower() > limit {
             return Err(ProxyError::PayloadTooLarge);
         }
+    }
+    Ok(())
+}
+
+/// Limits for an HTTP/2 request (the h2 codec already refuses `Transfer-Encoding` and checks
+/// DATA against the length): one `Content-Length` at most, so no downgraded HTTP/1.1 request
+/// can carry two — for both HTTP/2 paths.
+pub(crate) fn check_h2(h: &HeaderMap) -> Result<(), ProxyError> {
+    let mut lengths = h.get_all(header::CONTENT_LENGTH).iter();
+    if lengths.next().is_some() && lengths.next().is_some() {
+        return Err(ProxyError::BadRequest(
+            "more than one Content-Length: request refused\n",
+        ));
+    }
+    if h.contains_key(header::TRANSFER_ENCODING) {
+        return Err(ProxyError::BadRequest(
+            "Transfer-Encoding is not allowed in HTTP/2: request refused\n",
+        ));
     }
     Ok(())
 }
@@ -358,7 +452,7 @@ fn check_request(conn: &Conn, req: &Request<Incoming>) -> Result<(), ProxyError>
 /// can never tunnel HTTP/2 past the proxy's checks (h2c smuggling).
 fn take_upgrade(
     service: &ServiceRoute,
-    req: &mut Request<Incoming>,
+    req: &mut Request<ClientBody>,
 ) -> Option<(HeaderValue, OnUpgrade)> {
     if req.version() != Version::HTTP_11 || !service.upstream_is_http1 {
         return None;
@@ -408,7 +502,7 @@ fn tunnel(conn: &Arc<Conn>, client: OnUpgrade, upstream: OnUpgrade) {
 /// adapts version and URI to its protocol).
 fn upstream_request(
     ctx: &RequestCtx,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     edge: &Edge,
     upgrade: Option<&HeaderValue>,
 ) -> Request<RequestBody> {
@@ -474,9 +568,10 @@ fn downstream_response(
     (parts, body)
 }
 
-/// hyper's limits, set explicitly rather than left to defaults that may change.
+/// hyper's HTTP/1.x limits, set explicitly rather than left to defaults that may change
+/// (HTTP/2 is `crate::http2`'s).
 pub(crate) fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -487,20 +582,5 @@ pub(crate) fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .max_buf_size(limits.max_header_bytes.max(8192))
         .max_headers(100)
         .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(256)
-        // Rapid reset (CVE-2023-44487): at most this many streams reset by the client before
-        // being accepted, and at most this many locally reset for errors, then GOAWAY.
-        .max_pending_accept_reset_streams(64)
-        .max_local_error_reset_streams(256)
-        // CONTINUATION floods: the h2 codec stops decoding a header block at this size (and
-        // bounds the CONTINUATION frames it buffers for it).
-        .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32)
-        .max_send_buf_size(1024 * 1024)
-        // Dead peers: ping an idle connection, drop it if the ping is not answered.
-        .keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(20));
     builder
 }

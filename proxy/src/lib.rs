@@ -2,13 +2,15 @@
 //!
 //! The request's journey, module by module: [`listener`] accepts (connection cap, TLS by
 //! [`tls`]) and hands each connection to a transport — the fast HTTP/1.1 path (`http1`,
-//! bytes to bytes) or hyper's general path (`general`, everything else) — which share what a
+//! bytes to bytes), the HTTP/2 server (`http2`, streams on the connection's task) or hyper's
+//! general path (`general`, bodies, upgrades and HTTP/2 upstreams) — which share what a
 //! listener's connections share ([`edge`]) and run the same [`phases`] over the current
 //! [`table::RoutingTable`] (whose backends may come from names the control plane resolved,
 //! [`endpoints`]): [`route`] finds the service, [`pick`] the version, the table's version
 //! route the backend, [`headers`] rewrites, [`upstream`] sends over a pooled
 //! connection (within the backend's connection caps), `retry` decides whether an attempt
-//! that failed goes again, [`request`] judges the outcome by the one failure rule and records
+//! that failed goes again (and, with a rollout's safety net, whether a failed canary request
+//! is replayed on the stable — [`canary`] holds what a running rollout needs per request), [`request`] judges the outcome by the one failure rule and records
 //! and logs it once ([`stats`], [`access_log`]), and [`error`] names anything the proxy
 //! answers itself. At the edge, [`framing`] catches request smuggling hyper's parser hides,
 //! and [`access_log`] writes one line per request off the request path.
@@ -22,6 +24,8 @@
 
 pub mod access_log;
 pub mod body;
+mod budget;
+pub mod canary;
 mod chunked;
 pub mod edge;
 pub mod endpoints;
@@ -31,7 +35,9 @@ mod general;
 mod grpc;
 pub mod headers;
 mod http1;
+mod http2;
 pub mod listener;
+mod mirror;
 pub mod phases;
 pub mod pick;
 pub mod request;

@@ -1,16 +1,17 @@
 //! Accepting client connections and serving HTTP/1.1 and HTTP/2 on them.
 //!
-//! One accept loop per listener. Each connection is served by hyper-util's `auto` builder,
-//! which speaks HTTP/1.1 and, on seeing the HTTP/2 preface, h2c with prior knowledge — both on
-//! one port. A TLS listener first completes the rustls handshake (bounded by the header read
-//! timeout) and serves HTTP/2 or HTTP/1.1 as ALPN chose. HTTP/1.x connections are read through
-//! the smuggling scanner ([`crate::framing`]).
+//! One accept loop per listener. A plain connection starts on the fast HTTP/1.1 path
+//! (`http1`); on h2c's preface it moves to the HTTP/2 server (`http2`), on anything else the
+//! fast path does not take to hyper (`general`, read through the smuggling scanner
+//! [`crate::framing`]) — HTTP/1.1 and h2c with prior knowledge on one port. A TLS listener
+//! first completes the rustls handshake (bounded by the header read timeout) and serves
+//! HTTP/2 or HTTP/1.1 as ALPN chose.
 //!
 //! Limits (SPEC §9): a semaphore caps concurrent connections (excess ones are closed at once
 //! rather than queued, and counted); hyper enforces the head size (431) and the header read
 //! timeout (slowloris; for HTTP/1.1 its timer also runs while a kept-alive connection waits
 //! for its next request, so it is the idle keep-alive timeout too); HTTP/2 streams, resets and
-//! header lists are bounded in [`http_builder`]. Every refusal is counted in
+//! header lists are bounded in `http2::builder`. Every refusal is counted in
 //! `switchyard_edge_rejections_total{listener, reason}`.
 //!
 //! Shutdown is graceful: stop accepting, let in-flight requests and upgraded tunnels finish up
@@ -32,10 +33,10 @@ use tokio_rustls::TlsAcceptor;
 use crate::access_log::AccessLog;
 pub use crate::edge::ListenerStats;
 use crate::edge::{ClientStream, Edge, Rejection, Rejections, Slot, Tunnels};
-use crate::general::{self, Protocol};
-use crate::http1;
+use crate::general;
 use crate::tls::CertStore;
 use crate::TableHandle;
+use crate::{http1, http2};
 
 /// A bound listener ready to serve.
 pub struct Listener {
@@ -95,7 +96,7 @@ impl Listener {
             rejections: Rejections::new(&self.name),
             allow_trace: limits.trace == TracePolicy::Forward,
             http: general::http_builder(&limits),
-            http2_only: general::http_builder(&limits).http2_only(),
+            h2: http2::builder(&limits),
         });
         loop {
             let (stream, client) = tokio::select! {
@@ -128,10 +129,7 @@ impl Listener {
             match &acceptor {
                 None => {
                     let shutdown = shutdown.clone();
-                    let any = Protocol::Any;
-                    tokio::spawn(serve_http1(
-                        edge, stream, client, slot, watcher, shutdown, any,
-                    ));
+                    tokio::spawn(serve_http1(edge, stream, client, slot, watcher, shutdown));
                 }
                 Some(acceptor) => {
                     let acceptor = acceptor.clone();
@@ -153,16 +151,11 @@ impl Listener {
                             };
                         // The protocol ALPN agreed on is the only one spoken: HTTP/1.1 bytes
                         // on an h2 connection are a bad preface (GOAWAY), not a request.
-                        let alpn = match tls.get_ref().1.alpn_protocol() {
-                            Some(b"h2") => Protocol::Http2,
-                            Some(_) => Protocol::Http1,
-                            None => Protocol::Any,
-                        };
-                        if alpn == Protocol::Http2 {
-                            general::serve(edge, tls, Bytes::new(), client, slot, watcher, alpn)
-                                .await;
+                        if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                            let none = Bytes::new();
+                            http2::serve(edge, tls, none, client, slot, watcher, shutdown).await;
                         } else {
-                            serve_http1(edge, tls, client, slot, watcher, shutdown, alpn).await;
+                            serve_http1(edge, tls, client, slot, watcher, shutdown).await;
                         }
                     });
                 }
@@ -198,8 +191,9 @@ fn bind_tcp(address: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(ACCEPT_BACKLOG)
 }
 
-/// Serves an HTTP/1.x connection (plain TCP, or TLS that chose HTTP/1.1): on the fast path
-/// while its requests allow, then (if ever) on hyper with the bytes read so far put back.
+/// Serves a connection that did not choose HTTP/2 by ALPN (plain TCP, or TLS): on the fast
+/// path while its requests allow, then (if ever) on the HTTP/2 server if it sent h2c's
+/// preface, else on hyper — with the bytes read so far put back.
 async fn serve_http1<S: ClientStream + 'static>(
     edge: Arc<Edge>,
     stream: S,
@@ -207,14 +201,47 @@ async fn serve_http1<S: ClientStream + 'static>(
     slot: Slot,
     watcher: Watcher,
     shutdown: watch::Receiver<bool>,
-    protocol: Protocol,
 ) {
     // The watcher stays held meanwhile, so a graceful shutdown waits for this connection
     // too (the fast path closes it at its next idle moment).
-    match http1::serve(&edge, stream, client, shutdown).await {
-        http1::Ended::Closed => {}
+    let mut stream = stream;
+    let mut idle_until = None;
+    let ended = loop {
+        // Boxed, and dropped while the connection idles: its state is most of a connection's
+        // memory, and an idle one needs none of it.
+        let serving = http1::serve(&edge, stream, client, shutdown.clone(), idle_until);
+        match Box::pin(serving).await {
+            http1::Ended::Idle(idle, until) => {
+                let Some(readable) = idle.readable() else {
+                    return;
+                };
+                let mut stopping = shutdown.clone();
+                let woke = tokio::select! {
+                    biased;
+                    _ = stopping.changed() => false,
+                    ready = tokio::time::timeout_at(until, readable) => matches!(ready, Ok(Ok(()))),
+                };
+                if !woke {
+                    // Shutdown, or the idle keep-alive timeout (nothing was sent: not counted).
+                    return;
+                }
+                (stream, idle_until) = (idle, Some(until));
+            }
+            ended => break ended,
+        }
+    };
+    match ended {
+        http1::Ended::Closed | http1::Ended::Idle(..) => {}
+        // Boxed: the other transports' futures are large, and an idle keep-alive connection
+        // on the fast path would carry their size all its life (benches/memory.sh).
+        http1::Ended::Fallback(stream, read) if http2::is_preface(&read) => {
+            Box::pin(http2::serve(
+                edge, stream, read, client, slot, watcher, shutdown,
+            ))
+            .await;
+        }
         http1::Ended::Fallback(stream, read) => {
-            general::serve(edge, stream, read, client, slot, watcher, protocol).await;
+            Box::pin(general::serve(edge, stream, read, client, slot, watcher)).await;
         }
     }
 }

@@ -25,13 +25,16 @@ use std::time::Instant;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::Request;
+use switchyard_config::SafetyNet;
 
 use crate::access_log::{AccessLog, Pending};
+use crate::canary::{user_hash, NetResult};
 use crate::edge::{Edge, Rejection};
 use crate::error::ProxyError;
+use crate::mirror::{self, Copy};
 use crate::pick::sticky_bucket;
-use crate::request::RequestCtx;
-use crate::retry::{Failed, Retries};
+use crate::request::{self, Answer, RequestCtx};
+use crate::retry::{self as policy, Failed, Retries};
 use crate::table::{Backend, OverrideRule, RoutingTable, ServiceRoute, StickyKey};
 
 /// What differs between the transports; [`run`] does the rest.
@@ -54,7 +57,18 @@ pub(crate) trait Transport {
     fn log_line(&self, log: &Arc<AccessLog>, ctx: &RequestCtx) -> Pending;
 
     /// The request as the upstream will see it (hop-by-hop headers out, forwarding in).
-    fn prepare(&mut self, ctx: &RequestCtx);
+    /// `keep`: it may be sent again (the safety net) or copied (a mirror step), so keep what
+    /// that needs — a body only if it has a length of at most `keep` bytes.
+    fn prepare(&mut self, ctx: &RequestCtx, keep: Option<u64>);
+
+    /// The safety net (SPEC §13): make the request ready to be sent once more, to another
+    /// version, after an attempt that reached a backend. `false` when it cannot be: its body
+    /// went upstream without a copy kept, or one over 64 KiB.
+    fn again(&mut self) -> bool;
+
+    /// A mirror step (SPEC §13): a copy of the request for the canary, if its body (if any)
+    /// was kept and is at most `max_body` bytes.
+    fn copy(&mut self, max_body: u64) -> Option<Copy>;
 
     /// One attempt on one backend, up to the response head. `sent` is moved to the moment
     /// the backend had the whole request (the end of its body), if that comes first.
@@ -106,6 +120,11 @@ pub(crate) async fn run<T: Transport>(
         return fail(ctx, ProxyError::NoRoute);
     };
     ctx.route = Some((s, v));
+    if let Some(live) = service.rollout.as_ref().filter(|r| r.active) {
+        // Measured impact (SPEC §13): who this request counts for.
+        ctx.user = Some(user_hash(sticky_key(service, t.head()), ctx.client));
+        ctx.to_canary = v == live.canary;
+    }
     // pick, forward
     match forward(ctx, t, service, v).await {
         Ok(response) => {
@@ -137,9 +156,75 @@ fn fail<R>(ctx: &mut RequestCtx, e: ProxyError) -> Served<R> {
     Served::Proxy(e)
 }
 
-/// Pick a healthy backend of the chosen version, write the upstream request, and make
-/// attempts until one answers or the retry policy says stop.
+/// Write the upstream request, send it to version `v`; during a mirror step, copy it to the
+/// canary; and if it failed on a running rollout's canary, let the safety net replay it on
+/// the stable (SPEC §13).
 async fn forward<T: Transport>(
+    ctx: &mut RequestCtx,
+    t: &mut T,
+    service: &ServiceRoute,
+    v: usize,
+) -> Result<T::Response, ProxyError> {
+    let net = service
+        .rollout
+        .as_ref()
+        .filter(|r| r.safety_net_for(v).is_some());
+    let replayable = net.is_some() && policy::may_replay(t.head().method(), true);
+    let mirror = service
+        .rollout
+        .as_ref()
+        .filter(|r| r.active && r.mirror_pct > 0 && v != r.canary && mirror::sampled(r));
+    let keep = [
+        replayable.then_some(SafetyNet::MAX_BODY),
+        mirror.map(|r| r.mirror_max_body),
+    ]
+    .into_iter()
+    .flatten()
+    .max();
+    t.prepare(ctx, keep);
+    let first = send(ctx, t, service, v).await;
+    if let Some(live) = mirror {
+        // After the original's attempt, on its own task: a copy never delays it.
+        if let Some(copy) = t.copy(live.mirror_max_body) {
+            mirror::send(ctx, live, copy);
+        }
+    }
+    let Some(live) = net else {
+        return first;
+    };
+    live.budget.deposit(ctx.arrived);
+    let answer = match &first {
+        Ok(response) => Answer::Upstream {
+            status: T::status(response).0,
+            grpc: None,
+        },
+        Err(e) => Answer::Proxy(e.clone()),
+    };
+    if !request::fails(&answer) {
+        return first;
+    }
+    let counters = &service.canary_counters;
+    if !(replayable && t.again()) {
+        counters.safety_net(NetResult::Unsafe);
+        return first;
+    }
+    if !live.budget.withdraw(Instant::now()) {
+        counters.safety_net(NetResult::Budget);
+        return first;
+    }
+    // The canary's answer is dropped unread (its connection with it); the client gets the
+    // stable's.
+    drop(first);
+    ctx.replay_on(live.stable, answer);
+    let second = send(ctx, t, service, live.stable).await;
+    let ok = second.as_ref().is_ok_and(|r| T::status(r).0 < 500);
+    counters.safety_net(if ok { NetResult::Ok } else { NetResult::Failed });
+    second
+}
+
+/// Pick a healthy backend of version `v` and make attempts until one answers or the retry
+/// policy says stop.
+async fn send<T: Transport>(
     ctx: &mut RequestCtx,
     t: &mut T,
     service: &ServiceRoute,
@@ -150,7 +235,6 @@ async fn forward<T: Transport>(
         .pick_backend(None)
         .ok_or_else(|| ProxyError::NoHealthyBackend(version.no_healthy_body.clone()))?;
     ctx.backend = Some(backend);
-    t.prepare(ctx);
     let mut retries = Retries::default();
     loop {
         let attempt = t.exchange(service, &version.backends[backend], &mut ctx.sent);
@@ -232,14 +316,18 @@ pub(crate) fn choose_version(service: &ServiceRoute, req: &impl RequestHead) -> 
             });
         }
     }
-    let key = match &service.sticky {
+    match sticky_key(service, req) {
+        Some(key) => service.pick.pick_bucket(sticky_bucket(key)),
+        None => service.pick.pick_random(rand::random()),
+    }
+}
+
+/// The request's sticky key, if the service has one and the request carries it.
+fn sticky_key<'r>(service: &'r ServiceRoute, req: &'r impl RequestHead) -> Option<&'r [u8]> {
+    match &service.sticky {
         Some(StickyKey::Header(name)) => req.header_values(name).next(),
         Some(StickyKey::Cookie(name)) => cookie(req, name).map(str::as_bytes),
         None => None,
-    };
-    match key {
-        Some(key) => service.pick.pick_bucket(sticky_bucket(key)),
-        None => service.pick.pick_random(rand::random()),
     }
 }
 

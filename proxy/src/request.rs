@@ -85,6 +85,11 @@ pub(crate) fn failure(answer: &Answer, end: End) -> Option<FailureReason> {
     }
 }
 
+/// Whether `answer` is the backend's failure (the rule above, for an answer that ended).
+pub(crate) fn fails(answer: &Answer) -> bool {
+    failure(answer, End::Complete).is_some()
+}
+
 /// The status a request is logged and counted with.
 fn status(answer: &Answer) -> u16 {
     match answer {
@@ -115,6 +120,10 @@ pub struct RequestCtx {
     pub(crate) latency: Option<Duration>,
     pub(crate) answer: Answer,
     pub(crate) log: Option<Pending>,
+    /// The user this request counts for in a running rollout's impact (SPEC §13).
+    pub(crate) user: Option<u64>,
+    /// Sent to a running rollout's canary (still true when the safety net replayed it).
+    pub(crate) to_canary: bool,
     finished: bool,
 }
 
@@ -136,6 +145,8 @@ impl RequestCtx {
             latency: None,
             answer: Answer::None,
             log: None,
+            user: None,
+            to_canary: false,
             finished: false,
         }
     }
@@ -182,6 +193,27 @@ impl RequestCtx {
         self.answer = Answer::Proxy(e);
     }
 
+    /// The safety net replays this request on version `stable` of the same service: the
+    /// canary's failed attempt (`answer`) is counted now as the canary's request — analysis,
+    /// fast-fail and metrics judge it like any other — and the context starts over on the
+    /// stable, whose answer the client gets (and which is counted when it finishes).
+    pub(crate) fn replay_on(&mut self, stable: usize, answer: Answer) {
+        let (s, canary) = self.route.expect("routed");
+        self.latency = Some(self.sent.elapsed());
+        let failure = failure(&answer, End::Complete);
+        record(
+            &self.table.services[s].versions[canary],
+            self,
+            status(&answer),
+            failure,
+        );
+        self.route = Some((s, stable));
+        self.backend = None;
+        self.latency = None;
+        self.answer = Answer::None;
+        self.sent = Instant::now();
+    }
+
     /// The request moves to another transport, which starts it again: nothing is recorded.
     pub(crate) fn hand_off(mut self) {
         self.finished = true;
@@ -196,6 +228,12 @@ impl RequestCtx {
         let status = status(&self.answer);
         if let Some((s, v)) = self.route {
             record(&self.table.services[s].versions[v], self, status, failure);
+            let rollout = &self.table.services[s].rollout;
+            if let (Some(user), Some(impact)) =
+                (self.user, rollout.as_ref().and_then(|r| r.impact.as_ref()))
+            {
+                impact.record(user, self.to_canary, failure.is_some());
+            }
         }
         if let Some(log) = self.log.take() {
             let routed = self.route.map(|(s, v)| &self.table.services[s].versions[v]);

@@ -9,6 +9,7 @@
 
 use crate::error::ProxyError;
 use crate::table::VersionRoute;
+use crate::upstream::raw::Attempt;
 use crate::upstream::ConnectFailure;
 
 /// Why one attempt on one backend got no response head.
@@ -49,22 +50,28 @@ impl Retries {
         failed_on: usize,
         failed: Failed,
     ) -> Result<usize, ProxyError> {
-        match failed {
-            Failed::NotSent(why) => {
-                let next = match self.retried {
-                    true => None,
-                    false => version.pick_backend(Some(failed_on)),
-                };
-                self.retried = true;
-                next.ok_or(match why {
-                    NotSent::Connect => ProxyError::Connect,
-                    NotSent::Busy => ProxyError::Busy,
-                })
+        if let Failed::NotSent(_) = failed {
+            let next = match self.retried {
+                true => None,
+                false => version.pick_backend(Some(failed_on)),
+            };
+            self.retried = true;
+            if let Some(next) = next {
+                return Ok(next);
             }
-            Failed::Timeout => Err(ProxyError::Timeout),
-            Failed::Reset => Err(ProxyError::Reset),
-            Failed::Client(e) => Err(e),
         }
+        Err(answer_of(failed))
+    }
+}
+
+/// The answer the client gets for an attempt that failed and goes no further.
+pub(crate) fn answer_of(failed: Failed) -> ProxyError {
+    match failed {
+        Failed::NotSent(NotSent::Connect) => ProxyError::Connect,
+        Failed::NotSent(NotSent::Busy) => ProxyError::Busy,
+        Failed::Timeout => ProxyError::Timeout,
+        Failed::Reset => ProxyError::Reset,
+        Failed::Client(e) => e,
     }
 }
 
@@ -86,10 +93,44 @@ impl NotSent {
     }
 }
 
+impl From<Attempt> for Failed {
+    /// An attempt of the raw HTTP/1.1 client, as the policy sees it.
+    fn from(attempt: Attempt) -> Failed {
+        match attempt {
+            Attempt::NotSent(why) => Failed::NotSent(NotSent::of(&why)),
+            Attempt::Timeout => Failed::Timeout,
+            Attempt::ClosedEarly | Attempt::Invalid => Failed::Reset,
+        }
+    }
+}
+
 /// Whether a method is idempotent (RFC 9110 §9.2.2).
 pub(crate) fn is_idempotent(method: &[u8]) -> bool {
     matches!(
         method,
         b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE" | b"PUT" | b"DELETE"
     )
+}
+
+/// The safety net (SPEC §13): may a request that failed on the canary be replayed on the
+/// stable? Only one that is safe to send twice — GET, HEAD, OPTIONS, or an idempotent PUT
+/// or DELETE — and whose whole body the transport still has (`kept`: no body, or one of at
+/// most 64 KiB kept for this). A response head already passed on, or a body streamed
+/// without a copy, is never replayed.
+pub(crate) fn may_replay(method: &[u8], kept: bool) -> bool {
+    kept && matches!(method, b"GET" | b"HEAD" | b"OPTIONS" | b"PUT" | b"DELETE")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_safe_methods_with_their_whole_body_are_replayed() {
+        assert!(may_replay(b"GET", true));
+        assert!(may_replay(b"PUT", true));
+        assert!(!may_replay(b"POST", true));
+        assert!(!may_replay(b"PATCH", true));
+        assert!(!may_replay(b"GET", false));
+    }
 }

@@ -27,6 +27,8 @@ use switchyard_config::{
     Config, HealthCheck, OverrideMatch, Sticky, Timeouts, Upstream, UpstreamProtocol,
 };
 
+use crate::budget::RetryBudget;
+use crate::canary::{CanaryCounters, Impact, LiveRollout};
 use crate::endpoints::{Endpoint, NoNames, Resolved, UNIT_WEIGHT};
 use crate::pick::{BackendTurns, WeightedPick};
 use crate::route::{MatchRule, ServiceMatcher};
@@ -42,6 +44,22 @@ pub struct ServiceTraffic {
     pub rolled_back: BTreeSet<String>,
     /// The version whose sticky buckets come first (the rollout's canary).
     pub canary: Option<String>,
+    /// The service's current (or latest) rollout, for the safety net, mirror copies and
+    /// impact counting (SPEC §13).
+    pub rollout: Option<RolloutTraffic>,
+}
+
+/// What the data path needs to know of a rollout.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RolloutTraffic {
+    /// Which rollout of the service (1, 2, …): its impact counters start with it.
+    pub number: u64,
+    pub stable: String,
+    pub canary: String,
+    /// Progressing or paused.
+    pub active: bool,
+    /// A mirror step's share of copies, in percent; 0 on a traffic step.
+    pub mirror: u32,
 }
 
 /// Traffic decisions for all services, by service name.
@@ -146,6 +164,10 @@ pub struct ServiceRoute {
     pub upstream_is_http1: bool,
     /// Active health checking, read by the control plane's checker.
     pub health_check: Option<HealthCheck>,
+    /// The current (or latest) rollout (SPEC §13); `None` before the first.
+    pub rollout: Option<LiveRollout>,
+    /// The safety net's and mirror copies' counters; outlive rollouts and swaps.
+    pub canary_counters: Arc<CanaryCounters>,
 }
 
 impl ServiceRoute {
@@ -178,12 +200,19 @@ struct CarryOver<'a> {
     /// Each version's round-robin position: a swap does not send every version's next
     /// request to its first backend.
     cursors: HashMap<(&'a str, &'a str), usize>,
+    /// By service and rollout number.
+    rollouts: HashMap<(&'a str, u64), &'a LiveRollout>,
+    canary: HashMap<&'a str, &'a Arc<CanaryCounters>>,
 }
 
 impl<'a> CarryOver<'a> {
     fn from(previous: Option<&'a RoutingTable>) -> CarryOver<'a> {
         let mut c = CarryOver::default();
         for s in previous.iter().flat_map(|t| t.services.iter()) {
+            c.canary.insert(&s.name, &s.canary_counters);
+            if let Some(r) = &s.rollout {
+                c.rollouts.insert((&s.name, r.number), r);
+            }
             for v in s.versions.iter() {
                 c.versions.insert((&s.name, &v.name, &v.release), &v.stats);
                 c.cursors
@@ -416,6 +445,11 @@ fn compile_service(
         request,
         idle,
     } = svc.timeouts;
+    let rollout = live_rollout(svc, traffic, &index_of, carry);
+    let canary_counters = carry
+        .canary
+        .get(&*svc.name)
+        .map_or_else(Default::default, |c| Arc::clone(c));
 
     ServiceRoute {
         name,
@@ -434,7 +468,40 @@ fn compile_service(
         },
         upstream_is_http1: svc.upstream.protocol == UpstreamProtocol::Http1,
         health_check: svc.health_check.clone(),
+        rollout,
+        canary_counters,
     }
+}
+
+/// The service's rollout as the data path needs it; its budget and impact carried over
+/// while it is the same rollout.
+fn live_rollout(
+    svc: &switchyard_config::Service,
+    traffic: &ServiceTraffic,
+    index_of: &impl Fn(&str) -> Option<usize>,
+    carry: &CarryOver<'_>,
+) -> Option<LiveRollout> {
+    let t = traffic.rollout.as_ref()?;
+    let cfg = svc.rollout.as_ref()?;
+    let previous = carry.rollouts.get(&(&*svc.name, t.number));
+    let safety_net = cfg.safety_net;
+    Some(LiveRollout {
+        number: t.number,
+        stable: index_of(&t.stable)?,
+        canary: index_of(&t.canary)?,
+        active: t.active,
+        safety_net,
+        mirror_pct: if t.active { t.mirror.min(100) } else { 0 },
+        mirror_max_body: cfg.mirror.max_body,
+        budget: match previous {
+            Some(p) if p.safety_net == safety_net => Arc::clone(&p.budget),
+            _ => Arc::new(RetryBudget::new(safety_net.map_or(0, |n| n.budget))),
+        },
+        impact: match previous.and_then(|p| p.impact.as_ref()) {
+            Some(impact) => Some(Arc::clone(impact)),
+            None => t.active.then(|| Arc::new(Impact::default())),
+        },
+    })
 }
 
 #[cfg(test)]

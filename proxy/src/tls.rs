@@ -7,7 +7,11 @@
 //! files are read by `switchyard_config::read_certificates`, and watched by the control
 //! plane) and swapped in whole only if every key matched its certificate, so a bad file never
 //! replaces good certificates. Protocol policy is fixed: TLS 1.3 and 1.2 only, rustls'
-//! default (AEAD-only) cipher suites, ALPN `h2` then `http/1.1`.
+//! default (AEAD-only) cipher suites, ALPN `h2` then `http/1.1`. Resumption is on: stateless
+//! session tickets (TLS 1.3 and 1.2; keys made at start, rotated every 6 hours, shared by the
+//! workers of a listener) and a session-ID cache for TLS 1.2 clients without tickets — a
+//! resumed handshake skips the certificate signature, the costly part of a full one
+//! (docs/PERFORMANCE.md).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,6 +24,10 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use switchyard_config::CertificatePem;
+
+/// TLS 1.2 sessions (by session ID) a listener remembers for clients that do not take
+/// tickets; a few hundred bytes each.
+const SESSION_CACHE: usize = 4096;
 
 /// The certificates of one TLS listener, compiled for lookup by SNI.
 #[derive(Debug)]
@@ -163,6 +171,15 @@ impl CertStore {
                 .with_no_client_auth()
                 .with_cert_resolver(Arc::clone(self) as Arc<dyn ResolvesServerCert>);
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        // Without a ticketer rustls resumes only from its 256-session cache, which a busy
+        // listener turns over in well under a second.
+        match provider::Ticketer::new() {
+            Ok(ticketer) => config.ticketer = ticketer,
+            Err(e) => {
+                tracing::warn!(error = %e, "no TLS session tickets (resumption from the cache only)")
+            }
+        }
+        config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
         Arc::new(config)
     }
 }

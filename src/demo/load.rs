@@ -18,6 +18,9 @@ use tokio::time::MissedTickBehavior;
 
 /// Requests per second.
 pub const RATE: u32 = 200;
+/// Distinct users the load stands for (`x-user-id: user-N`, the demo's sticky key), so
+/// the rollout's measured impact counts people, not one load generator.
+pub const USERS: u64 = 500;
 /// Upper bound on concurrent requests (slow answers must not pile up without limit).
 const MAX_IN_FLIGHT: usize = 64;
 /// Nothing waits longer than this for one answer.
@@ -33,6 +36,7 @@ pub async fn run(proxy: SocketAddr) {
         Ok(uri) => uri,
         Err(_) => return,
     };
+    let mut user = 0u64;
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut tick = tokio::time::interval(Duration::from_secs(1) / RATE);
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
@@ -42,9 +46,16 @@ pub async fn run(proxy: SocketAddr) {
             continue;
         };
         let (client, uri) = (client.clone(), uri.clone());
+        user = (user + 1) % USERS;
+        let Ok(request) = http::Request::get(uri)
+            .header("x-user-id", format!("user-{user}"))
+            .body(Empty::new())
+        else {
+            continue;
+        };
         tokio::spawn(async move {
             let _ = tokio::time::timeout(REQUEST_TIMEOUT, async {
-                if let Ok(response) = client.get(uri).await {
+                if let Ok(response) = client.request(request).await {
                     let _ = response.into_body().collect().await;
                 }
             })

@@ -4,9 +4,13 @@
 //! few seconds), the real proxy in front of them (`switchyard_control::app::serve` on a
 //! generated config in a temp dir) with a canary rollout of `v2` tuned to seconds, a steady
 //! built-in load ([`load`]), and a printed [`timeline`] of what the proxy decides — read back
-//! from its own admin API. The canary is rolled back by itself about ten seconds in; then the
-//! demo keeps serving so a person can `curl` it and open the dashboard. `--healthy` runs the
-//! same story with a good `v2`, which is promoted.
+//! from its own admin API. The rollout starts with a mirror step (users on `v1`, copies to
+//! `v2`), then steps `v2`'s share up with the safety net on: when `v2` turns bad, its failed
+//! requests are replayed on `v1`, the analysis still sees them, and the canary is rolled back
+//! by itself about fifteen seconds in. The last line says what it cost, from the API's own
+//! numbers (`rollout.impact`, the safety net's counts). Then the demo keeps serving so a
+//! person can `curl` it and open the dashboard. `--healthy` runs the same story with a good
+//! `v2`, which is promoted; `--no-safety-net` shows what users see without the net.
 
 mod backends;
 mod load;
@@ -25,9 +29,6 @@ use timeline::Outcome;
 
 /// Failed checks that roll the canary back (the config's `analysis.threshold`).
 const THRESHOLD: u32 = 2;
-/// How long after the proxy is ready `v2` turns bad: past step 1 (5 s at 10%), early in
-/// step 2 (10 s at 50%), so the rollback lands mid-step, about ten seconds in.
-const BAD_AFTER: Duration = Duration::from_secs(8);
 /// Upper bound for the proxy to come up.
 const READY_WITHIN: Duration = Duration::from_secs(20);
 
@@ -36,6 +37,12 @@ pub struct Options {
     pub admin_port: u16,
     /// A good `v2` that gets promoted, instead of a bad one that gets rolled back.
     pub healthy: bool,
+    /// Replay `v2`'s failed requests on `v1` (the rollout's `safety_net`).
+    pub safety_net: bool,
+    /// How long after the proxy is ready `v2` turns bad. The default, 12 s, is past the
+    /// mirror step (4 s) and step 2 (5 s at 10%), early in step 3 (10 s at 50%), so the
+    /// rollback lands mid-step, about fifteen seconds in; 0 makes the mirror step catch it.
+    pub bad_after: Duration,
 }
 
 pub async fn run(options: Options) -> Result<(), String> {
@@ -48,7 +55,12 @@ pub async fn run(options: Options) -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!("switchyard-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let config_path = dir.join("switchyard.yaml");
-    let config = demo_config(proxy, admin, v1.address, v2.address, &dir.join("state"));
+    let config = demo_config(
+        (proxy, admin),
+        (v1.address, v2.address),
+        &dir.join("state"),
+        options.safety_net,
+    );
     std::fs::write(&config_path, config).map_err(|e| format!("{}: {e}", config_path.display()))?;
 
     println!("switchyard demo: a canary rollout of shop v2 (release 2.0) next to v1 (release 1.0)");
@@ -56,19 +68,28 @@ pub async fn run(options: Options) -> Result<(), String> {
     println!("  dashboard  http://{admin}/");
     println!("  backends   v1 at {}, v2 at {}", v1.address, v2.address);
     println!(
-        "  load       {} requests/s from a built-in generator (loopback only)",
-        load::RATE
+        "  load       {} requests/s from {} users (a built-in generator, loopback only)",
+        load::RATE,
+        load::USERS
     );
-    println!("  rollout    v2 at 10% for 5s, 50% for 10s, then 100%; a check every second");
     println!(
-        "             (rollback after {THRESHOLD} failed checks: error rate > 1% or p99 > 300ms)"
+        "  rollout    v2 mirrored for 4s (copies only, users stay on v1), then 10% for 5s, 50%"
     );
+    println!(
+        "             for 10s, then 100%; a check every second (rollback after {THRESHOLD} failed"
+    );
+    println!("             checks: error rate > 1% or p99 > 300ms)");
+    if options.safety_net {
+        println!("  safety net a v2 request that fails is replayed once on v1 (budget 20%)");
+    } else {
+        println!("  safety net off (--no-safety-net): users get v2's failures");
+    }
     if options.healthy {
         println!("  v2         a good release: it should be promoted in about 15s");
     } else {
         println!(
             "  v2         healthy at first, then bad after {}s: 10% answer 500, 5% take {}ms",
-            BAD_AFTER.as_secs(),
+            options.bad_after.as_secs(),
             backends::SLOW_BY.as_millis()
         );
     }
@@ -84,7 +105,7 @@ pub async fn run(options: Options) -> Result<(), String> {
         tokio::spawn(load::run(proxy));
         if !options.healthy {
             tokio::spawn(async move {
-                tokio::time::sleep(BAD_AFTER).await;
+                tokio::time::sleep(options.bad_after).await;
                 v2.turn_bad();
                 timeline::line(
                     start,
@@ -93,8 +114,8 @@ pub async fn run(options: Options) -> Result<(), String> {
                 );
             });
         }
-        timeline::follow(admin, start, THRESHOLD, move |outcome, at| {
-            what_now(proxy, admin, timeline::since(start, at), &outcome)
+        timeline::follow(admin, start, THRESHOLD, move |outcome, at, service| {
+            what_now(proxy, admin, timeline::since(start, at), &outcome, &service)
         })
         .await;
     });
@@ -150,17 +171,25 @@ async fn wait_ready(admin: SocketAddr) -> Result<(), String> {
     }
 }
 
-/// Printed once the rollout has ended: what happened and what to try.
-fn what_now(proxy: SocketAddr, admin: SocketAddr, secs: f64, outcome: &Outcome) {
+/// Printed once the rollout has ended: what happened, what it cost users (the API's
+/// numbers), and what to try.
+fn what_now(
+    proxy: SocketAddr,
+    admin: SocketAddr,
+    secs: f64,
+    outcome: &Outcome,
+    service: &serde_json::Value,
+) {
     println!();
     match outcome {
-        Outcome::RolledBack => println!(
+        Outcome::RolledBack { .. } => println!(
             "v2 was rolled back by the proxy itself, {secs:.1}s in: all traffic is on v1 again."
         ),
         Outcome::Promoted => {
             println!("v2 passed every check and was promoted, {secs:.1}s in: it is now stable.")
         }
     }
+    println!("{}", timeline::impact_line(outcome, service));
     println!("Still serving. Try:");
     println!("  curl -s http://{proxy}/");
     println!(
@@ -173,13 +202,17 @@ fn what_now(proxy: SocketAddr, admin: SocketAddr, secs: f64, outcome: &Outcome) 
 }
 
 fn demo_config(
-    proxy: SocketAddr,
-    admin: SocketAddr,
-    v1: SocketAddr,
-    v2: SocketAddr,
+    (proxy, admin): (SocketAddr, SocketAddr),
+    (v1, v2): (SocketAddr, SocketAddr),
     state_dir: &Path,
+    safety_net: bool,
 ) -> String {
     let state_dir = state_dir.display();
+    let safety_net = if safety_net {
+        "safety_net: { retry_on_stable: true, budget: 20% }"
+    } else {
+        "safety_net: off"
+    };
     format!(
         r#"# Generated by `switchyard demo`.
 listeners:
@@ -199,7 +232,9 @@ services:
     rollout:
       stable: v1
       canary: v2
+      {safety_net}
       steps:
+        - {{ mirror: 100%, duration: 4s }}
         - {{ traffic: 10%, duration: 5s }}
         - {{ traffic: 50%, duration: 10s }}
         - {{ traffic: 100% }}
@@ -226,7 +261,12 @@ mod tests {
         let a = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
         std::fs::write(
             &path,
-            demo_config(a(8080), a(9901), a(40001), a(40002), &dir.join("state")),
+            demo_config(
+                (a(8080), a(9901)),
+                (a(40001), a(40002)),
+                &dir.join("state"),
+                true,
+            ),
         )
         .unwrap();
         let loaded = switchyard_config::load(&path);
@@ -234,6 +274,8 @@ mod tests {
         let config = loaded.unwrap_or_else(|e| panic!("{e}"));
         let rollout = config.services[0].rollout.as_ref().expect("a rollout");
         assert_eq!(rollout.analysis.threshold, THRESHOLD);
-        assert_eq!(rollout.steps.len(), 3);
+        assert_eq!(rollout.steps.len(), 4);
+        assert_eq!(rollout.steps[0].mirror, Some(100));
+        assert!(rollout.safety_net.is_some());
     }
 }

@@ -47,7 +47,10 @@ pub struct Timeline {
 /// What a finished rollout means for the rest of the demo.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    RolledBack,
+    RolledBack {
+        /// First failed check → canary at 0%, as the rollback event says.
+        detection_s: Option<f64>,
+    },
     Promoted,
 }
 
@@ -88,7 +91,8 @@ impl Timeline {
                 if !more.is_empty() {
                     lines.push((String::new(), more.join("; ")));
                 }
-                (lines, Some(Outcome::RolledBack))
+                let detection_s = details["detection_s"].as_f64();
+                (lines, Some(Outcome::RolledBack { detection_s }))
             }
             "promoted" => (vec![("PROMOTED".into(), message)], Some(Outcome::Promoted)),
             other => (vec![(other.to_string(), message)], None),
@@ -137,13 +141,73 @@ fn metric(m: &Value) -> String {
     }
 }
 
+/// The line a reader remembers, from the API's own numbers (`rollout.impact` and the safety
+/// net's counts): "v2 rolled back 1.27s after its first failed check; 1,843 canary requests
+/// failed, 0 users saw an error (of 500 users, 250 sent to v2)".
+pub fn impact_line(outcome: &Outcome, service: &Value) -> String {
+    let rollout = &service["rollout"];
+    let impact = &rollout["impact"];
+    let n = |v: &Value| v.as_u64().unwrap_or(0);
+    let retries = &rollout["safety_net"]["retries"];
+    // With the safety net on, every failed canary request went through it (replayed, or
+    // not: over budget, unsafe); without it, each one was a user's failure.
+    let canary_failed = match rollout["safety_net"]["enabled"].as_bool() {
+        Some(true) => ["ok", "failed", "budget", "unsafe"]
+            .iter()
+            .map(|r| n(&retries[r]))
+            .sum(),
+        _ => n(&impact["requests_failed"]),
+    };
+    let users_failed = n(&impact["users_failed"]);
+    let saw = match users_failed {
+        1 => "1 user saw an error".to_string(),
+        k => format!("{} users saw an error", thousands(k)),
+    };
+    let head = match outcome {
+        Outcome::RolledBack {
+            detection_s: Some(s),
+        } => format!("v2 rolled back {s:.2}s after its first failed check"),
+        Outcome::RolledBack { detection_s: None } => "v2 rolled back".to_string(),
+        Outcome::Promoted => "v2 promoted".to_string(),
+    };
+    let mirror = &rollout["mirror"];
+    let copies = match n(&mirror["sent"]) {
+        0 => String::new(),
+        sent => format!(
+            " (and {} of {} mirrored copies)",
+            thousands(n(&mirror["failed"])),
+            thousands(sent)
+        ),
+    };
+    format!(
+        "{head}; {} canary requests failed{copies}, {saw} (of {} users, {} sent to v2)",
+        thousands(canary_failed),
+        thousands(n(&impact["users_total"])),
+        thousands(n(&impact["users_on_canary"])),
+    )
+}
+
+/// `1843` → `1,843`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Polls the admin API's events and prints them until the runtime stops. Calls `finished`
-/// once, when the first rollout ends, with the time of the event that ended it.
+/// once, when the first rollout ends, with the time of the event that ended it and the
+/// service's document read just after.
 pub async fn follow(
     admin: SocketAddr,
     start: SystemTime,
     threshold: u32,
-    finished: impl FnOnce(Outcome, SystemTime),
+    finished: impl FnOnce(Outcome, SystemTime, Value),
 ) {
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let mut timeline = Timeline::new(threshold);
@@ -163,7 +227,10 @@ pub async fn follow(
                 }
                 if let Some(outcome) = outcome {
                     if let Some(done) = finished.take() {
-                        done(outcome, at);
+                        let service = get_json(&client, admin, "/api/v1/services/shop")
+                            .await
+                            .unwrap_or(Value::Null);
+                        done(outcome, at, service);
                     }
                 }
             }
@@ -172,14 +239,18 @@ pub async fn follow(
     }
 }
 
-async fn fetch(
-    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
-    admin: SocketAddr,
-    since: u64,
-) -> Option<Vec<Value>> {
-    let uri: http::Uri = format!("http://{admin}/api/v1/events?since={since}")
-        .parse()
-        .ok()?;
+type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>;
+
+async fn fetch(client: &HttpClient, admin: SocketAddr, since: u64) -> Option<Vec<Value>> {
+    let mut doc = get_json(client, admin, &format!("/api/v1/events?since={since}")).await?;
+    match doc["events"].take() {
+        Value::Array(events) => Some(events),
+        _ => None,
+    }
+}
+
+async fn get_json(client: &HttpClient, admin: SocketAddr, path: &str) -> Option<Value> {
+    let uri: http::Uri = format!("http://{admin}{path}").parse().ok()?;
     let response = tokio::time::timeout(Duration::from_secs(2), client.get(uri))
         .await
         .ok()?
@@ -188,11 +259,7 @@ async fn fetch(
         return None;
     }
     let body = response.into_body().collect().await.ok()?.to_bytes();
-    let mut doc: Value = serde_json::from_slice(&body).ok()?;
-    match doc["events"].take() {
-        Value::Array(events) => Some(events),
-        _ => None,
-    }
+    serde_json::from_slice(&body).ok()
 }
 
 #[cfg(test)]
@@ -231,12 +298,43 @@ mod tests {
     }
 
     #[test]
+    fn the_last_line_says_what_the_rollout_cost_users() {
+        let service = json!({"rollout": {
+            "impact": {"users_total": 500, "users_on_canary": 250, "users_failed": 0,
+                       "requests_failed": 0, "users_failed_pct": 0.0},
+            "safety_net": {"enabled": true, "retries": {"ok": 1840, "failed": 0, "budget": 2, "unsafe": 1}},
+            "mirror": {"sent": 0, "dropped": 0, "failed": 0}}});
+        let outcome = Outcome::RolledBack {
+            detection_s: Some(1.2),
+        };
+        assert_eq!(
+            impact_line(&outcome, &service),
+            "v2 rolled back 1.20s after its first failed check; 1,843 canary requests failed, 0 users saw an error (of 500 users, 250 sent to v2)"
+        );
+        let mirrored = json!({"rollout": {
+            "impact": {"users_total": 394, "users_on_canary": 0, "users_failed": 0, "requests_failed": 0},
+            "safety_net": {"enabled": true, "retries": {"ok": 0, "failed": 0, "budget": 0, "unsafe": 0}},
+            "mirror": {"sent": 381, "dropped": 0, "failed": 40}}});
+        assert_eq!(
+            impact_line(&outcome, &mirrored),
+            "v2 rolled back 1.20s after its first failed check; 0 canary requests failed (and 40 of 381 mirrored copies), 0 users saw an error (of 394 users, 0 sent to v2)"
+        );
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(thousands(12), "12");
+    }
+
+    #[test]
     fn a_rollback_shows_its_reason_new_weights_and_detection_time() {
         let mut t = Timeline::new(2);
         let event = json!({"kind": "rolled_back", "message": "rolled back v2 2.0: error-rate 9.8% > 1%",
             "details": {"to_weights": {"v1": 100, "v2": 0}, "detection_s": 1.004}});
         let (lines, outcome) = t.describe(&event);
-        assert_eq!(outcome, Some(Outcome::RolledBack));
+        assert_eq!(
+            outcome,
+            Some(Outcome::RolledBack {
+                detection_s: Some(1.004)
+            })
+        );
         assert_eq!(
             lines[0],
             (

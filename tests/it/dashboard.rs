@@ -196,8 +196,9 @@ async fn click_every_button(browser: &mut Browser, proxy: &Proxy, token: Option<
         );
     }
     assert_eq!(button(&f, "resume", None)["disabled"], true);
-    // Without `cluster`, a sequential judge, impact, safety net or mirror: no such panels.
-    assert_eq!(f["panels"], serde_json::json!([]), "{f:#}");
+    // Without `cluster`, a sequential judge, safety net or mirror: no such panels. Every
+    // running rollout measures its impact on users (SPEC §13), so that panel is there.
+    assert_eq!(f["panels"], serde_json::json!(["impact"]), "{f:#}");
     assert_eq!(f["fleet_shown"], false, "{f:#}");
 
     // Cancel on the confirmation sends nothing.

@@ -23,7 +23,8 @@ async fn the_bad_canary_is_rolled_back_by_itself_and_the_timeline_tells_the_stor
         .await;
     for line in [
         &format!("dashboard  http://{}/", demo.admin),
-        "step      step 1/3: v2 at 10%",
+        "step      step 1/4: v2 mirrored 100% (users stay on v1)",
+        "step      step 2/4: v2 at 10%",
         "check     pass     error-rate 0.0% ≤ 1%",
         "v2 turns bad",
         "check     FAIL 1/2 error-rate",
@@ -31,9 +32,19 @@ async fn the_bad_canary_is_rolled_back_by_itself_and_the_timeline_tells_the_stor
         "ROLLBACK  rolled back v2 2.0: error-rate",
         "weights now v1 100%, v2 0%; detected in",
         "v2 was rolled back by the proxy itself",
+        // The safety net kept every user away from v2's failures; the API counted them.
+        ", 0 users saw an error (of ",
     ] {
         assert!(out.contains(line), "the timeline lacks {line:?}:\n{out}");
     }
+    let svc = demo.shop().await.expect("the service document");
+    let impact = &svc["rollout"]["impact"];
+    assert_eq!(impact["users_failed"], 0, "{impact}");
+    assert!(impact["users_on_canary"].as_u64() > Some(50), "{impact}");
+    assert!(
+        svc["rollout"]["safety_net"]["retries"]["ok"].as_u64() > Some(0),
+        "{svc}"
+    );
     // The printed times are the events' own (millisecond) times, so the detection time the
     // rollback reports is what the timeline shows between the first failed check and it.
     let stamp_of = |needle: &str| -> f64 {
@@ -85,6 +96,22 @@ async fn the_bad_canary_is_rolled_back_by_itself_and_the_timeline_tells_the_stor
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_safety_net_the_last_line_counts_users_who_saw_errors() {
+    let mut demo = Demo::start(&["--no-safety-net"]);
+    let svc = demo.wait_for_state("rolled_back", ROLLBACK_WITHIN).await;
+    let failed = svc["rollout"]["impact"]["users_failed"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(failed > 0, "{svc}");
+    let out = demo
+        .wait_for_output("Ctrl-C to stop.", Duration::from_secs(10))
+        .await;
+    assert!(out.contains("safety net off (--no-safety-net)"), "{out}");
+    assert!(out.contains(" users saw an error (of "), "{out}");
+    assert!(!out.contains(", 0 users saw an error"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_healthy_the_canary_is_promoted() {
     let mut demo = Demo::start(&["--healthy"]);
     let svc = demo
@@ -94,7 +121,7 @@ async fn with_healthy_the_canary_is_promoted() {
     let out = demo
         .wait_for_output("Ctrl-C to stop.", Duration::from_secs(10))
         .await;
-    assert!(out.contains("step 2/3: v2 at 50%"), "{out}");
+    assert!(out.contains("step 3/4: v2 at 50%"), "{out}");
     assert!(out.contains("PROMOTED"), "{out}");
     assert!(!out.contains("ROLLBACK"), "{out}");
 }

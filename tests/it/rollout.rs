@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 
 /// A service `api` with `blue` (stable, 100%) and `green` (canary, release `release`) and a
 /// rollout block whose steps and analysis are given verbatim.
-fn rollout_config(
+pub(crate) fn rollout_config(
     (listen, admin): (u16, u16),
     (blue, green): (SocketAddr, SocketAddr),
     release: &str,
@@ -46,11 +46,11 @@ fn rollout_config(
     )
 }
 
-async fn service(proxy: &Proxy) -> Value {
+pub(crate) async fn service(proxy: &Proxy) -> Value {
     proxy.api("/services/api").await
 }
 
-fn weight_of(svc: &Value, version: &str) -> f64 {
+pub(crate) fn weight_of(svc: &Value, version: &str) -> f64 {
     svc["versions"]
         .as_array()
         .and_then(|vs| vs.iter().find(|v| v["name"] == version))
@@ -59,7 +59,7 @@ fn weight_of(svc: &Value, version: &str) -> f64 {
 }
 
 /// Waits until the rollout reaches `state`; returns the service document.
-async fn wait_for_state(proxy: &Proxy, state: &str, within: Duration) -> Value {
+pub(crate) async fn wait_for_state(proxy: &Proxy, state: &str, within: Duration) -> Value {
     eventually(within, &format!("rollout state {state}"), async || {
         let svc = service(proxy).await;
         if svc["rollout"]["state"] == state {
@@ -71,7 +71,7 @@ async fn wait_for_state(proxy: &Proxy, state: &str, within: Duration) -> Value {
     .await
 }
 
-async fn metrics_text(proxy: &Proxy) -> String {
+pub(crate) async fn metrics_text(proxy: &Proxy) -> String {
     proxy.admin_get("/metrics").await.text()
 }
 

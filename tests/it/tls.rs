@@ -279,3 +279,75 @@ async fn a_config_reload_can_point_at_new_certificate_files() {
         .await
         .unwrap();
 }
+
+/// Connects once with `config` and reads a response, so the session tickets the server sends
+/// after the handshake are taken; returns how the handshake went.
+async fn handshake_kind(
+    proxy: &Proxy,
+    config: std::sync::Arc<rustls::ClientConfig>,
+) -> rustls::HandshakeKind {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut tls, _) = tls_connect(proxy.listen, Some("api.test"), config)
+        .await
+        .unwrap();
+    let kind = tls.get_ref().1.handshake_kind().expect("handshake done");
+    tls.write_all(b"GET /tls HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    let _ = tls.read_to_end(&mut response).await;
+    assert!(
+        response.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
+    kind
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_connection_resumes_even_after_hundreds_of_other_sessions() {
+    use rustls::HandshakeKind::{Full, Resumed};
+    let backend = Backend::start("blue-1").await;
+    let certs = certs();
+    let proxy = Proxy::start(&tls_config(&backend, &certs)).await;
+    let versions: [&'static rustls::SupportedProtocolVersion; 2] =
+        [&rustls::version::TLS13, &rustls::version::TLS12];
+    for version in versions {
+        let config = || {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in rustls::pki_types::CertificateDer::pem_slice_iter(certs.ca.pem().as_bytes()) {
+                roots.add(c.unwrap()).unwrap();
+            }
+            let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            std::sync::Arc::new(config)
+        };
+        let first = config();
+        assert_eq!(
+            handshake_kind(&proxy, first.clone()).await,
+            Full,
+            "{version:?}"
+        );
+        assert_eq!(
+            handshake_kind(&proxy, first.clone()).await,
+            Resumed,
+            "{version:?}"
+        );
+        // More sessions than a server-side session cache of a few hundred holds: a ticket
+        // (state the client carries) still resumes.
+        for _ in 0..300 {
+            assert_eq!(handshake_kind(&proxy, config()).await, Full);
+        }
+        assert_eq!(
+            handshake_kind(&proxy, first).await,
+            Resumed,
+            "{version:?} after 300 others"
+        );
+    }
+}

@@ -6,10 +6,13 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::{json, Value};
+use switchyard_config::JudgeKind;
 
 use crate::controller::{AnalysisRecord, ServiceView, View};
+use crate::impact::{ImpactDoc, MirrorCounts, SafetyNetDoc};
 use crate::rollout::roles::Role;
 use crate::rollout::Phase;
+use crate::sequential::EvidenceReport;
 use crate::store::HISTORY_KEPT;
 use crate::telemetry::{Live, SeriesView, TelemetryView};
 
@@ -58,11 +61,25 @@ struct RolloutDoc<'a> {
     release: Option<&'a str>,
     failed_checks: u32,
     threshold: Option<u32>,
+    /// `threshold` or `sequential` (SPEC §15).
+    judge: &'static str,
+    /// The sequential judge's evidence and its limit; absent with the threshold judge.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    evidence: Option<EvidenceReport>,
     awaiting_gate: bool,
     reason: Option<&'a str>,
     started_at: Option<&'a str>,
     finished_at: Option<&'a str>,
     last_analysis: Option<&'a AnalysisRecord>,
+    /// `traffic` or `mirror` (the current step's kind, SPEC §15).
+    mode: &'static str,
+    /// A mirror step's share of copied requests, in percent.
+    mirror_pct: Option<u32>,
+    /// The current (or latest) rollout's impact on users; `null` before any since start.
+    impact: Option<ImpactDoc>,
+    safety_net: Option<SafetyNetDoc>,
+    /// Mirror copies of this service so far, by result.
+    mirror: Option<MirrorCounts>,
 }
 
 /// The service document of SPEC §7.
@@ -114,6 +131,10 @@ pub fn service_doc<'a>(
         .and_then(|cfg| cfg.rollout.as_ref())
         .map(|cfg| {
             let record = sv.rollout();
+            let mirror_pct = record
+                .filter(|r| r.phase.is_active())
+                .and_then(|r| cfg.steps.get(r.step))
+                .and_then(|s| s.mirror);
             RolloutDoc {
                 state: record.map_or(Phase::Idle, |r| r.phase).as_str(),
                 step: record.map_or(0, |r| {
@@ -129,11 +150,27 @@ pub fn service_doc<'a>(
                 release: record.map(|r| r.canary_release.as_str()),
                 failed_checks: record.map_or(0, |r| r.failed_checks),
                 threshold: sv.threshold,
+                judge: cfg.analysis.judge.as_str(),
+                evidence: (cfg.analysis.judge == JudgeKind::Sequential).then(|| {
+                    record
+                        .map(crate::engine::sequential::evidence_of)
+                        .unwrap_or_default()
+                        .report(cfg.analysis.alpha)
+                }),
                 awaiting_gate: record.is_some_and(|r| r.awaiting_gate),
                 reason: record.and_then(|r| r.reason.as_deref()),
                 started_at: record.map(|r| r.started_at.as_str()),
                 finished_at: record.and_then(|r| r.finished_at.as_deref()),
                 last_analysis: sv.last_analysis.as_ref(),
+                mode: if mirror_pct.is_some() {
+                    "mirror"
+                } else {
+                    "traffic"
+                },
+                mirror_pct,
+                impact: route.and_then(ImpactDoc::of),
+                safety_net: route.map(|r| SafetyNetDoc::of(r, cfg)),
+                mirror: route.map(MirrorCounts::of),
             }
         });
     ServiceDoc {

@@ -2,6 +2,7 @@
 //! the pure engine, and carry out what it decides through the same transitions an operator's
 //! commands use. Gate answers arrive here too.
 
+use serde::Deserialize;
 use serde_json::json;
 
 use super::race::Redo;
@@ -10,6 +11,7 @@ use crate::clock::{self, Millis};
 use crate::engine::{self, Decision, Observations, Spec, VersionObs};
 use crate::plan::Plan;
 use crate::rollout::{transitions, Phase};
+use crate::sequential::EvidenceKind;
 use crate::store::{Fence, Source};
 
 impl Controller<'_> {
@@ -163,7 +165,20 @@ impl Controller<'_> {
                 return Ok(());
             }
             Decision::FailedChecks(n) => leader_only(transitions::count_failed_checks(ctx, n)),
-            Decision::Remember { judge, memory } => {
+            Decision::Remember {
+                judge,
+                memory,
+                persist,
+            } => {
+                export_evidence(service, judge, &memory);
+                if !persist {
+                    // Shown at once; committed with the record's next commit.
+                    if let Some(r) = self.state.get_mut(service).and_then(|s| s.rollout.as_mut()) {
+                        r.judges.insert(judge.to_string(), memory);
+                    }
+                    self.dirty_views.push(service.to_string());
+                    return Ok(());
+                }
                 let mut next = state.clone();
                 if let Some(r) = next.rollout.as_mut() {
                     r.judges.insert(judge.to_string(), memory);
@@ -312,5 +327,20 @@ impl Controller<'_> {
         for (service, (rollout, step)) in std::mem::take(&mut self.gates_passed) {
             self.gate_answered(&service, rollout, step, Ok(())).await;
         }
+    }
+}
+
+/// `switchyard_analysis_evidence{service,kind}`: the sequential judge's evidence (SPEC §15).
+fn export_evidence(service: &str, judge: &str, memory: &serde_json::Value) {
+    if judge != engine::sequential::NAME {
+        return;
+    }
+    let evidence = crate::sequential::Evidence::deserialize(memory).unwrap_or_default();
+    for (kind, e) in [
+        (EvidenceKind::Failures, &evidence.failures),
+        (EvidenceKind::Slow, &evidence.slow),
+    ] {
+        metrics::gauge!("switchyard_analysis_evidence", "service" => service.to_string(), "kind" => kind.as_str())
+            .set(e.evidence());
     }
 }

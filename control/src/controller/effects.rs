@@ -8,6 +8,7 @@ use switchyard_config::WebhookKind;
 use super::{Controller, Intent, RolloutClock};
 use crate::clock;
 use crate::engine::{Clock, Spec};
+use crate::impact::ImpactDoc;
 use crate::plan::Effect;
 use crate::webhooks::{self, Delivery};
 
@@ -46,6 +47,10 @@ impl Controller<'_> {
                     self.clocks.remove(service);
                     details["detection_s"] =
                         json!(detection.map(|s| (s * 1000.0).round() / 1000.0));
+                    let table = self.core.table.load();
+                    if let Some(impact) = self.route(&table, service).and_then(ImpactDoc::of) {
+                        details["impact"] = json!(impact);
+                    }
                     with_revision(&mut details, revision);
                     self.emit(service, "rolled_back", message, details);
                 }

@@ -13,6 +13,7 @@
 use std::sync::Arc;
 
 use switchyard_config::Service;
+use switchyard_proxy::table::RolloutTraffic;
 use switchyard_proxy::{RoutingTable, ServiceTraffic};
 use tokio::sync::watch;
 
@@ -27,6 +28,7 @@ pub(super) fn traffic_of(cfg: &Service, state: &ServiceState) -> ServiceTraffic 
         weights: state.weights(),
         rolled_back: state.rolled_back.keys().cloned().collect(),
         canary: Roles::of(cfg, state).map(|r| r.canary),
+        rollout: rollout_traffic(cfg, state),
     }
 }
 
@@ -42,6 +44,27 @@ pub(super) async fn resolved_changed(
         return std::future::pending().await;
     }
     Some(Arc::clone(&receiver.borrow_and_update()))
+}
+
+/// The rollout as the data path needs it: its number, roles, whether it runs, and the
+/// current step's mirror share (none before a gated first step is applied).
+fn rollout_traffic(cfg: &Service, state: &ServiceState) -> Option<RolloutTraffic> {
+    let record = state.rollout.as_ref()?;
+    let steps = &cfg.rollout.as_ref()?.steps;
+    let active = record.phase.is_active();
+    let applied = !record.awaiting_gate || record.step_started_at > 0;
+    let mirror = steps
+        .get(record.step)
+        .and_then(|s| s.mirror)
+        .filter(|_| active && applied)
+        .unwrap_or(0);
+    Some(RolloutTraffic {
+        number: record.number,
+        stable: record.stable.clone(),
+        canary: record.canary.clone(),
+        active,
+        mirror,
+    })
 }
 
 impl Controller<'_> {

@@ -3,10 +3,10 @@
 //! Each judge looks at one tick's [`Observations`] and says what it found: a check it ran (to
 //! show and count), a new failed-check count, a rollback, or memory to keep in the rollout
 //! record. Health and fast-fail run on every replica; the interval judges run on the leader.
-//! The threshold judge (SPEC §6) lives in `threshold.rs`; a sequential judge (SPEC §14) is
-//! another `Judge` fed by the same observations — per-second canary and stable windows
-//! ([`VersionObs::closed_second`]) and the stable's latency over the previous minutes
-//! ([`VersionObs::recent`]) — whose evidence it keeps in [`JudgeInput::memory`].
+//! The threshold judge (SPEC §6) lives in `threshold.rs`; the sequential judge (SPEC §14) in
+//! `sequential.rs` is fed by the same observations — per-second canary and stable windows
+//! (`VersionObs::closed_second`) and the stable's latency over the previous minutes
+//! (`VersionObs::recent`) — and keeps its evidence in [`JudgeInput::memory`].
 
 use serde_json::{json, Value};
 use switchyard_config::FastFail;

@@ -24,15 +24,19 @@ pub enum RollbackReason {
     Manual,
     #[serde(rename = "fast-fail")]
     FastFail,
+    /// The sequential judge's evidence reached `2/alpha` (SPEC §14).
+    #[serde(rename = "sequential")]
+    Sequential,
 }
 
 impl RollbackReason {
-    pub const ALL: [RollbackReason; 5] = [
+    pub const ALL: [RollbackReason; 6] = [
         RollbackReason::ErrorRate,
         RollbackReason::LatencyP99,
         RollbackReason::Health,
         RollbackReason::Manual,
         RollbackReason::FastFail,
+        RollbackReason::Sequential,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -42,6 +46,7 @@ impl RollbackReason {
             RollbackReason::Health => "health",
             RollbackReason::Manual => "manual",
             RollbackReason::FastFail => "fast-fail",
+            RollbackReason::Sequential => "sequential",
         }
     }
 }

@@ -6,19 +6,23 @@
 //! transition is a unit test with virtual time (`tests.rs`), and in a fleet the leader runs
 //! exactly this code on pooled windows.
 //!
-//! Order within a tick: the judges in turn (health, fast-fail, then the interval judges —
-//! the threshold judge today); the first rollback wins and ends the tick. Without one, a step
+//! Order within a tick: the judges in turn (health, fast-fail, then the leader's judges — the
+//! threshold judge, and with `judge: sequential` the sequential judge); the first rollback
+//! wins and ends the tick. Without one, a step
 //! whose time is up advances (after asking the gates, when the rollout has any).
 
 pub mod judge;
 pub mod metric;
+pub mod sequential;
 pub mod threshold;
 
+#[cfg(test)]
+mod sequential_tests;
 #[cfg(test)]
 mod tests;
 
 use serde_json::Value;
-use switchyard_config::{Rollout, WebhookKind};
+use switchyard_config::{JudgeKind, Rollout, WebhookKind};
 
 use crate::clock::{ms, Millis};
 use crate::rollout::{RolloutRecord, StepSpec};
@@ -102,8 +106,14 @@ pub enum Decision {
     Checked(CheckResult),
     /// Keep the rollout's new failed-check count.
     FailedChecks(u32),
-    /// Keep a judge's memory in the record.
-    Remember { judge: &'static str, memory: Value },
+    /// Keep a judge's memory in the record: in memory at once, and committed to the store
+    /// when `persist` (at the end of every analysis interval; any other commit of the record
+    /// takes it along too).
+    Remember {
+        judge: &'static str,
+        memory: Value,
+        persist: bool,
+    },
     /// Take the canary out.
     Rollback(Rollback),
     /// The step's time is up; ask the gates about step `step` (0-based).
@@ -122,12 +132,16 @@ pub struct Outcome {
 }
 
 /// The judges a rollout's config asks for, in the order they are consulted.
-pub fn judges(_rollout: &Rollout) -> Vec<&'static dyn Judge> {
-    vec![
+pub fn judges(rollout: &Rollout) -> Vec<&'static dyn Judge> {
+    let mut judges: Vec<&'static dyn Judge> = vec![
         &judge::HealthJudge,
         &judge::FastFailJudge,
         &threshold::ThresholdJudge,
-    ]
+    ];
+    if rollout.analysis.judge == JudgeKind::Sequential {
+        judges.push(&sequential::SequentialJudge);
+    }
+    judges
 }
 
 /// One tick of one progressing rollout. `leader`: whether this replica runs the rollout
@@ -160,6 +174,8 @@ pub fn evaluate(
             decisions.push(Decision::Remember {
                 judge: judge.name(),
                 memory,
+                // A rollback commits the record anyway.
+                persist: check_due && verdict.rollback.is_none(),
             });
         }
         if let Some(check) = verdict.checked {

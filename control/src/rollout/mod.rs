@@ -131,8 +131,10 @@ impl RolloutRecord {
 /// One step of a rollout as the engine walks it (from the config's `steps`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StepSpec {
-    /// The canary's share of users' traffic, in percent.
+    /// The canary's share of users' traffic, in percent (0 on a mirror step).
     pub traffic: u32,
+    /// A mirror step: percent of requests copied to the canary (SPEC §13).
+    pub mirror: Option<u32>,
     /// How long the step holds; `None` on the last step (promotion).
     pub duration: Option<Duration>,
 }
@@ -144,6 +146,7 @@ pub fn steps(rollout: &switchyard_config::Rollout) -> Vec<StepSpec> {
         .iter()
         .map(|s| StepSpec {
             traffic: s.traffic,
+            mirror: s.mirror,
             duration: s.duration,
         })
         .collect()

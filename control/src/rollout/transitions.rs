@@ -175,7 +175,7 @@ pub fn enter_step(ctx: Ctx<'_>, mut next: ServiceState, k: usize, source: Source
     if k + 1 >= steps.len() {
         return promote_in(ctx, next, Source::Rollout, "last step reached");
     }
-    let traffic = steps[k].traffic;
+    let (traffic, mirror) = (steps[k].traffic, steps[k].mirror);
     let Some(record) = next.rollout.as_mut() else {
         return Plan::bookkeeping(ctx.service, next);
     };
@@ -185,7 +185,18 @@ pub fn enter_step(ctx: Ctx<'_>, mut next: ServiceState, k: usize, source: Source
     record.awaiting_gate = false;
     let (stable, canary) = (record.stable.clone(), record.canary.clone());
     next.set_weights(&ctx.weights(&stable, &canary, traffic));
-    let reason = format!("step {}/{}: {canary} at {traffic}%", k + 1, steps.len());
+    let reason = match mirror {
+        Some(pct) => format!(
+            "step {}/{}: {canary} mirrored {pct}% (users stay on {stable})",
+            k + 1,
+            steps.len()
+        ),
+        None => format!("step {}/{}: {canary} at {traffic}%", k + 1, steps.len()),
+    };
+    let details = match mirror {
+        Some(pct) => json!({ "step": k + 1, "traffic": 0, "mode": "mirror", "mirror_pct": pct }),
+        None => json!({ "step": k + 1, "traffic": traffic, "mode": "traffic" }),
+    };
     Plan {
         change: ctx.forward(next, source, &reason),
         effects: vec![
@@ -193,7 +204,7 @@ pub fn enter_step(ctx: Ctx<'_>, mut next: ServiceState, k: usize, source: Source
             Effect::Event {
                 kind: "step",
                 message: reason,
-                details: json!({ "step": k + 1, "traffic": traffic }),
+                details,
             },
         ],
     }

@@ -5,24 +5,17 @@ use super::*;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use rand_distr::{Binomial, Distribution, Poisson};
-use std::sync::Arc;
 use switchyard_proxy::stats::latency_bucket;
+
+use crate::telemetry::window::test_window_of;
 
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-12 * b.abs().max(1.0)
 }
 
 /// One second of one version: `requests`, `failed`, and `latency` as (µs, requests) pairs.
-fn second(requests: u64, failed: u64, latency: &[(u64, u64)]) -> VersionSnapshot {
-    let mut buckets = vec![0; LATENCY_BUCKETS];
-    for &(us, n) in latency {
-        buckets[latency_bucket(us)] += n;
-    }
-    VersionSnapshot {
-        total: requests,
-        failed,
-        latency: Arc::from(buckets),
-    }
+fn second(requests: u64, failed: u64, latency: &[(u64, u64)]) -> Window {
+    test_window_of(requests, failed, latency)
 }
 
 #[test]
@@ -193,25 +186,16 @@ fn the_report_is_spec_15s_shape() {
     );
 }
 
-/// `seconds` seconds of the stable at `per_second` requests, all taking `us`.
-fn push_seconds(window: &mut StableLatency, seconds: u32, per_second: u64, us: u64) {
-    let s = second(per_second, 0, &[(us, per_second)]);
-    for _ in 0..seconds {
-        window.push(&s.latency);
-    }
-}
-
 #[test]
 fn the_slow_edge_is_the_stables_p99_bucket_edge() {
-    let mut window = StableLatency::default();
-    push_seconds(&mut window, 9, 10, 20_000);
-    assert_eq!(window.edge(), None, "90 samples are too few for a p99");
-    window.push(&[]);
-    assert_eq!(window.edge(), None, "an idle second adds nothing");
+    assert_eq!(
+        slow_edge(&second(99, 0, &[(20_000, 99)]).latency),
+        None,
+        "99 samples are too few for a p99"
+    );
     // 1000 requests at 20 ms and 20 at 300 ms: rank ⌈0.99 × 1020⌉ = 1010 is a 300 ms one.
-    push_seconds(&mut window, 91, 10, 20_000);
-    window.push(&second(20, 0, &[(300_000, 20)]).latency);
-    let edge = window.edge().unwrap();
+    let before = second(1020, 0, &[(20_000, 1000), (300_000, 20)]);
+    let edge = slow_edge(&before.latency).unwrap();
     let (_, upper) = latency_bucket_range(latency_bucket(300_000));
     assert_eq!(edge.micros(), upper);
     assert!((300_000..320_000).contains(&edge.micros()));
@@ -225,69 +209,35 @@ fn the_slow_edge_is_the_stables_p99_bucket_edge() {
 }
 
 #[test]
-fn the_slow_edge_forgets_minutes_older_than_its_window() {
-    let mut window = StableLatency::default();
-    // One minute at 500 ms, then five at 10 ms.
-    push_seconds(&mut window, 60, 10, 500_000);
-    push_seconds(&mut window, 5 * 60 - 1, 10, 10_000);
-    let slow = window.edge().unwrap().micros();
-    assert!(
-        slow > 500_000,
-        "the 500 ms minute is 1/6 of the window: {slow}"
-    );
-    // The sixth whole minute pushes the first out.
-    push_seconds(&mut window, 1, 10, 10_000);
-    let fast = window.edge().unwrap().micros();
-    assert!((10_000..11_000).contains(&fast), "{fast}");
-    // And a further minute keeps the window at five minutes, recycling buffers.
-    push_seconds(&mut window, 60, 10, 10_000);
-    assert_eq!(window.samples, 5 * 60 * 10);
-}
-
-#[test]
-fn the_judge_measures_a_second_against_the_edge_of_the_seconds_before_it() {
-    let mut judge = SequentialJudge::new(0.01);
+fn a_second_is_measured_against_the_edge_of_the_minutes_before_it() {
     let fast = |n| second(n, 0, &[(10_000, n)]);
-    for _ in 0..20 {
-        assert_eq!(judge.second(&fast(10), &fast(10)), None);
-    }
-    let edge = judge.slow_edge().unwrap();
-    assert!((10_000..11_000).contains(&edge.micros()));
-
-    // A second in which both versions are slow: the stable's own slowness would move an edge
-    // that included it above every request of the second, and the slow evidence would not
-    // move. Measured against the edge before it, the canary's share of slow requests is its
-    // share of traffic — no evidence against it, so the evidence falls.
     let slow = |n| second(n, 0, &[(50_000, n)]);
-    judge.second(&slow(10), &slow(10_000));
-    assert!(
-        judge.evidence().slow.evidence() < 0.1,
-        "{:?}",
-        judge.evidence()
-    );
-    assert!(
-        judge.slow_edge().unwrap().micros() > 50_000,
-        "now it has moved"
-    );
-
-    // Only the canary slow, against an edge it cannot move: one second of 10 slow canary
-    // requests against 10 fast stable ones (ρ = 1/2) multiplies each θ by (θ/(1 + (θ−1)/2))¹⁰.
-    let mut judge = SequentialJudge::new(0.01);
-    for _ in 0..20 {
-        judge.second(&fast(10), &fast(10));
-    }
-    assert_eq!(judge.second(&slow(10), &fast(10)), None, "128 < 200");
-    assert!(close(
-        judge.evidence().slow.evidence(),
-        128.358_509_474_751_03
-    ));
-    assert_eq!(judge.evidence().failures.evidence(), 1.0);
-    let mut strict = SequentialJudge::resume(0.05, judge.evidence().clone());
+    let before = fast(200);
+    // Without an edge yet, only failures count.
+    let mut evidence = Evidence::default();
     assert_eq!(
-        strict.second(&fast(10), &fast(10)),
-        Some(EvidenceKind::Slow)
+        evidence.second(&slow(10), &fast(10), &fast(50).latency),
+        None
     );
-    assert_eq!(strict.alpha(), 0.05);
+    assert_eq!(evidence, Evidence::default());
+
+    // Both versions slow in the same second: measured against the edge before it, the
+    // canary's share of slow requests is its share of traffic — no evidence against it, so
+    // the evidence falls.
+    let edge = evidence
+        .second(&slow(10), &slow(10_000), &before.latency)
+        .unwrap();
+    assert!((10_000..11_000).contains(&edge.micros()));
+    assert!(evidence.slow.evidence() < 0.1, "{evidence:?}");
+
+    // Only the canary slow: 10 slow canary requests against 10 fast stable ones (ρ = 1/2)
+    // multiply each θ by (θ/(1 + (θ−1)/2))¹⁰.
+    let mut evidence = Evidence::default();
+    evidence.second(&slow(10), &fast(10), &before.latency);
+    assert!(close(evidence.slow.evidence(), 128.358_509_474_751_03));
+    assert_eq!(evidence.failures.evidence(), 1.0);
+    assert_eq!(evidence.reached(0.01), None, "128 < 200");
+    assert_eq!(evidence.reached(0.05), Some(EvidenceKind::Slow), "128 ≥ 40");
 }
 
 /// A version's latency in the property test: a handful of buckets, in the proportions of a
@@ -296,9 +246,9 @@ const LATENCY: [(u64, f64); 4] = [(5_000, 0.6), (20_000, 0.3), (60_000, 0.09), (
 
 /// One healthy second of one version: `requests` requests, each failing with `p`, latencies
 /// drawn from [`LATENCY`] (a multinomial, as conditional binomials).
-fn healthy_second(rng: &mut SmallRng, requests: u64, p: f64) -> VersionSnapshot {
+fn healthy_second(rng: &mut SmallRng, requests: u64, p: f64) -> Window {
     let failed = Binomial::new(requests, p).unwrap().sample(rng);
-    let mut buckets = vec![0; LATENCY_BUCKETS];
+    let mut latency = Vec::new();
     let (mut left, mut mass) = (requests, 1.0);
     for (us, share) in LATENCY {
         let n = if mass <= share {
@@ -306,15 +256,11 @@ fn healthy_second(rng: &mut SmallRng, requests: u64, p: f64) -> VersionSnapshot 
         } else {
             Binomial::new(left, share / mass).unwrap().sample(rng)
         };
-        buckets[latency_bucket(us)] += n;
+        latency.push((us, n));
         left -= n;
         mass -= share;
     }
-    VersionSnapshot {
-        total: requests,
-        failed,
-        latency: Arc::from(buckets),
-    }
+    second(requests, failed, &latency)
 }
 
 #[test]
@@ -334,13 +280,17 @@ fn healthy_canaries_checked_every_second_are_rolled_back_at_most_alpha_of_the_ti
     for run in 0..RUNS {
         let rps = [5.0, 50.0, 500.0][(run % 3) as usize];
         let arrivals = Poisson::new(rps).unwrap();
-        let mut judge = SequentialJudge::new(ALPHA);
+        let mut evidence = Evidence::default();
+        // The stable's previous seconds (the edge settles within a minute at every rate).
+        let mut before = Window::default();
         for _ in 0..SECONDS {
             let total = arrivals.sample(&mut rng) as u64;
             let canary = Binomial::new(total, 0.1).unwrap().sample(&mut rng);
             let c = healthy_second(&mut rng, canary, 0.005);
             let s = healthy_second(&mut rng, total - canary, 0.005);
-            if judge.second(&c, &s).is_some() {
+            evidence.second(&c, &s, &before.latency);
+            before += &s;
+            if evidence.reached(ALPHA).is_some() {
                 rolled_back += 1;
                 break;
             }

@@ -40,25 +40,21 @@ use http::HeaderMap;
 use crate::access_log::{AccessLog, Pending};
 use crate::edge::{ClientStream, Edge, Rejection};
 use crate::error::ProxyError;
+use crate::mirror::Copy;
 use crate::phases::{self, Served, Transport};
 use crate::request::{End, RequestCtx};
-use crate::retry::{self as policy, Failed, NotSent};
+use crate::retry::{self as policy, Failed};
 use crate::table::{Backend, ServiceRoute};
-use crate::upstream::{RawConn, SendTimeouts, UpstreamPool};
+use crate::upstream::raw::{self, Asked, Framing, ResponseHead};
+use crate::upstream::RawConn;
 
 mod parse;
 
-use parse::{
-    logged_request, parse_request, parse_response, write_error, write_upstream_head, Framing,
-    Parsed, ParsedResponse, ResponseHead, View,
-};
+use parse::{logged_request, parse_request, write_error, write_upstream_head, Parsed, View};
 
-/// Bytes in an upstream response head.
-const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Read sizes: a client's head (most fit in 1 KiB, as nginx's default header buffer assumes;
-/// the buffer doubles as needed), an upstream's head, and body chunks streamed to the client.
+/// the buffer doubles as needed), and body chunks streamed to the client.
 const CLIENT_HEAD_READ: usize = 1024;
-const HEAD_READ: usize = 4 * 1024;
 const BODY_READ: usize = 64 * 1024;
 /// How long a kept-alive connection waits before giving its buffers back.
 const IDLE_BUFFERS: Duration = Duration::from_secs(1);
@@ -69,6 +65,11 @@ pub(crate) enum Ended<S> {
     Closed,
     /// For the general path: the stream and the bytes already read from it.
     Fallback(S, Bytes),
+    /// Idle between requests for a while (plain TCP): nothing of the connection's state is
+    /// needed until the socket is readable again, before the idle deadline (then `serve`
+    /// again, with it). The caller waits holding only the socket, so an idle keep-alive
+    /// connection costs its socket and a small task (benches/memory.sh).
+    Idle(S, Instant),
 }
 
 /// Per-connection buffers, reused by every request on it.
@@ -83,12 +84,14 @@ struct Scratch {
     out: Vec<u8>,
 }
 
-/// Serves requests on a client connection until it closes or must fall back.
+/// Serves requests on a client connection until it closes, must fall back, or idles.
+/// `idle_until`: the header-read deadline of a connection that comes back from [`Ended::Idle`].
 pub(crate) async fn serve<S: ClientStream>(
     edge: &Edge,
     mut stream: S,
     client: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
+    mut idle_until: Option<Instant>,
 ) -> Ended<S> {
     let client_ip = client.ip().to_string();
     let mut s = Scratch {
@@ -101,7 +104,9 @@ pub(crate) async fn serve<S: ClientStream>(
     tokio::pin!(stopping);
     loop {
         // Phase 0: a whole request head (or a reason to leave this path).
-        let deadline = Instant::now() + edge.header_read_timeout;
+        let deadline = idle_until
+            .take()
+            .unwrap_or_else(|| Instant::now() + edge.header_read_timeout);
         let head = loop {
             match parse_request(&s.buf, &mut s.headers) {
                 Parsed::Head(head) => break head,
@@ -112,21 +117,21 @@ pub(crate) async fn serve<S: ClientStream>(
                 Parsed::Partial => {}
             }
             let idle = s.buf.is_empty() && s.buf.capacity() > 0;
-            if let Some(readable) = idle.then(|| stream.readable()).flatten() {
-                // A busy connection keeps its buffers from request to request; one idle for a
-                // second gives them back, so idle keep-alive connections hold none.
-                let soon = deadline.min(Instant::now() + IDLE_BUFFERS);
-                tokio::select! {
-                    biased;
-                    _ = &mut stopping => return Ended::Closed,
-                    ready = tokio::time::timeout_at(soon, readable) => {
-                        if ready.is_err() {
-                            s.buf = BytesMut::new();
-                            s.request = Vec::new();
-                            s.out = Vec::new();
-                        }
+            // A busy connection keeps its buffers (and this state) from request to request;
+            // one idle for a second gives them all back.
+            let idled = match idle.then(|| stream.readable()).flatten() {
+                Some(readable) => {
+                    let soon = deadline.min(Instant::now() + IDLE_BUFFERS);
+                    tokio::select! {
+                        biased;
+                        _ = &mut stopping => return Ended::Closed,
+                        ready = tokio::time::timeout_at(soon, readable) => ready.is_err(),
                     }
                 }
+                None => false,
+            };
+            if idled {
+                return Ended::Idle(stream, deadline);
             }
             let read = tokio::select! {
                 biased;
@@ -247,8 +252,13 @@ impl<'a> Transport for Fast<'a> {
         Pending::new(log, ctx.client, logged_request(&self.view), ctx.arrived)
     }
 
-    fn prepare(&mut self, ctx: &RequestCtx) {
+    fn prepare(&mut self, ctx: &RequestCtx, _keep: Option<u64>) {
         write_upstream_head(self.request, &self.view, self.client_ip, ctx.scheme);
+    }
+
+    fn again(&mut self) -> bool {
+        // No body, and the upstream head stays in `request` until the response head came.
+        true
     }
 
     async fn exchange(
@@ -262,12 +272,18 @@ impl<'a> Transport for Fast<'a> {
             head_method: self.head_method,
             idempotent: self.idempotent,
             client_close: self.view.head.close,
+            may_reconnect: policy::may_reconnect,
         };
-        let attempt = exchange(&backend.pool, asked, &service.timeouts, self.out).await;
-        attempt.map_err(|e| match e {
-            Attempt::NotSent(why) => Failed::NotSent(why),
-            Attempt::Timeout => Failed::Timeout,
-            Attempt::ClosedEarly | Attempt::Invalid => Failed::Reset,
+        let attempt = raw::exchange(&backend.pool, asked, &service.timeouts, self.out).await;
+        attempt.map_err(Failed::from)
+    }
+
+    fn copy(&mut self, _max_body: u64) -> Option<Copy> {
+        // No body on this path.
+        Some(Copy::Raw {
+            head: self.request.clone(),
+            head_method: self.head_method,
+            idempotent: self.idempotent,
         })
     }
 
@@ -292,108 +308,6 @@ async fn read_more<S: ClientStream>(stream: &mut S, buf: &mut BytesMut) -> io::R
         buf.reserve(CLIENT_HEAD_READ.max(buf.capacity()));
     }
     stream.read_buf(buf).await
-}
-
-/// What the client asked the upstream, and how.
-#[derive(Clone, Copy)]
-struct Asked<'a> {
-    request: &'a [u8],
-    head_method: bool,
-    idempotent: bool,
-    client_close: bool,
-}
-
-/// Why an attempt on one upstream connection got no usable response head.
-enum Attempt {
-    /// The request did not reach the backend: another backend may take it.
-    NotSent(NotSent),
-    /// The connection closed before any response byte (a stale keep-alive connection, or a
-    /// backend that gave up): for a reused connection and an idempotent request, a fresh
-    /// connection may be tried.
-    ClosedEarly,
-    Timeout,
-    Invalid,
-}
-
-/// One attempt on one backend: a pooled connection (or a fresh one if the pooled one turns out
-/// stale), the request written, the response head read.
-async fn exchange(
-    pool: &UpstreamPool,
-    asked: Asked<'_>,
-    timeouts: &SendTimeouts,
-    out: &mut Vec<u8>,
-) -> Result<(RawConn, ResponseHead), Attempt> {
-    let mut stale_retry = true;
-    loop {
-        // An idle connection, else a new one within the backend's caps, else one that comes
-        // back (bounded by the connect and queue timeouts).
-        let (mut up, reused) = match pool.acquire_raw(timeouts, !stale_retry).await {
-            Ok(acquired) => acquired,
-            Err(why) => {
-                tracing::debug!(backend = %pool.address(), ?why, "no upstream connection");
-                return Err(Attempt::NotSent(NotSent::of(&why)));
-            }
-        };
-        // The request timeout runs from here: the head is written at once (it is small and
-        // the request has no body), so this is the backend's time to the response head.
-        let deadline = Instant::now() + timeouts.request;
-        let result =
-            tokio::time::timeout_at(deadline, write_and_read_head(&mut up, asked, out)).await;
-        match result {
-            Err(_elapsed) => return Err(Attempt::Timeout),
-            Ok(Ok(head)) => return Ok((up, head)),
-            Ok(Err(e @ Attempt::NotSent(_))) if !reused => return Err(e),
-            Ok(Err(e @ (Attempt::NotSent(_) | Attempt::ClosedEarly)))
-                if reused
-                    && stale_retry
-                    && policy::may_reconnect(
-                        matches!(e, Attempt::ClosedEarly),
-                        asked.idempotent,
-                    ) =>
-            {
-                // A keep-alive race: the backend closed the idle connection as we used it.
-                stale_retry = false;
-            }
-            Ok(Err(Attempt::NotSent(_))) => return Err(Attempt::ClosedEarly),
-            Ok(Err(e)) => return Err(e),
-        }
-    }
-}
-
-async fn write_and_read_head(
-    up: &mut RawConn,
-    asked: Asked<'_>,
-    out: &mut Vec<u8>,
-) -> Result<ResponseHead, Attempt> {
-    up.stream
-        .write_all(asked.request)
-        .await
-        .map_err(|_| Attempt::NotSent(NotSent::Connect))?;
-    let mut any = false;
-    loop {
-        if !up.buf.is_empty() {
-            match parse_response(&up.buf, asked.head_method, asked.client_close, out) {
-                ParsedResponse::Head(len, head) => {
-                    up.buf.advance(len);
-                    return Ok(head);
-                }
-                ParsedResponse::Informational(len) => {
-                    up.buf.advance(len);
-                    continue;
-                }
-                ParsedResponse::Partial if up.buf.len() < MAX_RESPONSE_HEAD => {}
-                ParsedResponse::Partial | ParsedResponse::Invalid => return Err(Attempt::Invalid),
-            }
-        }
-        if up.buf.capacity() - up.buf.len() < 512 {
-            up.buf.reserve(HEAD_READ);
-        }
-        match up.stream.read_buf(&mut up.buf).await {
-            Ok(0) | Err(_) if !any => return Err(Attempt::ClosedEarly),
-            Ok(0) | Err(_) => return Err(Attempt::Invalid),
-            Ok(_) => any = true,
-        }
-    }
 }
 
 enum Streamed {

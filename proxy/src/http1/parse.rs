@@ -1,5 +1,6 @@
-//! The fast path's bytes: request and response heads parsed in place (httparse) and written
-//! back out for the next hop, and the framing of a response body.
+//! The fast path's bytes: request heads parsed in place (httparse) and written back out for
+//! the upstream, and the upstream's response head written for the client (its parser is the
+//! raw client's, `upstream::raw`).
 //!
 //! Parsing decides what the fast path may take (see [`parse_request`]); writing is where the
 //! hop-by-hop headers go out and the `X-Forwarded-*` headers come in. Everything works on
@@ -11,17 +12,15 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Uri, Version};
 
 use crate::access_log::LoggedRequest;
-use crate::chunked::Chunked;
 use crate::error::ProxyError;
 use crate::headers::{
     self, ConnectionOptions, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
 };
 use crate::phases::RequestHead;
+use crate::upstream::raw::{Framing, ResponseHead, ResponseSink};
 
 /// Headers in a request head; more go to hyper (which answers 431).
 pub(super) const MAX_HEADERS: usize = 100;
-/// Headers in an upstream response head; more is a bad gateway.
-pub(super) const MAX_RESPONSE_HEADERS: usize = 128;
 
 /// One request head, as spans into the connection's read buffer.
 pub(super) struct Head {
@@ -268,144 +267,34 @@ pub(super) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     out.extend_from_slice(&digits[i..]);
 }
 
-/// The upstream's response head (already rewritten for the client into the caller's buffer).
-pub(super) struct ResponseHead {
-    pub(super) status: u16,
-    pub(super) framing: Framing,
-    /// The upstream connection may carry another request after this one.
-    pub(super) upstream_keep_alive: bool,
-    /// The body ends when the upstream closes, so the client connection must close too.
-    pub(super) close_client: bool,
-}
-
-pub(super) enum ParsedResponse {
-    Head(usize, ResponseHead),
-    Informational(usize),
-    Partial,
-    Invalid,
-}
-
-/// Parses the upstream's response head and writes the client's version of it.
-pub(super) fn parse_response(
-    buf: &[u8],
-    head_method: bool,
-    client_close: bool,
-    out: &mut Vec<u8>,
-) -> ParsedResponse {
-    let mut raw = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-    let mut res = httparse::Response::new(&mut raw);
-    let len = match res.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return ParsedResponse::Partial,
-        Err(_) => return ParsedResponse::Invalid,
-    };
-    let (Some(status), Some(minor)) = (res.code, res.version) else {
-        return ParsedResponse::Invalid;
-    };
-    match status {
-        // 101 is never asked for on this path; below 100 is no status at all.
-        0..=99 | 101 => return ParsedResponse::Invalid,
-        100..=199 => return ParsedResponse::Informational(len),
-        _ => {}
+/// The client's response head, written as the upstream's is parsed (`upstream::raw`): the
+/// status line and the headers it may see, then this hop's framing.
+impl ResponseSink for Vec<u8> {
+    fn status(&mut self, status: u16, reason: &str) {
+        self.clear();
+        push_status_line(self, status, reason);
     }
-    let mut chunked = false;
-    let mut length: Option<u64> = None;
-    let mut connection = ConnectionOptions::default();
-    for h in res.headers.iter() {
-        let name = h.name.as_bytes();
-        let value = h.value.trim_ascii();
-        if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            // Only plain `chunked` can be passed through as it is.
-            if chunked || !value.eq_ignore_ascii_case(b"chunked") {
-                return ParsedResponse::Invalid;
-            }
-            chunked = true;
-        } else if name.eq_ignore_ascii_case(b"content-length") {
-            let Some(n) = headers::content_length(value) else {
-                return ParsedResponse::Invalid;
-            };
-            if length.is_some_and(|l| l != n) {
-                return ParsedResponse::Invalid;
-            }
-            length = Some(n);
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            connection.add(value);
+
+    fn header(&mut self, name: &[u8], value: &[u8]) {
+        push_header(self, name, value);
+    }
+
+    fn end(&mut self, head: &ResponseHead) {
+        if matches!(head.framing, Framing::Chunked(_)) {
+            self.extend_from_slice(b"transfer-encoding: chunked\r\n");
         }
-    }
-    let mut upstream_keep_alive = minor == 1 && !connection.close;
-    let no_body = head_method || status == 204 || status == 304;
-    let framing = if no_body {
-        Framing::Length(0)
-    } else if chunked {
-        Framing::Chunked(Chunked::default())
-    } else if let Some(n) = length {
-        Framing::Length(n)
-    } else {
-        upstream_keep_alive = false;
-        Framing::UntilClose
-    };
-    let close_client = client_close || matches!(framing, Framing::UntilClose);
-
-    out.clear();
-    push_status_line(out, status, res.reason.unwrap_or(""));
-    let listed = |name: &[u8]| {
-        res.headers.iter().any(|h| {
-            h.name.eq_ignore_ascii_case("connection") && headers::connection_lists(h.value, name)
-        })
-    };
-    for h in res.headers.iter() {
-        let name = h.name.as_bytes();
-        if headers::is_hop_by_hop(name)
-            || (connection.names_headers && listed(name))
-            || (chunked && name.eq_ignore_ascii_case(b"content-length"))
-        {
-            continue;
+        if head.close_client {
+            self.extend_from_slice(b"connection: close\r\n");
         }
-        push_header(out, name, h.value);
-    }
-    if chunked && !no_body {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-    }
-    if close_client {
-        out.extend_from_slice(b"connection: close\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    ParsedResponse::Head(
-        len,
-        ResponseHead {
-            status,
-            framing,
-            upstream_keep_alive,
-            close_client,
-        },
-    )
-}
-
-/// How the response body ends.
-pub(super) enum Framing {
-    Length(u64),
-    Chunked(Chunked),
-    UntilClose,
-}
-
-impl Framing {
-    /// Takes body bytes: how many of `data` belong to the body, and whether it is complete.
-    pub(super) fn feed(&mut self, data: &[u8]) -> Result<(usize, bool), ()> {
-        match self {
-            Framing::Length(left) => {
-                let n = (*left).min(data.len() as u64);
-                *left -= n;
-                Ok((n as usize, *left == 0))
-            }
-            Framing::Chunked(c) => c.feed(data).map_err(|_| ()),
-            Framing::UntilClose => Ok((data.len(), false)),
-        }
+        self.extend_from_slice(b"\r\n");
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chunked::Chunked;
+    use crate::upstream::raw::{parse_response, ParsedResponse, MAX_RESPONSE_HEADERS};
 
     fn parse(raw: &[u8]) -> Parsed {
         parse_request(raw, &mut Vec::new())

@@ -7,8 +7,9 @@
 //! quietly use a fresh connection instead — a keep-alive race is never the client's error.
 //!
 //! One [`UpstreamPool`] per backend, by protocol: [`http1`] (hyper's client connections for
-//! the general path, raw sockets for the fast path), [`h2`] (one shared multiplexed
-//! connection, h2c or TLS through [`tls`]); [`pool`] holds what they share.
+//! the general path, raw sockets for the fast transports, which exchange on them through
+//! [`raw`]), [`h2`] (one shared multiplexed connection, h2c or TLS through [`tls`]); [`pool`]
+//! holds what they share.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -21,6 +22,7 @@ use tokio_rustls::TlsConnector;
 mod h2;
 mod http1;
 mod pool;
+pub(crate) mod raw;
 mod tls;
 
 pub(crate) use http1::RawConn;
