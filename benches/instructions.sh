@@ -17,6 +17,9 @@
 # SHARED: the shared/ directory (default: beside the repo, as for peers.sh).
 # FLEET=1: the same with a `cluster:` block (SPEC §11): starts its own etcd (Debian's
 # etcd-server) on PORT+2/PORT+3 with a temp data dir, so cluster on vs off compare.
+# BACKEND_HOST (default 127.0.0.1): `localhost` makes the backends names, resolved by the
+# control plane (SPEC §12), to compare with literal addresses. Each run waits for one 200
+# first (a name resolves after /ready), in both runs alike.
 # ROLLOUT=on runs the same 90/10 split as a running canary rollout (SPEC §6; the impact
 # counters then count every request), ROLLOUT=net with the safety net on too (SPEC §13; the
 # canary is healthy, so nothing is replayed: this is the net's cost when it is not needed),
@@ -26,6 +29,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${1:-$ROOT/target/release/switchyard}; MODE=${2:-h1}
 PORT=${PORT:-29190}; ADMIN=$((PORT + 1)); SHARED=${SHARED:-$ROOT/../shared}
+HOST=${BACKEND_HOST:-127.0.0.1}
 for tool in valgrind callgrind_annotate h2load nginx curl; do
   command -v $tool >/dev/null || { echo "$tool missing" >&2; exit 1; }
 done
@@ -47,8 +51,8 @@ admin: { address: "127.0.0.1:$ADMIN" }
 services:
   api:
     versions:
-      blue:  { release: v1, backends: ["127.0.0.1:19001"], weight: 90 }
-      green: { release: v2, backends: ["127.0.0.1:19002"], weight: 10 }
+      blue:  { release: v1, backends: ["$HOST:19001"], weight: 90 }
+      green: { release: v2, backends: ["$HOST:19002"], weight: 10 }
 CFG
 case ${ROLLOUT:-off} in
   off) ;;
@@ -95,6 +99,7 @@ for n in 2000 12000; do
     "$BIN" serve --config "$OUT/config-$n.yaml" --workers 1 >"$OUT/proxy-$n.log" 2>&1 </dev/null &
   pid=$!; PIDS+=($pid)
   for _ in $(seq 300); do curl -sf -o /dev/null "http://127.0.0.1:$ADMIN/ready" && break; sleep 0.2; done
+  for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 0.2; done
   h2load "${LOAD[@]}" -n"$n" "http://127.0.0.1:$PORT/" | grep -E "^requests:"
   kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
   TOTAL[$n]=$(awk '/^(summary|totals):/ {print $2; exit}' "$OUT/cg-$n.out")
@@ -103,4 +108,4 @@ for n in 2000 12000; do
   PROXY[$n]=$(callgrind_annotate --auto=no --threshold=100 "$OUT/cg-$n.out" 2>/dev/null \
     | awk '/file:function/ {p = 1; next} p && /switchyard_proxy/ {gsub(",", "", $1); t += $1} END {print t + 0}')
 done
-echo "$(basename "$BIN") $MODE ($STREAMS): $(( (TOTAL[12000] - TOTAL[2000]) / 10000 )) instructions per request, $(( (PROXY[12000] - PROXY[2000]) / 10000 )) of them in switchyard_proxy  (files: $OUT)"
+echo "$(basename "$BIN") $MODE ($STREAMS, backends $HOST): $(( (TOTAL[12000] - TOTAL[2000]) / 10000 )) instructions per request, $(( (PROXY[12000] - PROXY[2000]) / 10000 )) of them in switchyard_proxy  (files: $OUT)"

@@ -20,6 +20,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 
+mod names;
 mod watch;
 
 /// Where the admin API listens unless told otherwise (SPEC §3 `admin.address`).
@@ -696,6 +697,9 @@ fn services_table(doc: &Value) -> String {
     let mut headers = vec!["SERVICE"];
     headers.extend(VERSION_HEADERS);
     let mut out = table(&headers, &rows);
+    out.push_str(&names::section(
+        doc["services"].as_array().into_iter().flatten(),
+    ));
     if !rollouts.is_empty() {
         out.push('\n');
         for r in rollouts {
@@ -758,6 +762,7 @@ fn service_detail(svc: &Value, now: SystemTime) -> String {
         svc["revision"]
     );
     out.push_str(&versions_table(svc));
+    out.push_str(&names::section([svc]));
     let r = &svc["rollout"];
     if r.is_null() {
         out.push_str("\nrollout:   none configured\n");

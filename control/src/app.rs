@@ -19,6 +19,7 @@ use crate::admin::{self, AdminState};
 use crate::auth::Auth;
 use crate::certs::TlsReloader;
 use crate::controller::StartOptions;
+use crate::discovery::Discovery;
 use crate::exporter::Exporter;
 use crate::status::Status;
 use crate::store::etcd::EtcdStore;
@@ -101,12 +102,29 @@ pub async fn serve(options: ServeOptions) -> Result<(), String> {
         let (tls, path) = (tls.clone(), options.config_path.clone());
         Arc::new(move || tls.reload_config_file(&path))
     };
+    // Backend names are resolved in the background from the start; a version whose names
+    // have not resolved yet answers 503 until they do (SPEC §12). A system without a readable
+    // resolver configuration still serves a config of literal addresses.
+    let has_names = config
+        .services
+        .iter()
+        .any(|s| s.versions.iter().any(|v| v.has_names()));
+    let discovery = match Discovery::with_hickory(&config) {
+        Ok(d) => Some(Arc::new(d)),
+        Err(e) if has_names => return Err(format!("cannot resolve backend names: {e}")),
+        Err(e) => {
+            tracing::warn!("{e}; backend names added by a reload will not resolve until a restart");
+            None
+        }
+    };
+    let exporter = exporter.with_discovery(discovery.clone());
     let (handle, readers, table) = crate::controller::start(StartOptions {
         config_path: options.config_path.clone(),
         config,
         store,
         status: Arc::clone(&status),
         on_reload,
+        discovery,
     })
     .await?;
     tokio::spawn(crate::health::run(Arc::clone(&table)));

@@ -24,6 +24,8 @@ use switchyard_proxy::listener::ListenerStats;
 use switchyard_proxy::stats::{FailureReason, PROMETHEUS_BOUNDS, STATUS_CLASSES};
 use switchyard_proxy::RoutingTable;
 
+use crate::discovery::Discovery;
+
 /// SPEC §5's histogram buckets, for the control plane's own histograms.
 const DETECTION_BUCKETS: [f64; 13] = PROMETHEUS_BOUNDS;
 
@@ -35,6 +37,8 @@ const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 pub struct Exporter {
     handle: PrometheusHandle,
     listeners: Arc<[(String, Arc<ListenerStats>)]>,
+    /// `switchyard_dns_lookups_total` is read from it at scrape time.
+    discovery: Option<Arc<Discovery>>,
 }
 
 impl Exporter {
@@ -55,7 +59,13 @@ impl Exporter {
         Ok(Exporter {
             handle,
             listeners: listeners.into(),
+            discovery: None,
         })
+    }
+
+    /// Renders `switchyard_dns_lookups_total` from `discovery`'s counts.
+    pub fn with_discovery(self, discovery: Option<Arc<Discovery>>) -> Exporter {
+        Exporter { discovery, ..self }
     }
 
     /// Runs the recorder's upkeep forever (spawn it).
@@ -77,7 +87,34 @@ impl Exporter {
         render_data_path(table, &mut text);
         render_canary(table, &mut text);
         render_request_durations(table, &mut text);
+        if let Some(discovery) = &self.discovery {
+            render_dns_lookups(discovery, &mut text);
+        }
         text
+    }
+}
+
+/// `switchyard_dns_lookups_total{service,version,result}` (SPEC §15): every version with
+/// backend names, each result from 0, gone with the version at the next reload.
+fn render_dns_lookups(discovery: &Discovery, out: &mut String) {
+    const NAME: &str = "switchyard_dns_lookups_total";
+    let counts = discovery.lookups();
+    if counts.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "# HELP {NAME} Lookups of backend names by result (ok, error, empty).\n# TYPE {NAME} counter"
+    );
+    for c in counts {
+        let _ = writeln!(
+            out,
+            "{NAME}{{service=\"{}\",version=\"{}\",result=\"{}\"}} {}",
+            escape(&c.service),
+            escape(&c.version),
+            c.result.as_str(),
+            c.count
+        );
     }
 }
 

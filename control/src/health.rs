@@ -4,7 +4,9 @@
 //! `healthy_threshold` good ones; the data path skips down backends (their `healthy` flag is
 //! an atomic in the routing table's `Backend`, which survives table swaps). A probe is a fresh
 //! HTTP/1.1 `GET path` with the service's timeout: a 2xx answer is healthy, anything else —
-//! refused, timed out, 5xx — is not. New backends start healthy so traffic flows at once.
+//! refused, timed out, 5xx — is not. New backends start healthy so traffic flows at once,
+//! except an address a backend name resolved to (SPEC §12): it starts down and joins on its
+//! first good probe (one, not `healthy_threshold`), probed within a tick of appearing.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -118,6 +120,22 @@ fn apply(probes: &mut HashMap<ProbeKey, ProbeState>, r: ProbeResult) {
     };
     state.in_flight = false;
     let was_healthy = r.backend.healthy.load(Relaxed);
+    if r.backend.unchecked.load(Relaxed) {
+        // A resolved address that has never passed a check (a container still starting, say):
+        // it joins on its first good probe; from then on the thresholds apply.
+        if r.healthy {
+            (state.ok_streak, state.fail_streak) = (1, 0);
+            r.backend.unchecked.store(false, Relaxed);
+            r.backend.healthy.store(true, Relaxed);
+            tracing::info!(service = %r.key.0, version = %r.key.1, backend = %r.key.2, "new backend passed its first health check; it takes traffic");
+        } else {
+            state.fail_streak += 1;
+            if state.fail_streak == 1 {
+                tracing::warn!(service = %r.key.0, version = %r.key.1, backend = %r.key.2, reason = %r.detail, "new backend failed its first health check; it takes no traffic until one passes");
+            }
+        }
+        return;
+    }
     if r.healthy {
         state.ok_streak += 1;
         state.fail_streak = 0;

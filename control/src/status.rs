@@ -159,5 +159,8 @@ pub fn restart_needed(
     if started.access_log != config.access_log {
         out.push("access_log".to_string());
     }
+    if started.resolver.nameservers != config.resolver.nameservers {
+        out.push("resolver.nameservers".to_string());
+    }
     out
 }

@@ -5,8 +5,9 @@
 //! bytes to bytes), the HTTP/2 server (`http2`, streams on the connection's task) or hyper's
 //! general path (`general`, bodies, upgrades and HTTP/2 upstreams) — which share what a
 //! listener's connections share ([`edge`]) and run the same [`phases`] over the current
-//! [`table::RoutingTable`]: [`route`] finds the service, [`pick`] the version, the table's
-//! version route the backend, [`headers`] rewrites, [`upstream`] sends over a pooled
+//! [`table::RoutingTable`] (whose backends may come from names the control plane resolved,
+//! [`endpoints`]): [`route`] finds the service, [`pick`] the version, the table's version
+//! route the backend, [`headers`] rewrites, [`upstream`] sends over a pooled
 //! connection (within the backend's connection caps), `retry` decides whether an attempt
 //! that failed goes again (and, with a rollout's safety net, whether a failed canary request
 //! is replayed on the stable — [`canary`] holds what a running rollout needs per request), [`request`] judges the outcome by the one failure rule and records
@@ -27,6 +28,7 @@ mod budget;
 pub mod canary;
 mod chunked;
 pub mod edge;
+pub mod endpoints;
 pub mod error;
 pub mod framing;
 mod general;

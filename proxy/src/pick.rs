@@ -1,4 +1,5 @@
-//! Choosing a version for a request: weighted random, or sticky by a user key.
+//! Choosing a version for a request — weighted random, or sticky by a user key — and the
+//! order a version's backends take turns in ([`BackendTurns`]).
 //!
 //! Both choices are precomputed when the routing table is compiled, so a request does only
 //! integer arithmetic here. Sticky assignment hashes the key with a fixed, seedless hash
@@ -98,6 +99,79 @@ impl WeightedPick {
     }
 }
 
+/// Most slots a [`BackendTurns`] keeps: weights whose reduced sum is larger are scaled down
+/// to it (a share error below 1/1024 of the whole, for a few KiB at most per version).
+const MAX_TURNS: u64 = 1024;
+
+/// The order a version's backends take turns in: plain rotation when every backend weighs
+/// the same (the usual case, no table), else a precomputed cycle of backend indexes in which
+/// each appears as often as its weight, interleaved (nginx's smooth weighted round-robin),
+/// so that SRV weights (SPEC §12) share requests without bursts to one backend. Built once
+/// per table compile; a request only indexes it.
+#[derive(Debug, Clone, Default)]
+pub struct BackendTurns {
+    /// Empty: rotate over all backends.
+    cycle: Box<[u32]>,
+}
+
+impl BackendTurns {
+    /// `weights[i]` is backend i's weight (0 counts as the smallest share, not none: a
+    /// backend in the table takes traffic).
+    pub fn new(weights: &[u32]) -> BackendTurns {
+        let Some(&first) = weights.first() else {
+            return BackendTurns::default();
+        };
+        if weights.iter().all(|&w| w == first) {
+            return BackendTurns::default();
+        }
+        let weights: Vec<u64> = weights.iter().map(|&w| u64::from(w.max(1))).collect();
+        let g = weights.iter().copied().fold(0, gcd);
+        let mut weights: Vec<u64> = weights.iter().map(|w| w / g).collect();
+        let sum: u64 = weights.iter().sum();
+        if sum > MAX_TURNS {
+            for w in &mut weights {
+                *w = (*w * MAX_TURNS / sum).max(1);
+            }
+        }
+        let total: i64 = weights.iter().map(|&w| w as i64).sum();
+        let mut current = vec![0i64; weights.len()];
+        let mut cycle = Vec::with_capacity(total as usize);
+        for _ in 0..total {
+            for (c, &w) in current.iter_mut().zip(&weights) {
+                *c += w as i64;
+            }
+            let (best, _) = current
+                .iter()
+                .enumerate()
+                .max_by_key(|&(i, &c)| (c, std::cmp::Reverse(i)))
+                .unwrap_or((0, &0));
+            current[best] -= total;
+            cycle.push(best as u32);
+        }
+        BackendTurns {
+            cycle: cycle.into(),
+        }
+    }
+
+    /// The backend (of `n`) whose turn `turn` is; the caller moves on from it past
+    /// unhealthy ones.
+    #[inline]
+    pub fn first(&self, turn: usize, n: usize) -> usize {
+        match self.cycle.len() {
+            0 => turn % n,
+            len => self.cycle[turn % len] as usize,
+        }
+    }
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,5 +226,28 @@ mod tests {
             .filter(|&b| at(10).pick_bucket(b) == Some(1))
             .count();
         assert_eq!(share, 1000);
+    }
+
+    #[test]
+    fn backend_turns_follow_weights_interleaved() {
+        let turns = |weights: &[u32], n: usize| -> Vec<usize> {
+            let t = BackendTurns::new(weights);
+            (0..n).map(|k| t.first(k, weights.len())).collect()
+        };
+        // Equal weights: plain rotation.
+        assert_eq!(turns(&[100, 100, 100], 6), [0, 1, 2, 0, 1, 2]);
+        // SRV weights 1 and 3 (as discovery gives them: 50 and 150): 1 in 4, spread out.
+        assert_eq!(turns(&[50, 150], 8), [1, 0, 1, 1, 1, 0, 1, 1]);
+        // A weight far below the others still gets its turn; a huge sum is scaled down.
+        let t = turns(&[1, 200_000], 2048);
+        let zero = t.iter().filter(|&&i| i == 0).count();
+        assert!((1..=4).contains(&zero), "{zero}");
+        let t = turns(&[333, 667, 1000], 20_000);
+        let shares: Vec<usize> = (0..3)
+            .map(|b| t.iter().filter(|&&i| i == b).count())
+            .collect();
+        for (got, want) in shares.iter().zip([3_330, 6_670, 10_000]) {
+            assert!(got.abs_diff(want) < 60, "{shares:?}");
+        }
     }
 }

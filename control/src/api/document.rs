@@ -34,14 +34,20 @@ struct VersionDoc<'a> {
     weight: f64,
     role: Option<Role>,
     rolled_back: bool,
-    backends: Vec<BackendDoc>,
+    backends: Vec<BackendDoc<'a>>,
+    /// Backend names that have never resolved (SPEC §12); left out when there are none.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    unresolved: &'a [Arc<str>],
     live: Live,
     series: Arc<SeriesView>,
 }
 
 #[derive(Debug, Serialize)]
-struct BackendDoc {
+struct BackendDoc<'a> {
     address: SocketAddr,
+    /// The configured name it was resolved from (SPEC §15); left out for a literal address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
     healthy: bool,
 }
 
@@ -104,11 +110,14 @@ pub fn service_doc<'a>(
                         backends: v
                             .backends
                             .iter()
-                            .map(|b| BackendDoc {
+                            .zip(v.names.iter())
+                            .map(|(b, name)| BackendDoc {
                                 address: b.address,
+                                name: name.as_deref(),
                                 healthy: b.is_healthy(),
                             })
                             .collect(),
+                        unresolved: &v.unresolved,
                         live: series.live,
                         series,
                     }

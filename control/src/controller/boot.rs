@@ -15,6 +15,7 @@ use switchyard_proxy::{RoutingTable, TableHandle};
 use tokio::sync::mpsc;
 
 use super::{Controller, ControllerHandle, Core, Pending, Readers, View};
+use crate::discovery::{Discovery, Snapshot};
 use crate::events::EventLog;
 use crate::rollout::Phase;
 use crate::status::Status;
@@ -33,6 +34,8 @@ pub struct StartOptions {
     pub status: Arc<ArcSwap<Status>>,
     /// Runs (on the blocking pool) with every config reload.
     pub on_reload: Arc<dyn Fn() + Send + Sync>,
+    /// Backend names resolved in the background (SPEC §12); `None`: names give no backends.
+    pub discovery: Option<Arc<Discovery>>,
 }
 
 /// Starts the controller on its own supervised thread; returns once the first table is
@@ -84,6 +87,7 @@ impl Core {
             rx,
             tx: tx.clone(),
             on_reload: options.on_reload,
+            discovery: options.discovery,
             retired: Vec::new(),
             panic_on: injected_fault(),
             booted: false,
@@ -147,6 +151,10 @@ impl Controller<'_> {
                 push_bounded_arc(Arc::make_mut(h), Arc::new(r.clone()));
             }
         }
+        let resolved = core
+            .discovery
+            .as_ref()
+            .map_or_else(|| Arc::new(Snapshot::default()), |d| d.snapshot());
         let core_leads = core.store.is_leader();
         let mut c = Controller {
             core,
@@ -158,6 +166,7 @@ impl Controller<'_> {
             next_second: 0,
             traffic: BTreeMap::new(),
             traffic_dirty: true,
+            resolved,
             index: HashMap::new(),
             views: BTreeMap::new(),
             dirty_views: Vec::new(),

@@ -192,6 +192,8 @@ pub struct Core {
     pub(crate) tx: mpsc::Sender<Intent>,
     /// Called (on the blocking pool) with every config reload, e.g. to reload certificates.
     pub(crate) on_reload: Arc<dyn Fn() + Send + Sync>,
+    /// Backend names, resolved in the background; each new snapshot recompiles the table.
+    pub(crate) discovery: Option<Arc<crate::discovery::Discovery>>,
     /// Replaced tables some request may still hold (see `publish.rs`).
     pub(crate) retired: Vec<Arc<RoutingTable>>,
     /// Debug builds only: a command on this service panics the loop (supervision tests).
@@ -227,6 +229,8 @@ pub struct Controller<'a> {
     /// What the current table was compiled from, and whether it must be recompiled.
     traffic: TrafficState,
     traffic_dirty: bool,
+    /// The addresses of backend names the table is compiled with (discovery's last snapshot).
+    resolved: Arc<crate::discovery::Snapshot>,
     index: HashMap<Arc<str>, usize>,
     views: BTreeMap<Arc<str>, Arc<ServiceView>>,
     dirty_views: Vec<String>,
@@ -246,6 +250,7 @@ impl Controller<'_> {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut remote = self.core.store.subscribe();
+        let mut resolved = self.core.discovery.as_ref().map(|d| d.subscribe());
         let mut remote_events = self.core.store.subscribe_events();
         loop {
             tokio::select! {
@@ -266,6 +271,9 @@ impl Controller<'_> {
                     }
                 }
                 Some(event) = next_event(&mut remote_events) => self.core.events.push_remote(event),
+                Some(snapshot) = publish::resolved_changed(&mut resolved) => {
+                    self.names_resolved(snapshot);
+                }
                 _ = tick.tick() => self.tick().await,
             }
             self.publish();

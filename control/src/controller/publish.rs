@@ -2,19 +2,23 @@
 //! API — each only when something it shows changed.
 //!
 //! The table is recompiled only when some service's traffic (weights, rolled-back versions,
-//! the canary's sticky position) differs from what the current table was compiled from:
-//! bookkeeping commits (failed checks, gate waits, pauses) keep the table, its round-robin
-//! cursors and its 10,000-service compile (~90 ms) alone. Views are rebuilt per changed
-//! service and published as one immutable [`View`], services indexed by name, so readers
-//! never lock and never scan.
+//! the canary's sticky position) differs from what the current table was compiled from, or
+//! when discovery publishes new addresses for backend names (SPEC §12): bookkeeping commits
+//! (failed checks, gate waits, pauses) keep the table and its 10,000-service compile (~90 ms)
+//! alone. A compile carries every backend's pool, health and counters and every version's
+//! round-robin position over; backends it drops are drained
+//! ([`RoutingTable::drain_removed`]). Views are rebuilt per changed service and published as
+//! one immutable [`View`], services indexed by name, so readers never lock and never scan.
 
 use std::sync::Arc;
 
 use switchyard_config::Service;
 use switchyard_proxy::table::RolloutTraffic;
 use switchyard_proxy::{RoutingTable, ServiceTraffic};
+use tokio::sync::watch;
 
 use super::{Controller, ServiceView, View};
+use crate::discovery::Snapshot;
 use crate::rollout::roles::Roles;
 use crate::store::ServiceState;
 
@@ -26,6 +30,20 @@ pub(super) fn traffic_of(cfg: &Service, state: &ServiceState) -> ServiceTraffic 
         canary: Roles::of(cfg, state).map(|r| r.canary),
         rollout: rollout_traffic(cfg, state),
     }
+}
+
+/// The next snapshot of resolved names; never ready without discovery (or once it stopped).
+pub(super) async fn resolved_changed(
+    rx: &mut Option<watch::Receiver<Arc<Snapshot>>>,
+) -> Option<Arc<Snapshot>> {
+    let Some(receiver) = rx.as_mut() else {
+        return std::future::pending().await;
+    };
+    if receiver.changed().await.is_err() {
+        *rx = None;
+        return std::future::pending().await;
+    }
+    Some(Arc::clone(&receiver.borrow_and_update()))
 }
 
 /// The rollout as the data path needs it: its number, roles, whether it runs, and the
@@ -50,6 +68,14 @@ fn rollout_traffic(cfg: &Service, state: &ServiceState) -> Option<RolloutTraffic
 }
 
 impl Controller<'_> {
+    /// Discovery published new addresses: the table follows at the next publish.
+    pub(super) fn names_resolved(&mut self, snapshot: Arc<Snapshot>) {
+        if *snapshot != *self.resolved {
+            self.resolved = snapshot;
+            self.traffic_dirty = true;
+        }
+    }
+
     /// Replaces a service's state in memory; marks what must be republished.
     pub(super) fn set_state(&mut self, service: &str, next: ServiceState) {
         if let Some(cfg) = self.core.config.service(service) {
@@ -118,14 +144,24 @@ impl Controller<'_> {
 
     fn swap_table(&mut self) {
         let previous = self.core.table.load_full();
-        let next = RoutingTable::compile(&self.core.config, &self.traffic, Some(&previous));
+        let next = RoutingTable::compile_resolved(
+            &self.core.config,
+            &self.traffic,
+            &*self.resolved,
+            Some(&previous),
+        );
         self.index = next
             .services
             .iter()
             .enumerate()
             .map(|(i, s)| (Arc::clone(&s.name), i))
             .collect();
-        self.core.table.store(Arc::new(next));
+        let next = Arc::new(next);
+        self.core.table.store(Arc::clone(&next));
+        let drained = next.drain_removed(&previous);
+        if drained > 0 {
+            tracing::debug!(drained, "backends left the table; their connections drain");
+        }
         self.retire(previous);
     }
 

@@ -42,6 +42,11 @@ impl Controller<'_> {
                 needed.join(", ")
             );
         }
+        // Names that stay keep their addresses; new ones are resolved at once, and the table
+        // takes them when discovery publishes.
+        if let Some(discovery) = &self.core.discovery {
+            discovery.reconfigure(&config);
+        }
         self.core.config = Arc::new(config);
         self.reconcile().await;
         self.core.status.rcu(|s| {

@@ -38,6 +38,7 @@ fn core(services: usize, store: &MemoryStore) -> Core {
         store: Arc::new(store.clone()),
         status: Arc::new(ArcSwap::from_pointee(Status::new("t.yaml".into()))),
         on_reload: Arc::new(|| {}),
+        discovery: None,
     });
     core
 }
@@ -268,6 +269,7 @@ async fn measure_commits_at_10000_services() {
             store,
             status: Arc::new(ArcSwap::from_pointee(Status::new("t.yaml".into()))),
             on_reload: Arc::new(|| {}),
+            discovery: None,
         });
         let started = Instant::now();
         let mut c = Controller::boot(&mut core).await;

@@ -46,6 +46,20 @@ impl Snapshot {
     }
 }
 
+impl switchyard_proxy::endpoints::Resolved for Snapshot {
+    fn version(
+        &self,
+        service: &str,
+        version: &str,
+    ) -> Option<switchyard_proxy::endpoints::VersionEndpoints<'_>> {
+        let v = Snapshot::version(self, service, version)?;
+        Some(switchyard_proxy::endpoints::VersionEndpoints {
+            endpoints: &v.endpoints,
+            unresolved: &v.unresolved,
+        })
+    }
+}
+
 /// The addresses one version sends traffic to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VersionEndpoints {

@@ -12,20 +12,8 @@ use std::sync::Arc;
 use super::name::NameState;
 use super::resolve::SrvRecord;
 
-/// The weight of one literal or A/AAAA address.
-pub const UNIT_WEIGHT: u32 = 100;
-
-/// One address a version sends traffic to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    pub address: SocketAddr,
-    /// The configured entry it came from (`api.internal:8080`, `srv+_http._tcp.api.internal`);
-    /// `None` for a literal address. When several names give the same address, the first in
-    /// file order (a literal before any name).
-    pub name: Option<Arc<str>>,
-    /// Relative to the version's other endpoints (see the module doc).
-    pub weight: u32,
-}
+// One type from the resolver to the table compiler: the proxy's.
+pub use switchyard_proxy::endpoints::{Endpoint, UNIT_WEIGHT};
 
 /// One configured name of a version and what discovery knows of it.
 pub struct NameView<'a> {

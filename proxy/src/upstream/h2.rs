@@ -38,6 +38,12 @@ pub(super) struct Target<'a> {
 }
 
 impl H2Conn {
+    /// Lets go of the shared connection: it closes once the streams in flight on it end
+    /// (hyper closes a client connection whose last sender is gone).
+    pub(super) fn drain(&self) {
+        self.shared.store(None);
+    }
+
     /// One stream on the shared connection (connecting one if there is none).
     pub(super) async fn send(
         &self,

@@ -8,6 +8,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -50,6 +51,8 @@ pub(super) struct Http1Conns {
     raw_idle: IdleQueue<RawConn>,
     /// Caps and queue, shared by both kinds.
     gate: Arc<Gate>,
+    /// The backend left the table: connections are closed after use, never pooled.
+    draining: AtomicBool,
 }
 
 impl Http1Conns {
@@ -60,7 +63,15 @@ impl Http1Conns {
             idle: IdleQueue::new(idle),
             raw_idle: IdleQueue::new(idle),
             gate,
+            draining: AtomicBool::new(false),
         }
+    }
+
+    /// See [`super::UpstreamPool::drain`].
+    pub(super) fn drain(&self) {
+        self.draining.store(true, Relaxed);
+        while self.idle.pop().is_some() {}
+        while self.raw_idle.pop().is_some() {}
     }
 
     pub(super) fn idle_len(&self) -> usize {
@@ -143,7 +154,7 @@ impl Http1Conns {
     fn return_when_ready(self: &Arc<Self>, mut sender: http1::SendRequest<RequestBody>) {
         let conns = Arc::clone(self);
         tokio::spawn(async move {
-            if sender.ready().await.is_ok() {
+            if sender.ready().await.is_ok() && !conns.draining.load(Relaxed) {
                 conns.idle.push(IdleConn {
                     sender,
                     since: Instant::now(),
@@ -205,6 +216,10 @@ impl Http1Conns {
 
     /// Fast path: a connection whose last exchange ended cleanly goes back to the pool.
     pub(super) fn put_raw(&self, mut conn: RawConn) {
+        if self.draining.load(Relaxed) {
+            // Dropped: closed, and its place in the gate freed.
+            return;
+        }
         if conn.buf.capacity() > 8 * 1024 {
             // After a large body: idle connections keep only a head-sized buffer.
             conn.buf = bytes::BytesMut::new();

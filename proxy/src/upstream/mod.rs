@@ -133,4 +133,12 @@ impl UpstreamPool {
     pub(crate) fn put_raw(&self, conn: RawConn) {
         self.http1.put_raw(conn)
     }
+
+    /// The backend left the routing table: idle connections close now, busy ones when their
+    /// exchange ends (nothing goes back to the pool), and the shared HTTP/2 connection closes
+    /// once its streams in flight finish. Requests already on their way still complete.
+    pub fn drain(&self) {
+        self.http1.drain();
+        self.h2.drain();
+    }
 }

@@ -231,6 +231,23 @@ async fn serve_tcp_connection(mut stream: TcpStream, zone: Arc<Mutex<Zone>>) {
     }
 }
 
+/// Backends named `names[i]` on `ips[i]` (127.0.0.x), all on one port: what the A records of
+/// one `host:PORT` backend name stand for. Returns the port and the backends.
+pub async fn backends_on_one_port(names: &[&str], ips: &[&str]) -> (u16, Vec<super::Backend>) {
+    'port: for _ in 0..50 {
+        let port = super::free_port();
+        let mut backends = Vec::new();
+        for (name, ip) in names.iter().zip(ips) {
+            match super::Backend::start_at(name, SocketAddr::new(v4(ip).into(), port)).await {
+                Ok(b) => backends.push(b),
+                Err(_) => continue 'port,
+            }
+        }
+        return (port, backends);
+    }
+    panic!("no port free on all of {ips:?}");
+}
+
 /// An IPv4 address from text, for `set_a`.
 pub fn v4(ip: &str) -> Ipv4Addr {
     match ip.parse() {

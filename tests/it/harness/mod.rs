@@ -105,6 +105,17 @@ impl Backend {
         Backend::serve(name, listener, delay, Duration::ZERO)
     }
 
+    /// A backend listening on `addr` (e.g. `127.0.0.3:PORT`, for a name resolving there).
+    pub async fn start_at(name: &str, addr: SocketAddr) -> std::io::Result<Backend> {
+        let listener = TcpListener::bind(addr).await?;
+        Ok(Backend::serve(
+            name,
+            listener,
+            Duration::ZERO,
+            Duration::ZERO,
+        ))
+    }
+
     /// A backend that is slow to accept: its kernel accept queue holds only `backlog`
     /// connections and it takes one every `accept_every`, so a burst of connects overflows
     /// the queue and the kernel drops SYNs (the client retransmits a second later).
