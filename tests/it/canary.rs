@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::harness::*;
+use crate::rollout::wait_for_state;
 use http::{Method, Request, StatusCode};
 use serde_json::Value;
 
@@ -200,14 +201,7 @@ async fn a_bad_canary_is_still_rolled_back_and_no_client_saw_an_error() {
     ))
     .await;
     let load = Load::start(proxy.listen, 4);
-    let svc = eventually(Duration::from_secs(30), "a rollback", async || {
-        let svc = proxy.api("/services/api").await;
-        match svc["rollout"]["state"].as_str() {
-            Some("rolled_back") => Ok(svc),
-            _ => Err(svc["rollout"].to_string()),
-        }
-    })
-    .await;
+    let svc = wait_for_state(&proxy, "rolled_back", Duration::from_secs(30)).await;
     let report = load.finish().await;
     assert!(report.failures.is_empty(), "{:?}", report.failures);
     assert!(report.tally.count("green") > 0, "{}", report.tally);
@@ -426,14 +420,7 @@ async fn a_canary_that_resets_every_connection_is_rolled_back_in_the_mirror_step
     ))
     .await;
     let load = Load::start(proxy.listen, 4);
-    let svc = eventually(Duration::from_secs(30), "a rollback", async || {
-        let svc = proxy.api("/services/api").await;
-        match svc["rollout"]["state"].as_str() {
-            Some("rolled_back") => Ok(svc),
-            _ => Err(svc["rollout"].to_string()),
-        }
-    })
-    .await;
+    let svc = wait_for_state(&proxy, "rolled_back", Duration::from_secs(30)).await;
     let report = load.finish().await;
     assert!(report.failures.is_empty(), "{:?}", report.failures);
     assert_eq!(report.tally.count("green"), 0, "{}", report.tally);

@@ -7,16 +7,11 @@ use crate::telemetry::window::{test_window, test_window_of, Window};
 
 const T0: Millis = 1_000_000;
 
+/// The engine tests' rollout (`tests::rollout`) with one 10% step of an hour.
 fn rollout(analysis: &str) -> Rollout {
-    let text = format!(
-        "listeners: [{{ name: p, address: \"127.0.0.1:1\" }}]\nservices:\n  api:\n    versions:\n      blue: {{ release: v1, backends: [\"127.0.0.1:2\"], weight: 100 }}\n      green: {{ release: v2, backends: [\"127.0.0.1:3\"], weight: 0 }}\n    rollout:\n      stable: blue\n      canary: green\n      steps: [{{ traffic: 10%, duration: 1h }}, {{ traffic: 100% }}]\n      analysis: {analysis}\n"
-    );
-    switchyard_config::parse(&text, "t.yaml")
-        .unwrap_or_else(|e| panic!("{e}"))
-        .services
-        .remove(0)
-        .rollout
-        .unwrap()
+    super::tests::rollout(&format!(
+        "      steps: [{{ traffic: 10%, duration: 1h }}, {{ traffic: 100% }}]\n      analysis: {analysis}\n"
+    ))
 }
 
 fn sequential() -> Rollout {

@@ -6,7 +6,7 @@ use crate::telemetry::window::Window;
 
 const T0: Millis = 1_000_000;
 
-fn rollout(yaml: &str) -> Rollout {
+pub(super) fn rollout(yaml: &str) -> Rollout {
     let text = format!(
         "listeners: [{{ name: p, address: \"127.0.0.1:1\" }}]\nservices:\n  api:\n    versions:\n      blue: {{ release: v1, backends: [\"127.0.0.1:2\"], weight: 100 }}\n      green: {{ release: v2, backends: [\"127.0.0.1:3\"], weight: 0 }}\n    rollout:\n      stable: blue\n      canary: green\n{yaml}"
     );
