@@ -2,12 +2,12 @@
 //! real backends that fail on purpose, users with distinct sticky keys, and a headless
 //! Chromium reading what the page shows next to what the API and `/metrics` say.
 //!
-//! - A canary behind the safety net (`rollback.rs`) under the sequential judge: while it runs, the impact
-//!   panel (users on the canary, users who saw an error, requests failed) and the evidence
-//!   panel (failures and slow against the limit) show `GET /services/shop`'s numbers, twice,
-//!   with different traffic in between (a page stuck on its first drawing fails the second
-//!   look); after the judge rolls it back, the reason and the impact are on the card and in
-//!   the rollback's event.
+//! - A canary behind the safety net under the sequential judge (`rollback.rs`): while it
+//!   runs, the impact panel (users on the canary, users who saw an error, requests failed)
+//!   and the evidence panel (failures and slow against the limit) show `GET
+//!   /services/shop`'s numbers, twice, with different traffic in between (a page stuck on
+//!   its first drawing fails the second look); after the judge rolls it back, the reason and
+//!   the impact are on the card and in the rollback's event.
 //! - A mirror step (`mirror.rs`): the mirror panel's sent, dropped and failed copies are
 //!   `switchyard_mirror_requests_total`'s, through three phases (a canary that fails one copy
 //!   in four, one that holds every copy so more than 1,000 are in flight and the rest are
