@@ -127,7 +127,7 @@ CFG
       cat >"$OUT/haproxy-$cert.cfg" <<CFG
 global
     nbthread 1
-    maxconn 100000
+    maxconn 8000   # FDs: 2 x maxconn + a few must fit the limit (ulimit -n, often 20,000)
     ssl-default-bind-options ssl-min-ver TLSv1.2
     # tune.ssl.cachesize: 20000 sessions by default; tickets on by default
 defaults
@@ -156,10 +156,13 @@ run() {
   start "$PROXY_CPU" "proxy-$name" $(config "$name" "$cert"); local pid=$LASTPID
   tls_up || { echo "$name did not come up (see $OUT/proxy-$name.log)" >&2; exit 1; }
   local t0; t0=$(ticks "$pid")
-  local clients=()
+  local clients=() www=()
+  # TLS 1.3 sends its session ticket after the handshake: s_time only reads it (and so can
+  # resume) when it reads a response, so resumed TLS 1.3 connections make one GET each.
+  [ "$version" = 1_3 ] && [ "$mode" = reuse ] && www=(-www /)
   for i in $(seq "$CLIENTS"); do
     setsid taskset -c "$LOAD_CPU" openssl s_time -connect "127.0.0.1:$PORT" "-$mode" "-tls$version" \
-      -time "$DUR" >"$OUT/stime-$i.out" 2>&1 </dev/null & clients+=($!)
+      "${www[@]}" -time "$DUR" >"$OUT/stime-$i.out" 2>&1 </dev/null & clients+=($!)
   done
   for i in "${clients[@]}"; do wait "$i" || true; done
   local t1; t1=$(ticks "$pid")
@@ -167,7 +170,8 @@ run() {
   local total=0 reused=0 n r
   for i in $(seq "$CLIENTS"); do
     n=$(grep -Eo '^[0-9]+ connections in [0-9.]+s' "$OUT/stime-$i.out" | tail -1 | cut -d' ' -f1)
-    r=$(grep -v connections "$OUT/stime-$i.out" | tr -cd 'r' | wc -c)
+    # s_time prints one character per connection: '*' new, 'r' resumed (lines of those only).
+    r=$(grep -E '^[*r]+$' "$OUT/stime-$i.out" | tr -cd 'r' | wc -c)
     total=$((total + ${n:-0})); reused=$((reused + r))
   done
   echo "$total $reused $(awk -v t=$((t1 - t0)) -v hz="$HZ" 'BEGIN { printf "%.3f", t / hz }')"
@@ -177,14 +181,17 @@ PROXIES="switchyard nginx haproxy"; [ -n "$ONLY" ] && PROXIES=$ONLY
 echo "# handshake.sh $(date -u +%FT%TZ) nproc=$(nproc) loadavg=$(cut -d' ' -f1-3 /proc/loadavg) rounds=$ROUNDS duration=${DUR}s clients=$CLIENTS"
 echo "# $("$BIN" --version 2>/dev/null || echo switchyard) / $(nginx -v 2>&1) / $(haproxy -v | head -1)"
 RAW=$OUT/raw.txt
+read -ra PLIST <<<"$PROXIES"
 for round in $(seq "$ROUNDS"); do
+  # Rotate who goes first each round, so a drift in background load hits every proxy alike.
+  ORDER=(); for i in "${!PLIST[@]}"; do ORDER+=("${PLIST[$(( (i + round - 1) % ${#PLIST[@]} ))]}"); done
   for cert in rsa ecdsa; do
     for version in 1_3 1_2; do
       for mode in new reuse; do
-        for name in $PROXIES; do
+        for name in "${ORDER[@]}"; do
           read -r hs reused secs < <(run "$name" "$cert" "$version" "$mode")
           rate=$(awk -v h="$hs" -v d="$DUR" 'BEGIN { printf "%.0f", h / d }')
-          core=$(awk -v h="$hs" -v s="$secs" 'BEGIN { printf "%.0f", s > 0 ? h / s : 0 }')
+          core=$(awk -v h="$hs" -v s="$secs" 'BEGIN { printf "%.0f", (s > 0 ? h / s : 0) }')
           printf '  [r%s] %-10s %-5s TLS%s %-5s %8s hs/s  proxy %6.2f s CPU  %8s hs/core  reused %s/%s\n' \
             "$round" "$name" "$cert" "$version" "$mode" "$rate" "$secs" "$core" "$reused" "$hs"
           echo "$name $cert $version $mode $rate $core $reused $hs" >>"$RAW"
