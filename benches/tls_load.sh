@@ -15,10 +15,10 @@
 # the fair column, since in layout A the load side (h2load's own TLS included) may saturate
 # first: proxy% well below 100 says so. --h1 adds HTTP/1.1-over-TLS rows (wrk -c64).
 # Output: a table of medians with Switchyard ÷ each peer; raw files in the printed directory
-# (summary.md: the table). PORT (default 47280; admin PORT+1), SHARED, PROXY_CPU, LOAD_CPU.
+# (summary.md: the table). PORT (default 28280, below the ephemeral range; admin PORT+1), SHARED, PROXY_CPU, LOAD_CPU.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-PORT=${PORT:-47280}
+PORT=${PORT:-28280}
 # shellcheck source=benches/lib.sh
 . "$ROOT/benches/lib.sh"
 ROUNDS=3; DUR=8; WARM=2; CONNS=64; CERT=ecdsa; PROXIES="switchyard nginx haproxy"; KINDS=h2
