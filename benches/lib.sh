@@ -99,7 +99,8 @@ CFG
     nginx)
       local listen="$LISTEN http2" tlsconf=""
       [ -n "$cert" ] && listen="$LISTEN ssl http2" &&
-        tlsconf="ssl_certificate $OUT/$cert.crt; ssl_certificate_key $OUT/$cert.key; ssl_protocols TLSv1.2 TLSv1.3;"
+        tlsconf="ssl_certificate $OUT/$cert.crt; ssl_certificate_key $OUT/$cert.key; ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_cache shared:SSL:10m; ssl_session_tickets on;   # resumption: session IDs and tickets"
       [ -z "$cert" ] && [ "${H2C:-0}" = 0 ] && listen=$LISTEN   # nginx 1.22: a cleartext listener is h1 or h2c, not both
       cat >"$OUT/$tag.conf" <<CFG
 worker_processes $workers;
