@@ -62,10 +62,11 @@ check_rollout() {  # check_rollout VARIANT: the API shows the rollout progressin
   local want=traffic doc; [ "$1" = mirror ] && want=mirror
   for _ in $(seq 50); do
     doc=$(curl -sf "http://127.0.0.1:$ADMIN/api/v1/services/api" || true)
-    [ "$(jq -r '.rollout.state // empty' <<<"$doc")" = progressing ] && [ "$(jq -r '.rollout.mode // empty' <<<"$doc")" = $want ] && return 0
+    [ "$(jq -r '.rollout.state // empty' <<<"$doc")" = progressing ] && [ "$(jq -r '.rollout.mode // empty' <<<"$doc")" = $want ] &&
+      [ "$(jq -r '.rollout.safety_net.enabled' <<<"$doc")" = "$([ "$1" = net ] && echo true || echo false)" ] && return 0
     sleep 0.1
   done
-  echo "variant $1: the rollout is not progressing in $want mode; GET /api/v1/services/api: $doc" >&2; exit 1
+  echo "variant $1: the rollout is not progressing in $want mode (safety net on only for net); GET /api/v1/services/api: $doc" >&2; exit 1
 }
 
 echo "# canary_cost.sh $(date -u +%FT%TZ) nproc=$(nproc) loadavg=$(cut -d' ' -f1-3 /proc/loadavg) rounds=$ROUNDS duration=${DUR}s conns=$CONNS delay=${DELAY}ms"

@@ -14,6 +14,7 @@
 # order rotated). req/core = req/s ÷ the proxy's own CPU share (utime + stime of its session);
 # the fair column, since in layout A the load side (h2load's own TLS included) may saturate
 # first: proxy% well below 100 says so. --h1 adds HTTP/1.1-over-TLS rows (wrk -c64).
+# Round 1 first checks the split (200 sequential requests on one connection, ~10% green).
 # Output: a table of medians with Switchyard ÷ each peer; raw files in the printed directory
 # (summary.md: the table). PORT (default 28280, below the ephemeral range; admin PORT+1), SHARED, PROXY_CPU, LOAD_CPU.
 set -euo pipefail
@@ -54,6 +55,10 @@ for r in $(seq "$ROUNDS"); do
     if ! wait_url "https://$LISTEN/" --http2; then echo "$name did not come up over TLS: $OUT/$name.log" >&2; exit 1; fi
     [ "$(curl -sk --http2 -o /dev/null -w '%{http_version}' "https://$LISTEN/")" = 2 ] ||
       { echo "$name did not negotiate h2 by ALPN" >&2; exit 1; }
+    if [ "$r" = 1 ]; then  # split check: 200 sequential requests on one connection, ~10% green
+      curl -sk -w '\n' "https://$LISTEN/?[1-200]" | awk -v p="$name" '{ n[$0]++ } END {
+        printf "  split %-10s blue %d green %d other %d\n", p, n["blue"], n["green"], NR - n["blue"] - n["green"] }' | tee -a "$OUT/split.txt"
+    fi
     for kind in $KINDS; do
       load_run "$OUT/raw-$kind-$name-r$r.txt" "$CONNS" "$DUR" "$WARM" "$kind" "https://$LISTEN/"
       read -r rps p50 p99 err <<<"$RESULT"
