@@ -51,6 +51,8 @@ else
 fi
 echo "# round2.sh $(date -u +%FT%TZ) nproc=$(nproc) loadavg=$(cut -d' ' -f1-3 /proc/loadavg) binary=$BIN ($("$BIN" --version))"
 echo "# steps: $ONLY$([ $QUICK = 1 ] && echo " (quick: smoke settings, numbers not meaningful)"); output: $DIR"
+echo "# scripts: $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown) ($ROOT)"
+awk '$1 > 1.5 { printf "# WARNING: load average %s: the box is not quiet, wall-clock numbers will be noisy\n", $1 }' /proc/loadavg
 
 declare -A STATUS SECS
 step() {  # step NAME CMD...: runs CMD with its output in DIR/NAME.txt, raw files in DIR/NAME/
@@ -87,7 +89,7 @@ md_cell() {  # md_cell FILE COL MATCH...: column COL (1-based, between |) of the
       if (ok) { v = $(col + 1); gsub(/^ +| +$|\*/, "", v); print v; exit } }' "$f"
 }
 {
-  echo "# Round 2 summary ($(date -u +%FT%TZ), $("$BIN" --version), loadavg at end $(cut -d' ' -f1-3 /proc/loadavg))"
+  echo "# Round 2 summary ($(date -u +%FT%TZ), $("$BIN" --version), scripts $(git -C "$ROOT" describe --always --dirty 2>/dev/null), loadavg at end $(cut -d' ' -f1-3 /proc/loadavg))"
   [ $QUICK = 1 ] && echo "**--quick: smoke settings, numbers NOT meaningful.**"
   echo
   echo "| measure | Switchyard | nginx | HAProxy | Switchyard ÷ nginx | Switchyard ÷ HAProxy | goal |"

@@ -24,7 +24,7 @@
 # gives the clean number; (3) if proxy% stays well below the quota, the load side was the
 # limit ("load-bound" in the table) and that row's scaling understates the proxy. Without a
 # writable cpu cgroup it falls back to no quota (everything on both CPUs): then only the
-# per-CPU column is meaningful, and the header says so.
+# per-CPU column is meaningful, and the header says so (NO_QUOTA=1 forces that).
 # Rounds interleaved (every proxy × {1, 2} workers once per round, order rotated). PORT
 # (default 28290), SHARED. Output: summary.md in the printed directory.
 set -euo pipefail
@@ -52,9 +52,13 @@ ALL_CPUS=0-$(( $(nproc) - 1 )); LOAD_CPU=$ALL_CPUS; WRK_THREADS=2
 
 # ---- the proxy's cgroup: v2 cpu.max, else v1 cpu controller, else none ------------------
 CG=""; CGV=""
-if grep -qw cpu /sys/fs/cgroup/cgroup.controllers 2>/dev/null && mkdir "/sys/fs/cgroup/switchyard-bench-$$" 2>/dev/null; then
+if [ -z "${NO_QUOTA:-}" ] && grep -qw cpu /sys/fs/cgroup/cgroup.controllers 2>/dev/null && mkdir "/sys/fs/cgroup/switchyard-bench-$$" 2>/dev/null; then
   CG=/sys/fs/cgroup/switchyard-bench-$$; CGV=2
-elif [ -w /sys/fs/cgroup/cpu ] && mkdir "/sys/fs/cgroup/cpu/switchyard-bench-$$" 2>/dev/null; then
+  # No cpu.max unless the root delegates the cpu controller (+cpu in cgroup.subtree_control,
+  # which systemd hosts do); this script does not change that: fall back below.
+  [ -f "$CG/cpu.max" ] || { rmdir "$CG"; CG=""; CGV=""; }
+fi
+if [ -z "${NO_QUOTA:-}" ] && [ -z "$CG" ] && [ -w /sys/fs/cgroup/cpu ] && mkdir "/sys/fs/cgroup/cpu/switchyard-bench-$$" 2>/dev/null; then
   CG=/sys/fs/cgroup/cpu/switchyard-bench-$$; CGV=1
 fi
 bench_cleanup() { [ -n "$CG" ] && rmdir "$CG" 2>/dev/null; return 0; }
@@ -102,6 +106,6 @@ median_table "$RES" 2 7 | awk -F'\t' -v share="$SHARE" -v q="$([ -n "$CG" ] && e
       e = (core[p, 1] > 0) ? core[p, 2] / core[p, 1] : 0
       flag = ""; if (q && (pct[p, 1] < 0.85 * share || pct[p, 2] < 0.85 * 2 * share)) flag = " (load-bound)"
       printf "| %s | %.0f | %.0f | **%.2f**%s | %.0f | %.0f | %.2f | %.0f / %.0f | %s / %s | %s |\n", p, rps[p, 1], rps[p, 2], s, flag,
-        core[p, 1], core[p, 2], e, pct[p, 1], pct[p, 2], p99[p, 1], p99[p, 2], (p == "switchyard" || s == 0 ? "—" : sprintf("**%.2f**", sy / s)) } }' \
+        core[p, 1], core[p, 2], e, pct[p, 1], pct[p, 2], p99[p, 1], p99[p, 2], (p == "switchyard" || s == 0 || sy == 0 ? "—" : sprintf("**%.2f**", sy / s)) } }' \
   | tee "$OUT/summary.md"
 echo "# medians of $ROUNDS rounds; $LAYOUT; raw: $OUT"
