@@ -70,19 +70,20 @@ run() {
   [ "$version" = 1_3 ] && [ "$mode" = reuse ] && www=(-www /)
   for i in $(seq "$CLIENTS"); do
     setsid taskset -c "$LOAD_CPU" openssl s_time -connect "127.0.0.1:$PORT" "-$mode" "-tls$version" \
-      "${www[@]}" -time "$DUR" >"$OUT/stime-$i.out" 2>&1 </dev/null & clients+=($!)
+      "${www[@]}" -time "$DUR" >"$OUT/stime-$name-$cert-$version-$mode-r$round-$i.out" 2>&1 </dev/null & clients+=($!)
   done
   for i in "${clients[@]}"; do wait "$i" || true; done
   local t1; t1=$(sess_ticks "$pid")
   stop "$pid"
-  local total=0 reused=0 n r
+  local total=0 reused=0 errors=0 n r f
   for i in $(seq "$CLIENTS"); do
-    n=$(grep -Eo '^[0-9]+ connections in [0-9.]+s' "$OUT/stime-$i.out" | tail -1 | cut -d' ' -f1)
+    f=$OUT/stime-$name-$cert-$version-$mode-r$round-$i.out
+    n=$(grep -Eo '^[0-9]+ connections in [0-9.]+s' "$f" | tail -1 | cut -d' ' -f1)
     # s_time prints one character per connection: '*' new, 'r' resumed (lines of those only).
-    r=$(grep -E '^[*r]+$' "$OUT/stime-$i.out" | tr -cd 'r' | wc -c)
-    total=$((total + ${n:-0})); reused=$((reused + r))
+    r=$(grep -E '^[*r]+$' "$f" | tr -cd 'r' | wc -c)
+    total=$((total + ${n:-0})); reused=$((reused + r)); errors=$((errors + $(grep -Eci 'errno|error' "$f" || true)))
   done
-  echo "$total $reused $(awk -v t=$((t1 - t0)) -v hz="$HZ" 'BEGIN { printf "%.3f", t / hz }')"
+  echo "$total $reused $(awk -v t=$((t1 - t0)) -v hz="$HZ" 'BEGIN { printf "%.3f", t / hz }') $errors"
 }
 
 PROXIES="switchyard nginx haproxy"; [ -n "$ONLY" ] && PROXIES=$ONLY
@@ -97,11 +98,13 @@ for round in $(seq "$ROUNDS"); do
     for version in 1_3 1_2; do
       for mode in new reuse; do
         for name in "${ORDER[@]}"; do
-          read -r hs reused secs < <(run "$name" "$cert" "$version" "$mode")
+          read -r hs reused secs errors < <(run "$name" "$cert" "$version" "$mode") ||
+            { echo "the run of $name $cert TLS$version $mode failed (logs in $OUT)" >&2; exit 1; }
           rate=$(awk -v h="$hs" -v d="$DUR" 'BEGIN { printf "%.0f", h / d }')
           core=$(awk -v h="$hs" -v s="$secs" 'BEGIN { printf "%.0f", (s > 0 ? h / s : 0) }')
-          printf '  [r%s] %-10s %-5s TLS%s %-5s %8s hs/s  proxy %6.2f s CPU  %8s hs/core  reused %s/%s\n' \
-            "$round" "$name" "$cert" "$version" "$mode" "$rate" "$secs" "$core" "$reused" "$hs"
+          printf '  [r%s] %-10s %-5s TLS%s %-5s %8s hs/s  proxy %6.2f s CPU  %8s hs/core  reused %s/%s%s\n' \
+            "$round" "$name" "$cert" "$version" "$mode" "$rate" "$secs" "$core" "$reused" "$hs" \
+            "$([ "$errors" -gt 0 ] && echo "  ERRORS $errors (s_time output in $OUT)")"
           echo "$name $cert $version $mode $rate $core $reused $hs" >>"$RAW"
         done
       done
