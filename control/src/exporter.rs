@@ -149,7 +149,7 @@ fn describe() {
     );
     describe_histogram!(
         "switchyard_rollback_detection_seconds",
-        "From the first failing check to the canary's weight reaching 0."
+        "From the first failing check (the sequential judge: since its evidence rose above 1) to the canary's weight reaching 0."
     );
     describe_counter!(
         "switchyard_config_reloads_total",

@@ -224,6 +224,11 @@ impl Evidence {
         }
     }
 
+    /// Whether either evidence is above 1: the seconds so far favour "the canary is worse".
+    pub fn leans_against_the_canary(&self) -> bool {
+        self.failures.log_evidence() > 0.0 || self.slow.log_evidence() > 0.0
+    }
+
     /// SPEC §15's `rollout.evidence`.
     pub fn report(&self, alpha: f64) -> EvidenceReport {
         EvidenceReport {

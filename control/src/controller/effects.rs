@@ -87,12 +87,15 @@ impl Controller<'_> {
                 .map(|v| self.sampler.reading(service, v))
                 .unwrap_or_default()
         };
-        let first_failure = self
+        let signs = self
             .clocks
             .get(service)
-            .and_then(|c| c.engine.first_failure);
+            .map(|c| (c.engine.first_failure, c.engine.suspected_since));
         let mut engine = Clock::start(&Spec::new(&rollout), clock::now());
-        engine.first_failure = first_failure;
+        if let Some((first_failure, suspected_since)) = signs {
+            engine.first_failure = first_failure;
+            engine.suspected_since = suspected_since;
+        }
         let clock = RolloutClock {
             engine,
             baseline: (read(&record.canary), read(&record.stable)),

@@ -40,6 +40,9 @@ pub struct Verdict {
     pub rollback: Option<Rollback>,
     /// The judge's memory to keep in the record (`RolloutRecord::judges[name]`).
     pub memory: Option<Value>,
+    /// Whether the judge's evidence leans against the canary after this tick (`None`: no
+    /// new evidence). A rollback's detection time runs from when it began to lean.
+    pub suspects: Option<bool>,
 }
 
 impl Verdict {

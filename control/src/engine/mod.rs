@@ -86,6 +86,10 @@ pub struct Clock {
     pub next_check: Millis,
     /// The first failed check (or fast signal) of this rollout: detection time starts here.
     pub first_failure: Option<Millis>,
+    /// Since when a judge's evidence has leaned against the canary without a break (the
+    /// sequential judge's evidence above 1): a judge that decides from evidence, not from
+    /// checks, has no failed check, so its detection time starts here.
+    pub suspected_since: Option<Millis>,
 }
 
 impl Clock {
@@ -95,6 +99,7 @@ impl Clock {
             window_started: now,
             next_check: now + ms(spec.rollout.analysis.interval).max(1),
             first_failure: None,
+            suspected_since: None,
         }
     }
 }
@@ -181,12 +186,19 @@ pub fn evaluate(
         if let Some(check) = verdict.checked {
             decisions.push(Decision::Checked(check));
         }
+        match verdict.suspects {
+            Some(true) => _ = clock.suspected_since.get_or_insert(now),
+            Some(false) => clock.suspected_since = None,
+            None => {}
+        }
         if let Some(n) = verdict.failed_checks {
             clock.first_failure.get_or_insert(now);
             decisions.push(Decision::FailedChecks(n));
         }
         if let Some(rollback) = verdict.rollback {
-            clock.first_failure.get_or_insert(now);
+            // The earliest sign: a failed check, the evidence's first lean, else this tick.
+            let sign = clock.suspected_since.unwrap_or(now);
+            clock.first_failure = Some(clock.first_failure.map_or(sign, |f| f.min(sign)));
             decisions.push(Decision::Rollback(rollback));
             return Outcome {
                 decisions,

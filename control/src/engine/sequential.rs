@@ -65,9 +65,11 @@ impl Judge for SequentialJudge {
         let before = obs.stable.recent.since(stable);
         let edge = evidence.second(canary, stable, &before.latency);
         let memory = Some(remember(&evidence));
+        let suspects = Some(evidence.leans_against_the_canary());
         let Some(kind) = evidence.reached(alpha) else {
             return Verdict {
                 memory,
+                suspects,
                 ..Verdict::default()
             };
         };
@@ -96,6 +98,7 @@ impl Judge for SequentialJudge {
                 ),
                 evidence: details(kind, &report, alpha, slow_edge_ms),
             }),
+            suspects,
             ..Verdict::default()
         }
     }

@@ -25,6 +25,8 @@ struct Run {
     record: RolloutRecord,
     /// Seconds whose memory was committed to the store.
     persisted: Vec<u32>,
+    /// The engine's clock after the last tick.
+    clock: Clock,
 }
 
 /// Drives the engine once a second for `seconds`, as the run loop does: every tick closes a
@@ -86,6 +88,7 @@ fn drive(
                         rollback: Some((t, rb)),
                         record,
                         persisted,
+                        clock,
                     }
                 }
                 _ => {}
@@ -96,6 +99,7 @@ fn drive(
         rollback: None,
         record,
         persisted,
+        clock,
     }
 }
 
@@ -131,6 +135,36 @@ fn a_canary_failing_ten_times_as_often_is_rolled_back_for_sequential_within_seco
     // The evidence that decided is in the record that the rollback commits.
     let kept = sequential::evidence_of(&run.record);
     assert!(kept.failures.evidence() > 200.0);
+}
+
+#[test]
+fn a_sequential_rollbacks_detection_time_starts_when_the_evidence_first_leaned_against_the_canary()
+{
+    // Evidence 16.4 after the first bad second: the judge leaned from then, decided at the second.
+    let run = drive(&sequential(), fresh(), 60, ten_times_worse);
+    assert_eq!(run.rollback.as_ref().map(|(t, _)| *t), Some(2));
+    assert_eq!(run.clock.first_failure, Some(T0 + 1_000));
+
+    // Healthy for 20 s (the evidence sinks below 1), then ten times worse: the lean — and the
+    // detection time — starts with the bad seconds, not with an early blip.
+    let run = drive(&sequential(), fresh(), 80, |t| {
+        if t <= 20 {
+            (test_window(50, 0, 5), test_window(450, 2, 5))
+        } else {
+            ten_times_worse(t)
+        }
+    });
+    let (t, _) = run.rollback.expect("rolled back");
+    let since = run.clock.first_failure.expect("a detection start");
+    assert!(
+        since > T0 + 20_000,
+        "leaned from {since} (bad from {})",
+        T0 + 21_000
+    );
+    assert!(
+        since < T0 + u64::from(t) * 1000,
+        "detected at {t}, leaned from {since}"
+    );
 }
 
 #[test]

@@ -180,6 +180,7 @@ impl Judge for ThresholdJudge {
             checked: Some(result),
             rollback,
             memory: None,
+            suspects: None,
         }
     }
 }
