@@ -342,10 +342,15 @@ pub struct Proxy {
     env: Vec<(String, String)>,
     dir: tempfile::TempDir,
     pub config_path: PathBuf,
-    /// The first listener's address (where to send traffic).
+    /// The first listener's address as bound (where to send traffic). A config that says
+    /// port 0 gets its port from the OS; the harness reads it back from the binary.
     pub listen: SocketAddr,
-    /// The admin listener's address.
+    /// The admin listener's address as bound.
     pub admin: SocketAddr,
+    /// Every listener's `(name, bound address)`, in config order.
+    pub listeners: Vec<(String, SocketAddr)>,
+    /// What the config file says (port 0 where the OS chooses).
+    configured: Configured,
     log_path: PathBuf,
 }
 
@@ -356,17 +361,16 @@ impl Proxy {
         Proxy::start_with_args(yaml, &[]).await
     }
 
-    /// The usual test proxy: a `public` listener and the admin API on free ports, and
-    /// `services` (the YAML under `services:`, indented as you like).
+    /// The usual test proxy: a `public` listener and the admin API on ports the OS chooses,
+    /// and `services` (the YAML under `services:`, indented as you like).
     pub async fn start_services(services: &str) -> Proxy {
-        let (listen, admin) = (free_port(), free_port());
         let services: String = dedent(services)
             .lines()
             .map(|l| format!("  {l}\n"))
             .collect();
         Proxy::start(&format!(
-            "listeners: [{{ name: public, address: \"127.0.0.1:{listen}\" }}]\n\
-             admin: {{ address: \"127.0.0.1:{admin}\" }}\n\
+            "listeners: [{{ name: public, address: \"127.0.0.1:0\" }}]\n\
+             admin: {{ address: \"127.0.0.1:0\" }}\n\
              services:\n{services}"
         ))
         .await
@@ -395,7 +399,7 @@ impl Proxy {
         configmap: bool,
     ) -> Proxy {
         let yaml = dedent(yaml);
-        let (listen, admin) = addresses_in(&yaml);
+        let configured = addresses_in(&yaml);
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = if configmap {
             let volume = dir.path().join("config");
@@ -414,18 +418,79 @@ impl Proxy {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let child = spawn_serve(dir.path(), &config_path, &log_path, &extra_args, &env);
+        let unknown = SocketAddr::from(([127, 0, 0, 1], 0));
         let mut proxy = Proxy {
             child,
             extra_args,
             env,
             dir,
             config_path,
-            listen,
-            admin,
+            listen: unknown,
+            admin: unknown,
+            listeners: Vec::new(),
+            configured,
             log_path,
         };
-        proxy.wait_ready().await;
+        proxy.learn_addresses(0).await;
         proxy
+    }
+
+    /// Finds where the process listens, waiting for `/ready` on the way: the admin address
+    /// from its startup line (`admin API listening address=…`) in the output written after
+    /// `log_from`, the listeners from `GET /api/v1/status`. A fixed port in the config is
+    /// taken as it is (so an older binary without those reports still runs, see
+    /// [`switchyard_bin`]).
+    async fn learn_addresses(&mut self, log_from: usize) {
+        self.admin = match self.configured.admin {
+            Some(a) if a.port() != 0 => a,
+            _ => self.wait_for_admin_line(log_from).await,
+        };
+        self.wait_ready().await;
+        let status = self.status_json().await;
+        self.listeners = match status["listeners"].as_array() {
+            Some(bound) => bound
+                .iter()
+                .map(|l| {
+                    let name = l["name"].as_str().expect("listener name").to_string();
+                    let address = l["address"].as_str().expect("listener address");
+                    (name, address.parse().expect("listener address"))
+                })
+                .collect(),
+            None => self.configured.listeners.clone(),
+        };
+        self.listen = self
+            .listeners
+            .first()
+            .map(|(_, a)| *a)
+            .unwrap_or_else(|| panic!("no listener address: {status}"));
+    }
+
+    async fn wait_for_admin_line(&mut self, log_from: usize) -> SocketAddr {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let log = self.stderr();
+            if let Some(addr) = admin_address_in_log(log.get(log_from..).unwrap_or("")) {
+                return addr;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "switchyard exited with {status} before binding the admin API\n--- stderr ---\n{log}"
+                );
+            }
+            if Instant::now() >= deadline {
+                panic!("switchyard logged no admin address within {READY_TIMEOUT:?}\n--- stderr ---\n{log}");
+            }
+            sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The bound address of the listener called `name`.
+    pub fn listener(&self, name: &str) -> SocketAddr {
+        self.listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
+            .unwrap_or_else(|| panic!("no listener {name:?} in {:?}", self.listeners))
     }
 
     /// `kill -9`: no chance to clean up, like a crash.
@@ -435,9 +500,15 @@ impl Proxy {
     }
 
     /// Starts the binary again on the same config and directory (after [`Proxy::kill9`]).
+    /// Ports the config leaves to the OS change: [`Proxy::listen`], [`Proxy::admin`] and
+    /// [`Proxy::listeners`] are updated, so read them after this, not before.
     pub async fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let log_from = self.stderr().len();
+        if let Ok(yaml) = std::fs::read_to_string(&self.config_path) {
+            self.configured = addresses_in(&yaml);
+        }
         self.child = spawn_serve(
             self.dir.path(),
             &self.config_path,
@@ -445,7 +516,7 @@ impl Proxy {
             &self.extra_args,
             &self.env,
         );
-        self.wait_ready().await;
+        self.learn_addresses(log_from).await;
     }
 
     /// The temp directory holding the config (tests put `state_dir` and files here).
@@ -702,9 +773,13 @@ fn spawn_serve(
         .stderr(log);
     // Plain log lines: the output is printed into test failures.
     cmd.env("NO_COLOR", "1");
-    if std::env::var_os("RUST_LOG").is_none() {
-        cmd.env("RUST_LOG", "info");
-    }
+    // The harness reads the admin address from the startup line: keep it under any filter.
+    match std::env::var("RUST_LOG") {
+        Ok(filter) if !filter.is_empty() => {
+            cmd.env("RUST_LOG", format!("{filter},switchyard_control::app=info"))
+        }
+        _ => cmd.env("RUST_LOG", "info"),
+    };
     // A token from the developer's shell must not leak into tests that configure none.
     cmd.env_remove("SWITCHYARD_ADMIN_TOKEN");
     cmd.envs(env.iter().map(|(k, v)| (k, v)));
@@ -859,12 +934,19 @@ pub fn dedent(text: &str) -> String {
     out.trim_start_matches('\n').to_string()
 }
 
-/// Finds the first listener address and the admin address in a config, whether written in
-/// block or flow style (`admin: { address: 127.0.0.1:9901 }`).
-fn addresses_in(yaml: &str) -> (SocketAddr, SocketAddr) {
+/// The listener and admin addresses a config file names (port 0 where the OS chooses).
+#[derive(Debug, Clone, Default)]
+struct Configured {
+    listeners: Vec<(String, SocketAddr)>,
+    admin: Option<SocketAddr>,
+}
+
+/// Finds the listener addresses and the admin address in a config, whether written in
+/// block or flow style (`admin: { address: 127.0.0.1:9901 }`). Listener names are not
+/// read (the binary reports them): these are only the fallback for an older binary.
+fn addresses_in(yaml: &str) -> Configured {
     let mut section = "";
-    let mut listen = None;
-    let mut admin = None;
+    let mut found = Configured::default();
     for line in yaml.lines() {
         if !line.starts_with([' ', '\t', '#']) && line.contains(':') {
             section = line.split(':').next().unwrap_or("").trim();
@@ -872,26 +954,35 @@ fn addresses_in(yaml: &str) -> (SocketAddr, SocketAddr) {
         let Some(at) = line.find("address:") else {
             continue;
         };
-        let value: String = line[at + "address:".len()..]
-            .trim_start()
-            .chars()
-            .filter(|c| *c != '"' && *c != '\'')
-            .take_while(|c| !c.is_whitespace() && *c != ',' && *c != '}')
-            .collect();
-        let addr: SocketAddr = match value.parse() {
-            Ok(a) => a,
-            Err(_) => continue,
+        let Ok(addr) = address_value(&line[at + "address:".len()..]).parse() else {
+            continue;
         };
         match section {
-            "listeners" if listen.is_none() => listen = Some(addr),
-            "admin" if admin.is_none() => admin = Some(addr),
+            "listeners" => found.listeners.push((String::new(), addr)),
+            "admin" if found.admin.is_none() => found.admin = Some(addr),
             _ => {}
         }
     }
-    (
-        listen.expect("config has no listener address"),
-        admin.expect("config has no admin address"),
-    )
+    found
+}
+
+/// The address at the start of `text`, without quotes, up to a space, `,` or `}`.
+fn address_value(text: &str) -> String {
+    text.trim_start()
+        .chars()
+        .filter(|c| *c != '"' && *c != '\'')
+        .take_while(|c| !c.is_whitespace() && *c != ',' && *c != '}')
+        .collect()
+}
+
+/// The address in the binary's `admin API listening` startup line, text or JSON format.
+fn admin_address_in_log(log: &str) -> Option<SocketAddr> {
+    let line = log.lines().find(|l| l.contains("admin API listening"))?;
+    let at = line
+        .find("address=")
+        .map(|i| i + "address=".len())
+        .or_else(|| line.find("\"address\":").map(|i| i + "\"address\":".len()))?;
+    address_value(&line[at..]).parse().ok()
 }
 
 // ---------------------------------------------------------------------------------------------
