@@ -21,6 +21,7 @@ pub mod etcd;
 mod admin;
 mod backends;
 mod client;
+mod config;
 mod files;
 mod load;
 mod metrics;
@@ -31,6 +32,7 @@ mod tls;
 
 pub use backends::*;
 pub use client::*;
+pub use config::*;
 pub use files::*;
 pub use load::*;
 pub use metrics::*;

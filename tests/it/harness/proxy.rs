@@ -71,7 +71,7 @@ impl Proxy {
         Proxy::spawn(yaml, &[], &[], true).await
     }
 
-    async fn spawn(
+    pub(super) async fn spawn(
         yaml: &str,
         extra_args: &[&str],
         env: &[(&str, &str)],
