@@ -182,12 +182,25 @@ impl Service {
         }
     }
 
-    /// The usual two-version service: `blue` (release v1, weight 100) on `blue` and `green`
-    /// (release v2, weight 0) on `green`.
-    pub fn blue_green(name: &str, blue: SocketAddr, green: SocketAddr) -> Service {
+    /// One version, `blue` (release v1, weight 100), on `backend`.
+    pub fn blue(name: &str, backend: SocketAddr) -> Service {
+        Service::new(name).version("blue", "v1", &[backend], 100)
+    }
+
+    /// `blue` (release v1) on `blue` and `green` (release v2) on `green`, with `weights`.
+    pub fn two(
+        name: &str,
+        (blue, green): (SocketAddr, SocketAddr),
+        (wb, wg): (u32, u32),
+    ) -> Service {
         Service::new(name)
-            .version("blue", "v1", &[blue], 100)
-            .version("green", "v2", &[green], 0)
+            .version("blue", "v1", &[blue], wb)
+            .version("green", "v2", &[green], wg)
+    }
+
+    /// The usual canary service: [`Service::two`] with all traffic on `blue`.
+    pub fn blue_green(name: &str, blue: SocketAddr, green: SocketAddr) -> Service {
+        Service::two(name, (blue, green), (100, 0))
     }
 
     /// A version with `release`, backends and weight.
