@@ -11,12 +11,12 @@ const TOKEN: &str = "s3cret-token-for-tests";
 
 /// `api` (blue 100 / green 0, no rollout) and `web` (with a rollout whose steps last an hour,
 /// so it stays at step 1 unless driven through the API).
-fn config(listen: u16, admin: u16, backend: &Backend, admin_extra: &str) -> String {
+fn config(backend: &Backend, admin_extra: &str) -> String {
     format!(
         r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
+        listeners: [{{ name: public, address: "127.0.0.1:0" }}]
         admin:
-          address: "127.0.0.1:{admin}"
+          address: "127.0.0.1:0"
           {admin_extra}
         state_dir: state
         services:
@@ -41,8 +41,7 @@ fn config(listen: u16, admin: u16, backend: &Backend, admin_extra: &str) -> Stri
 
 async fn start(admin_extra: &str) -> (Backend, Proxy) {
     let backend = Backend::start("blue-1").await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&config(listen, admin, &backend, admin_extra)).await;
+    let proxy = Proxy::start(&config(&backend, admin_extra)).await;
     (backend, proxy)
 }
 
@@ -758,9 +757,8 @@ async fn token_from_token_file_guards_every_mutation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_from_the_environment_guards_every_mutation() {
     let backend = Backend::start("blue-1").await;
-    let (listen, admin) = (free_port(), free_port());
     let proxy = Proxy::start_with_env(
-        &config(listen, admin, &backend, ""),
+        &config(&backend, ""),
         &[],
         &[("SWITCHYARD_ADMIN_TOKEN", TOKEN)],
     )

@@ -6,12 +6,12 @@ use crate::harness::*;
 
 const TOKEN: &str = "ctl-test-token";
 
-fn config(listen: u16, admin: u16, blue: &Backend, green: &Backend, extra: &str) -> String {
+fn config(blue: &Backend, green: &Backend, extra: &str) -> String {
     format!(
         r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
+        listeners: [{{ name: public, address: "127.0.0.1:0" }}]
         admin:
-          address: "127.0.0.1:{admin}"
+          address: "127.0.0.1:0"
           {extra}
         state_dir: state
         services:
@@ -25,11 +25,11 @@ fn config(listen: u16, admin: u16, blue: &Backend, green: &Backend, extra: &str)
 }
 
 /// `api` with a canary rollout of green whose steps last an hour: it moves only when driven.
-fn canary_config(listen: u16, admin: u16, blue: &Backend, green: &Backend) -> String {
+fn canary_config(blue: &Backend, green: &Backend) -> String {
     format!(
         r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
-        admin: {{ address: "127.0.0.1:{admin}" }}
+        listeners: [{{ name: public, address: "127.0.0.1:0" }}]
+        admin: {{ address: "127.0.0.1:0" }}
         state_dir: state
         services:
           api:
@@ -78,8 +78,7 @@ fn row<'a>(table: &'a str, first: &str) -> Vec<&'a str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_print_aligned_tables_and_json() {
     let (blue, green) = backends().await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&canary_config(listen, admin, &blue, &green)).await;
+    let proxy = Proxy::start(&canary_config(&blue, &green)).await;
 
     let status = proxy.ctl(&["status"]).await;
     let out = status.ok();
@@ -169,13 +168,10 @@ async fn reads_print_aligned_tables_and_json() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutations_need_the_token_from_a_flag_or_the_environment() {
     let (blue, green) = backends().await;
-    let (listen, admin) = (free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, TOKEN).unwrap();
     let proxy = Proxy::start(&config(
-        listen,
-        admin,
         &blue,
         &green,
         &format!("token_file: {}", token_file.display()),
@@ -241,8 +237,7 @@ async fn mutations_need_the_token_from_a_flag_or_the_environment() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_exit_one_and_usage_errors_exit_two() {
     let (blue, green) = backends().await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&config(listen, admin, &blue, &green, "")).await;
+    let proxy = Proxy::start(&config(&blue, &green, "")).await;
 
     // Nothing listening there.
     let dead = format!("http://{}", refusing_addr());
@@ -294,8 +289,7 @@ async fn failures_exit_one_and_usage_errors_exit_two() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipeline_does_a_full_blue_green_with_ctl_only() {
     let (blue, green) = backends().await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&config(listen, admin, &blue, &green, "")).await;
+    let proxy = Proxy::start(&config(&blue, &green, "")).await;
     assert_eq!(tally(proxy.listen, 20).await.count("blue"), 20);
 
     // Cut over.
@@ -342,8 +336,7 @@ async fn a_pipeline_does_a_full_blue_green_with_ctl_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipeline_does_a_full_canary_with_ctl_only() {
     let (blue, green) = backends().await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&canary_config(listen, admin, &blue, &green)).await;
+    let proxy = Proxy::start(&canary_config(&blue, &green)).await;
 
     // The config named green v2, so a rollout is running; start over from a clean slate.
     let run = proxy.ctl(&["rollout", "abort", "api"]).await;
@@ -439,8 +432,7 @@ async fn status_watch_redraws_as_weights_move_and_ctrl_c_ends_it_cleanly() {
     use tokio::io::{AsyncBufReadExt, BufReader};
 
     let (blue, green) = backends().await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&config(listen, admin, &blue, &green, "")).await;
+    let proxy = Proxy::start(&config(&blue, &green, "")).await;
     let url = format!("http://{}", proxy.admin);
     let mut child = spawn_watch(&[
         "ctl",

@@ -18,7 +18,6 @@ const SETTLE: Duration = Duration::from_secs(20);
 /// `switchyard serve` with `services` (YAML, indented under `services:`) and, when given, the
 /// test's DNS server as the only name server, re-asking names at least once a second.
 async fn serve(dns: Option<&DnsServer>, services: &str) -> Proxy {
-    let (listen, admin) = (free_port(), free_port());
     let resolver = dns.map_or_else(String::new, |d| {
         format!(
             "resolver: {{ nameservers: [\"{}\"], min_ttl: 100ms, max_ttl: 1s }}\n",
@@ -30,8 +29,8 @@ async fn serve(dns: Option<&DnsServer>, services: &str) -> Proxy {
         .map(|l| format!("  {l}\n"))
         .collect();
     Proxy::start(&format!(
-        "listeners: [{{ name: public, address: \"127.0.0.1:{listen}\" }}]\n\
-         admin: {{ address: \"127.0.0.1:{admin}\" }}\n{resolver}services:\n{services}"
+        "listeners: [{{ name: public, address: \"127.0.0.1:0\" }}]\n\
+         admin: {{ address: \"127.0.0.1:0\" }}\n{resolver}services:\n{services}"
     ))
     .await
 }

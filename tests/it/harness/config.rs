@@ -325,3 +325,8 @@ fn indent_into(out: &mut String, yaml: &str, by: usize) {
         let _ = writeln!(out, "{:by$}{line}", "");
     }
 }
+
+/// The smallest useful proxy: service `api` with one version, `blue`, on `backend`.
+pub fn one_service(backend: SocketAddr) -> ProxyBuilder {
+    Proxy::builder().service(Service::blue("api", backend))
+}
