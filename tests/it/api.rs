@@ -218,12 +218,7 @@ async fn weights_switch_and_undo_each_add_one_revision_and_never_rewrite_history
 
     // Weights: applied, one revision with source api.
     let (status, doc) = proxy
-        .api_send(
-            "PUT",
-            "/services/api/weights",
-            Some(json!({"blue": 90, "green": 10})),
-            None,
-        )
+        .put_weights("api", json!({"blue": 90, "green": 10}))
         .await;
     assert_eq!(status, StatusCode::OK, "{doc}");
     assert_eq!(weight(&doc, "blue"), 90.0);
@@ -233,14 +228,7 @@ async fn weights_switch_and_undo_each_add_one_revision_and_never_rewrite_history
     assert_eq!(weight(&live, "green"), 10.0);
 
     // Percentages and partial updates: a version not named keeps its weight.
-    let (status, doc) = proxy
-        .api_send(
-            "PUT",
-            "/services/api/weights",
-            Some(json!({"green": "30%"})),
-            None,
-        )
-        .await;
+    let (status, doc) = proxy.put_weights("api", json!({"green": "30%"})).await;
     assert_eq!(status, StatusCode::OK, "{doc}");
     assert_eq!(doc["revision"], base + 2);
     assert_eq!(weight(&doc, "blue"), 75.0); // 90 : 30
@@ -633,12 +621,7 @@ async fn rollout_actions_follow_the_state_machine_and_conflicts_are_409() {
 
     // A running rollout owns the weights.
     let (status, doc) = proxy
-        .api_send(
-            "PUT",
-            "/services/web/weights",
-            Some(json!({"blue": 50, "green": 50})),
-            None,
-        )
+        .put_weights("web", json!({"blue": 50, "green": 50}))
         .await;
     assert_error(
         status,
@@ -947,12 +930,7 @@ async fn weights_and_switch_move_real_traffic() {
     assert_eq!(t.count("green"), 50, "{t}");
 
     let (status, _) = proxy
-        .api_send(
-            "PUT",
-            "/services/api/weights",
-            Some(json!({"blue": 50, "green": 50})),
-            None,
-        )
+        .put_weights("api", json!({"blue": 50, "green": 50}))
         .await;
     assert_eq!(status, StatusCode::OK);
     let t = tally(proxy.listen, 400).await;

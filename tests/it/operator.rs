@@ -51,12 +51,7 @@ async fn weights_edited_in_the_file_while_stopped_win_at_the_next_start() {
     let state = dir.path().join("state");
     let mut proxy = Proxy::start(&two_versions(&state, backend.addr, (100, 0), "")).await;
     let (status, doc) = proxy
-        .api_send(
-            "PUT",
-            "/services/api/weights",
-            Some(json!({"blue": 90, "green": 10})),
-            None,
-        )
+        .put_weights("api", json!({"blue": 90, "green": 10}))
         .await;
     assert_eq!(status, StatusCode::OK, "{doc}");
 
@@ -109,12 +104,7 @@ async fn switch_and_weights_never_send_traffic_to_a_rolled_back_release() {
     assert_eq!(tally(proxy.listen, 50).await.count("green"), 0);
     // Weights that keep it at 0% are fine; resume is the way back.
     let (status, doc) = proxy
-        .api_send(
-            "PUT",
-            "/services/api/weights",
-            Some(json!({"blue": 100, "green": 0})),
-            None,
-        )
+        .put_weights("api", json!({"blue": 100, "green": 0}))
         .await;
     assert_eq!(status, StatusCode::OK, "{doc}");
     let (status, doc) = proxy

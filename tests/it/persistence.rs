@@ -16,12 +16,7 @@ fn config(state: &Path, backend: &Backend) -> String {
 
 async fn set(proxy: &Proxy, blue: u32) -> Value {
     let (status, doc) = proxy
-        .api_send(
-            "PUT",
-            "/services/api/weights",
-            Some(json!({ "blue": blue, "green": 100 - blue })),
-            None,
-        )
+        .put_weights("api", json!({ "blue": blue, "green": 100 - blue }))
         .await;
     assert_eq!(status, StatusCode::OK, "{doc}");
     doc

@@ -141,12 +141,7 @@ async fn a_change_away_from_stable_that_cannot_be_persisted_is_refused_and_leave
     );
     let mut proxy = Proxy::start(&config(&state, blue.addr, green.addr, rollout(""))).await;
     let (status, doc) = proxy
-        .api_send(
-            "PUT",
-            "/services/plain/weights",
-            Some(json!({"blue": 90, "green": 10})),
-            None,
-        )
+        .put_weights("plain", json!({"blue": 90, "green": 10}))
         .await;
     assert_eq!(status, StatusCode::OK, "{doc}");
     let acknowledged = doc["revision"].as_u64().unwrap();
@@ -154,12 +149,7 @@ async fn a_change_away_from_stable_that_cannot_be_persisted_is_refused_and_leave
 
     disk.fill();
     let (status, doc) = proxy
-        .api_send(
-            "PUT",
-            "/services/plain/weights",
-            Some(json!({"blue": 10, "green": 90})),
-            None,
-        )
+        .put_weights("plain", json!({"blue": 10, "green": 90}))
         .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{doc}");
     assert!(
@@ -185,12 +175,7 @@ async fn a_change_away_from_stable_that_cannot_be_persisted_is_refused_and_leave
     assert_eq!(weight(&svc, "blue"), 90.0, "{svc}");
     assert_eq!(svc["revision"].as_u64(), Some(acknowledged));
     let (status, doc) = proxy
-        .api_send(
-            "PUT",
-            "/services/plain/weights",
-            Some(json!({"blue": 80, "green": 20})),
-            None,
-        )
+        .put_weights("plain", json!({"blue": 80, "green": 20}))
         .await;
     assert_eq!(status, StatusCode::OK, "{doc}");
     assert_eq!(doc["revision"].as_u64(), Some(acknowledged + 1));
@@ -247,12 +232,7 @@ async fn the_proxy_starts_on_a_read_only_state_dir_serves_the_config_and_refuses
     let svc = proxy.api("/services/api").await;
     assert_eq!(weight(&svc, "green"), 0.0, "{svc}");
     let (code, doc) = proxy
-        .api_send(
-            "PUT",
-            "/services/api/weights",
-            Some(json!({"blue": 100, "green": 0})),
-            None,
-        )
+        .put_weights("api", json!({"blue": 100, "green": 0}))
         .await;
     assert_eq!(code, StatusCode::OK, "{doc}");
     assert_eq!(weight(&doc, "blue"), 100.0);
@@ -325,12 +305,7 @@ async fn a_gate_that_answers_after_a_reload_removed_the_rollout_is_ignored() {
     // The gate answers now; the controller must shrug and keep working.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let (code, doc) = proxy
-        .api_send(
-            "PUT",
-            "/services/api/weights",
-            Some(json!({"blue": 70, "green": 30})),
-            None,
-        )
+        .put_weights("api", json!({"blue": 70, "green": 30}))
         .await;
     assert_eq!(code, StatusCode::OK, "{doc}");
     assert_eq!(weight(&doc, "green"), 30.0);
@@ -398,14 +373,7 @@ async fn a_panicking_controller_is_restarted_from_its_state_and_a_second_panic_e
     // Restarted from the persisted state: the rollback holds, and commands work again.
     let svc = proxy.api("/services/api").await;
     assert_eq!(svc["rollout"]["state"], "rolled_back", "{svc}");
-    let (code, doc) = proxy
-        .api_send(
-            "PUT",
-            "/services/api/weights",
-            Some(json!({"blue": 100})),
-            None,
-        )
-        .await;
+    let (code, doc) = proxy.put_weights("api", json!({"blue": 100})).await;
     assert_eq!(code, StatusCode::OK, "{doc}");
     assert_eq!(tally(proxy.listen, 50).await.count("blue"), 50);
 

@@ -20,12 +20,7 @@ async fn a_change_through_any_replica_shows_on_all_three_with_the_same_revision(
     for (i, via) in [1usize, 2, 0].into_iter().enumerate() {
         let green_w = 10 * (i as u64 + 1);
         let (status, doc) = fleet[via]
-            .api_send(
-                "PUT",
-                "/services/api/weights",
-                Some(json!({ "blue": 100 - green_w, "green": green_w })),
-                None,
-            )
+            .put_weights("api", json!({ "blue": 100 - green_w, "green": green_w }))
             .await;
         assert_eq!(status, 200, "{doc}");
         let revision = doc["revision"].as_u64().unwrap();
@@ -97,12 +92,7 @@ async fn thirty_concurrent_changes_over_three_replicas_get_contiguous_revisions(
         let replica = &fleet[i as usize % 3];
         async move {
             let (status, doc) = replica
-                .api_send(
-                    "PUT",
-                    "/services/api/weights",
-                    Some(json!({ "blue": 100 - i, "green": i + 1 })),
-                    None,
-                )
+                .put_weights("api", json!({ "blue": 100 - i, "green": i + 1 }))
                 .await;
             (i, status, doc)
         }

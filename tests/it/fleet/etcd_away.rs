@@ -27,12 +27,7 @@ async fn a_stopped_etcd_keeps_traffic_flowing_refuses_changes_and_converges_afte
     for r in &fleet {
         let asked = std::time::Instant::now();
         let (status, doc) = r
-            .api_send(
-                "PUT",
-                "/services/api/weights",
-                Some(json!({ "blue": 50, "green": 50 })),
-                None,
-            )
+            .put_weights("api", json!({ "blue": 50, "green": 50 }))
             .await;
         let took = asked.elapsed();
         assert_eq!(status, 503, "{doc}");
@@ -76,12 +71,7 @@ async fn a_stopped_etcd_keeps_traffic_flowing_refuses_changes_and_converges_afte
         assert_eq!(api_state(r).await.0, first, "{}", r.admin);
     }
     let (status, doc) = fleet[2]
-        .api_send(
-            "PUT",
-            "/services/api/weights",
-            Some(json!({ "blue": 70, "green": 30 })),
-            None,
-        )
+        .put_weights("api", json!({ "blue": 70, "green": 30 }))
         .await;
     assert_eq!(status, 200, "{doc}");
     let weights = converged(&fleet, first + 1).await;

@@ -125,6 +125,12 @@ impl Proxy {
             .unwrap_or_else(|e| panic!("admin {method} {path}: {e}"))
     }
 
+    /// `PUT /api/v1/services/{service}/weights` with `weights`, no token → (status, JSON).
+    pub async fn put_weights(&self, service: &str, weights: Value) -> (StatusCode, Value) {
+        let path = format!("/services/{service}/weights");
+        self.api_send("PUT", &path, Some(weights), None).await
+    }
+
     /// `PUT`/`POST` to `/api/v1{path}` with a JSON body and optional token → (status, JSON).
     pub async fn api_send(
         &self,
