@@ -8,8 +8,9 @@
 #                                             # the same as instructions per request (callgrind)
 #
 # Peers mode builds `target/release/switchyard` and runs ../shared/bench/peers.sh (beside
-# this repo) with benches/candidate.sh as the candidate: 90/10 split, one worker thread,
-# pinned like the peers. Pass --quick for a smoke run.
+# this repo, or SHARED) with benches/candidate.sh as the candidate: 90/10 split, one worker
+# thread, pinned like the peers. Pass --quick for a smoke run. BIN=path runs that binary
+# instead (no build), NO_BUILD=1 the last build.
 #
 # Record-cost mode builds the binary twice — normally and with `--features bench-no-record`
 # (the record phase is a no-op) — starts peers.sh's nginx backends, and alternates the two
@@ -24,16 +25,18 @@
 # numbers do.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-PEERS=$ROOT/../shared/bench/peers.sh
+SHARED=${SHARED:-$ROOT/../shared}; [ -f "$SHARED/bench/peers.sh" ] || SHARED=/work/shared
+PEERS=$SHARED/bench/peers.sh
 cd "$ROOT"
 
 if [ "${1:-}" != --record-cost ]; then
-  [ -x "$PEERS" ] || [ -f "$PEERS" ] || { echo "not found: $PEERS (shared/ must sit beside the repo)" >&2; exit 1; }
-  cargo build --release --quiet
-  # Port 47180, not peers.sh's default 18080 (often taken by someone's dev proxy); a later
-  # --port in "$@" wins.
-  exec bash "$PEERS" --name switchyard --port 47180 \
-    --candidate "exec $ROOT/benches/candidate.sh $ROOT/target/release/switchyard" "$@"
+  [ -x "$PEERS" ] || [ -f "$PEERS" ] || { echo "not found: $PEERS (set SHARED to the shared/ directory)" >&2; exit 1; }
+  # BIN: another binary (then nothing is built); NO_BUILD=1: the last build as it is.
+  if [ -z "${BIN:-}" ]; then [ -n "${NO_BUILD:-}" ] || cargo build --release --quiet; BIN=$ROOT/target/release/switchyard; fi
+  # Port 28180 (admin 28181), not peers.sh's default 18080 (often taken by someone's dev
+  # proxy) and below the ephemeral range; a later --port in "$@" wins.
+  exec bash "$PEERS" --name switchyard --port 28180 \
+    --candidate "exec $ROOT/benches/candidate.sh $BIN 28181" "$@"
 fi
 shift
 ROUNDS=6; DUR=10; WARM=2; CONNS=64; INSTR=0
@@ -73,13 +76,13 @@ up() { for _ in $(seq 100); do curl -s -o /dev/null --max-time 1 "http://$1/" &&
 for p in "${LISTEN#*:}" 19001 19002 19011 47181; do
   ss -Hltn "sport = :$p" | grep -q . && { echo "port $p is in use (not ours); free it or set PORT" >&2; exit 1; }
 done
-sed -e "s|@DIR@|$OUT|g" "$ROOT/../shared/bench/templates/backends.nginx.conf" >"$OUT/backends.conf"
+sed -e "s|@DIR@|$OUT|g" "$SHARED/bench/templates/backends.nginx.conf" >"$OUT/backends.conf"
 setsid taskset -c "$LOAD_CPU" nginx -p "$OUT" -c "$OUT/backends.conf" -e "$OUT/backends.err" \
   >"$OUT/backends.log" 2>&1 </dev/null & PIDS+=($!)
-up "$BLUE" && up "$GREEN" || { echo "backends did not start: $OUT/backends.err" >&2; exit 1; }
+if ! up "$BLUE" || ! up "$GREEN"; then echo "backends did not start: $OUT/backends.err" >&2; exit 1; fi
 
 if [ "$INSTR" = 1 ]; then
-  command -v valgrind >/dev/null && command -v h2load >/dev/null ||
+  { command -v valgrind >/dev/null && command -v h2load >/dev/null; } ||
     { echo "needs valgrind and h2load (apt-get install valgrind nghttp2-client)" >&2; exit 1; }
   echo "# instructions per request under callgrind (all threads), GET / over one keep-alive connection (sequential: the least scheduling noise)"
   printf 'variant\trequests\tinstructions\n' | tee "$OUT/instructions.tsv"
@@ -87,7 +90,7 @@ if [ "$INSTR" = 1 ]; then
     for n in 2000 12000; do
       WRAP="valgrind --tool=callgrind --callgrind-out-file=$OUT/callgrind-$v-$n.out" \
         setsid "$ROOT/benches/candidate.sh" "$ROOT/target/release/switchyard-$v" \
-        >"$OUT/$v-$n.log" 2>&1 </dev/null & pid=$!; PIDS+=($pid)
+        >"$OUT/$v-$n.log" 2>&1 </dev/null & pid=$!; PIDS+=("$pid")
       up "$LISTEN" || { echo "switchyard-$v did not start: $OUT/$v-$n.log" >&2; exit 1; }
       h2load --h1 -n"$n" -c1 -t1 "http://$LISTEN/" >"$OUT/h2load-$v-$n.txt" 2>&1
       grep -q "succeeded, 0 failed" "$OUT/h2load-$v-$n.txt" ||
@@ -115,7 +118,7 @@ for r in $(seq "$ROUNDS"); do
   if [ $((r % 2)) = 1 ]; then order="record no-record"; else order="no-record record"; fi
   for v in $order; do
     setsid taskset -c "$PROXY_CPU" "$ROOT/benches/candidate.sh" "$ROOT/target/release/switchyard-$v" \
-      >"$OUT/$v-r$r.log" 2>&1 </dev/null & pid=$!; PIDS+=($pid)
+      >"$OUT/$v-r$r.log" 2>&1 </dev/null & pid=$!; PIDS+=("$pid")
     up "$LISTEN" || { echo "switchyard-$v did not start: $OUT/$v-r$r.log" >&2; exit 1; }
     taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${WARM}s" "http://$LISTEN/" >/dev/null
     t0=$(ticks "$pid"); s0=$(date +%s.%N)
