@@ -2,8 +2,10 @@
 //! error shape, auth, bad input that changes nothing, and concurrent writers.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use crate::harness::*;
+use crate::rollout::driven_only;
 use http::StatusCode;
 use serde_json::{json, Value};
 
@@ -11,37 +13,24 @@ const TOKEN: &str = "s3cret-token-for-tests";
 
 /// `api` (blue 100 / green 0, no rollout) and `web` (with a rollout whose steps last an hour,
 /// so it stays at step 1 unless driven through the API).
-fn config(backend: &Backend, admin_extra: &str) -> String {
-    format!(
-        r#"
-        listeners: [{{ name: public, address: "127.0.0.1:0" }}]
-        admin:
-          address: "127.0.0.1:0"
-          {admin_extra}
-        state_dir: state
-        services:
-          api:
-            versions:
-              blue:  {{ release: v1, backends: ["{addr}"], weight: 100 }}
-              green: {{ release: v2, backends: ["{addr}"], weight: 0 }}
-          web:
-            match: {{ hosts: ["web.test"] }}
-            versions:
-              blue:  {{ release: v1, backends: ["{addr}"], weight: 100 }}
-              green: {{ release: v2, backends: ["{addr}"], weight: 0 }}
-            rollout:
-              stable: blue
-              canary: green
-              steps: [{{ traffic: 10%, duration: 1h }}, {{ traffic: 50%, duration: 1h }}, {{ traffic: 100% }}]
-              analysis: {{ interval: 1h, threshold: 5, min_requests: 1000000, metrics: [{{ name: error-rate, threshold: 1 }}] }}
-        "#,
-        addr = backend.addr,
-    )
+fn config(backend: &Backend, token_file: Option<&Path>) -> ProxyBuilder {
+    let addr = backend.addr;
+    let web = Service::blue_green("web", addr, addr)
+        .hosts(&["web.test"])
+        .rollout(driven_only());
+    let proxy = Proxy::builder()
+        .state_dir("state")
+        .service(Service::blue_green("api", addr, addr))
+        .service(web);
+    match token_file {
+        Some(path) => proxy.admin_token_file(path),
+        None => proxy,
+    }
 }
 
-async fn start(admin_extra: &str) -> (Backend, Proxy) {
+async fn start(token_file: Option<&Path>) -> (Backend, Proxy) {
     let backend = Backend::start("blue-1").await;
-    let proxy = Proxy::start(&config(&backend, admin_extra)).await;
+    let proxy = config(&backend, token_file).start().await;
     (backend, proxy)
 }
 
@@ -93,7 +82,7 @@ fn assert_error(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_read_endpoint_answers_its_documented_shape() {
-    let (_backend, proxy) = start("").await;
+    let (_backend, proxy) = start(None).await;
 
     let list = proxy.api("/services").await;
     let names: Vec<&str> = list["services"]
@@ -212,7 +201,7 @@ async fn every_read_endpoint_answers_its_documented_shape() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weights_switch_and_undo_each_add_one_revision_and_never_rewrite_history() {
-    let (_backend, proxy) = start("").await;
+    let (_backend, proxy) = start(None).await;
     let before = revisions(&proxy.api("/services/api/history").await);
     let base = before.last().unwrap()["id"].as_u64().unwrap();
 
@@ -308,7 +297,7 @@ async fn weights_switch_and_undo_each_add_one_revision_and_never_rewrite_history
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_with_the_reason_and_changes_nothing() {
-    let (_backend, proxy) = start("").await;
+    let (_backend, proxy) = start(None).await;
     let (before, history) = snapshot(&proxy, "api").await;
 
     // (method, path, raw body, status, field)
@@ -611,7 +600,7 @@ async fn bad_input_is_refused_with_the_reason_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollout_actions_follow_the_state_machine_and_conflicts_are_409() {
-    let (_backend, proxy) = start("").await;
+    let (_backend, proxy) = start(None).await;
     let send = |path: &'static str, body: Option<Value>| {
         let proxy = &proxy;
         async move { proxy.api_send("POST", path, body, None).await }
@@ -733,7 +722,7 @@ async fn token_from_token_file_guards_every_mutation() {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
-    let (_backend, proxy) = start(&format!("token_file: {}", token_file.display())).await;
+    let (_backend, proxy) = start(Some(&token_file)).await;
     check_token_guards(&proxy).await;
 }
 
@@ -741,7 +730,7 @@ async fn token_from_token_file_guards_every_mutation() {
 async fn token_from_the_environment_guards_every_mutation() {
     let backend = Backend::start("blue-1").await;
     let proxy = Proxy::start_with_env(
-        &config(&backend, ""),
+        &config(&backend, None).yaml(),
         &[],
         &[("SWITCHYARD_ADMIN_TOKEN", TOKEN)],
     )
@@ -831,7 +820,7 @@ async fn check_token_guards(proxy: &Proxy) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hundred_concurrent_weight_updates_leave_a_hundred_revisions_and_the_last_one_live() {
-    let (_backend, mut proxy) = start("").await;
+    let (_backend, mut proxy) = start(None).await;
     let base = proxy.api("/services/api").await["revision"]
         .as_u64()
         .unwrap();

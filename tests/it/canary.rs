@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::harness::*;
-use crate::rollout::{api, rollout_proxy, start_canary, wait_for_state, with_canary};
+use crate::rollout::{api, rollout_proxy, start_canary, under_load_until, with_canary};
 use http::{Method, Request, StatusCode};
 use serde_json::Value;
 
@@ -131,9 +131,7 @@ async fn a_bad_canary_is_still_rolled_back_and_no_client_saw_an_error() {
     let analysis = "{ interval: 1s, threshold: 2, min_requests: 5, metrics: [{ name: error-rate, threshold: 1 }] }";
     let rollout = Rollout::new(HALF, analysis).line(SAFETY_NET);
     let (_blue, _green, proxy) = with_canary((0, 300), rollout).await;
-    let load = Load::start(proxy.listen, 4);
-    let svc = wait_for_state(&proxy, "rolled_back", Duration::from_secs(30)).await;
-    let report = load.finish().await;
+    let (svc, report) = under_load_until(&proxy, 4, "rolled_back", Duration::from_secs(30)).await;
     assert!(report.failures.is_empty(), "{:?}", report.failures);
     assert!(report.tally.count("green") > 0, "{}", report.tally);
     let reason = svc["rollout"]["reason"].as_str().unwrap_or_default();
@@ -335,9 +333,7 @@ async fn a_canary_that_resets_every_connection_is_rolled_back_in_the_mirror_step
         ),
     )
     .await;
-    let load = Load::start(proxy.listen, 4);
-    let svc = wait_for_state(&proxy, "rolled_back", Duration::from_secs(30)).await;
-    let report = load.finish().await;
+    let (svc, report) = under_load_until(&proxy, 4, "rolled_back", Duration::from_secs(30)).await;
     assert!(report.failures.is_empty(), "{:?}", report.failures);
     assert_eq!(report.tally.count("green"), 0, "{}", report.tally);
     assert_eq!(svc["rollout"]["step"], 1, "rolled back in the mirror step");

@@ -22,6 +22,15 @@ pub(crate) fn api(blue: SocketAddr, green: SocketAddr, release: &str) -> Service
         .version("green", release, &[green], 0)
 }
 
+/// A rollout of green whose steps last an hour and whose analysis never has enough requests
+/// to judge: it moves only when driven (through the API or `ctl`).
+pub(crate) fn driven_only() -> Rollout {
+    Rollout::new(
+        "[{ traffic: 10%, duration: 1h }, { traffic: 50%, duration: 1h }, { traffic: 100% }]",
+        "{ interval: 1h, threshold: 5, min_requests: 1000000, metrics: [{ name: error-rate, threshold: 1 }] }",
+    )
+}
+
 /// A proxy serving `service`, its state in `state/` next to the config.
 pub(crate) fn rollout_proxy(service: Service) -> ProxyBuilder {
     Proxy::builder().state_dir("state").service(service)
@@ -71,6 +80,26 @@ pub(crate) async fn wait_for_state(proxy: &Proxy, state: &str, within: Duration)
     .await
 }
 
+/// Load on `clients` connections until the rollout reaches `state` (at most `within`): the
+/// service document then, and what the load saw.
+pub(crate) async fn under_load_until(
+    proxy: &Proxy,
+    clients: usize,
+    state: &str,
+    within: Duration,
+) -> (Value, LoadReport) {
+    let load = Load::start(proxy.listen, clients);
+    let svc = wait_for_state(proxy, state, within).await;
+    (svc, load.finish().await)
+}
+
+/// Asserts that `/metrics` counts `n` rollbacks of `api` for `reason`.
+pub(crate) async fn assert_rollbacks(proxy: &Proxy, reason: &str, n: u64) {
+    let metrics = metrics_text(proxy).await;
+    let line = format!(r#"switchyard_rollbacks_total{{service="api",reason="{reason}"}} {n}"#);
+    assert!(metrics.contains(&line), "no {line:?} in\n{metrics}");
+}
+
 pub(crate) async fn metrics_text(proxy: &Proxy) -> String {
     proxy.admin_get("/metrics").await.text()
 }
@@ -84,9 +113,7 @@ async fn a_canary_failing_a_quarter_of_requests_is_rolled_back_on_error_rate() {
     let (_blue, green, proxy) = with_canary((0, 250), rollout).await;
     assert_eq!(service(&proxy).await["rollout"]["state"], "progressing");
 
-    let load = Load::start(proxy.listen, 8);
-    let svc = wait_for_state(&proxy, "rolled_back", Duration::from_secs(20)).await;
-    load.finish().await;
+    let (svc, _) = under_load_until(&proxy, 8, "rolled_back", Duration::from_secs(20)).await;
 
     assert_eq!(weight_of(&svc, "green"), 0.0);
     assert_eq!(weight_of(&svc, "blue"), 100.0);
@@ -107,11 +134,7 @@ async fn a_canary_failing_a_quarter_of_requests_is_rolled_back_on_error_rate() {
     assert_eq!(last["source"], "analysis", "{history}");
     assert_eq!(last["weights"]["green"], 0);
 
-    let metrics = metrics_text(&proxy).await;
-    assert!(
-        metrics.contains(r#"switchyard_rollbacks_total{service="api",reason="error-rate"} 1"#),
-        "{metrics}"
-    );
+    assert_rollbacks(&proxy, "error-rate", 1).await;
     // After the rollback, nothing reaches the canary.
     let before = green.hits();
     let after = tally(proxy.listen, 200).await;
@@ -128,16 +151,10 @@ async fn a_slow_canary_is_rolled_back_on_latency_p99() {
         "{ interval: 1s, threshold: 2, min_requests: 5, metrics: [{ name: latency-p99, threshold: 300 }] }",
     );
     let proxy = start_canary(blue.addr, green.addr, rollout).await;
-    let load = Load::start(proxy.listen, 16);
-    let svc = wait_for_state(&proxy, "rolled_back", Duration::from_secs(20)).await;
-    load.finish().await;
+    let (svc, _) = under_load_until(&proxy, 16, "rolled_back", Duration::from_secs(20)).await;
     let reason = svc["rollout"]["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("latency-p99"), "reason: {reason}");
-    let metrics = metrics_text(&proxy).await;
-    assert!(
-        metrics.contains(r#"switchyard_rollbacks_total{service="api",reason="latency-p99"} 1"#),
-        "{metrics}"
-    );
+    assert_rollbacks(&proxy, "latency-p99", 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -147,9 +164,7 @@ async fn a_healthy_canary_is_promoted_through_its_steps() {
         "{ interval: 500ms, threshold: 2, min_requests: 100, metrics: [{ name: error-rate, threshold: 1 }] }",
     );
     let (_blue, green, proxy) = with_canary((0, 3), rollout).await;
-    let load = Load::start(proxy.listen, 8);
-    let svc = wait_for_state(&proxy, "promoted", Duration::from_secs(20)).await;
-    load.finish().await;
+    let (svc, _) = under_load_until(&proxy, 8, "promoted", Duration::from_secs(20)).await;
     assert_eq!(weight_of(&svc, "green"), 100.0);
     assert_eq!(weight_of(&svc, "blue"), 0.0);
 
@@ -219,11 +234,7 @@ async fn a_canary_failing_everything_is_out_in_seconds_by_fast_fail() {
         report.failures.len()
     );
     assert!(detected < Duration::from_secs(10));
-    let metrics = metrics_text(&proxy).await;
-    assert!(
-        metrics.contains(r#"switchyard_rollbacks_total{service="api",reason="fast-fail"} 1"#),
-        "{metrics}"
-    );
+    assert_rollbacks(&proxy, "fast-fail", 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -295,9 +306,7 @@ async fn a_rolled_back_release_stays_out_across_kill_9_and_reload_until_a_new_re
         rollout_proxy(service)
     };
     let mut proxy = config("v2").start().await;
-    let load = Load::start(proxy.listen, 8);
-    wait_for_state(&proxy, "rolled_back", Duration::from_secs(15)).await;
-    load.finish().await;
+    under_load_until(&proxy, 8, "rolled_back", Duration::from_secs(15)).await;
     // Traffic moves first, the state file follows (SPEC §16): the status says when it has.
     eventually(
         Duration::from_secs(10),
@@ -441,9 +450,7 @@ async fn the_event_webhook_is_told_of_a_rollback_with_its_evidence() {
         hook.addr
     ));
     let proxy = start_canary(blue.addr, green.addr, rollout).await;
-    let load = Load::start(proxy.listen, 8);
-    wait_for_state(&proxy, "rolled_back", Duration::from_secs(15)).await;
-    load.finish().await;
+    under_load_until(&proxy, 8, "rolled_back", Duration::from_secs(15)).await;
     let event = eventually(
         Duration::from_secs(10),
         "the rolled_back webhook",

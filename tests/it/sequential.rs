@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::harness::*;
-use crate::rollout::{metrics_text, service, wait_for_state, weight_of, with_canary};
+use crate::rollout::{
+    assert_rollbacks, metrics_text, service, under_load_until, wait_for_state, weight_of,
+    with_canary,
+};
 
 /// A canary under a sequential judge with this `metrics:` list; interval 10 s and 5
 /// failed checks, so the threshold checks need at least 50 s to roll anything back.
@@ -91,11 +94,7 @@ async fn a_canary_failing_ten_times_as_often_as_the_stable_is_rolled_back_by_evi
         "{rolled}"
     );
 
-    let metrics = metrics_text(&proxy).await;
-    assert!(
-        metrics.contains(r#"switchyard_rollbacks_total{service="api",reason="sequential"} 1"#),
-        "{metrics}"
-    );
+    assert_rollbacks(&proxy, "sequential", 1).await;
     let gauge = proxy
         .metric_sum(
             "switchyard_analysis_evidence",
@@ -142,11 +141,7 @@ async fn a_shared_outage_is_not_blamed_on_the_canary_and_the_evidence_survives_a
     let svc_after = service(&proxy).await;
     assert_eq!(svc_after["rollout"]["state"], "progressing", "{svc_after}");
     assert_eq!(weight_of(&svc_after, "green"), 10.0);
-    let metrics = metrics_text(&proxy).await;
-    assert!(
-        metrics.contains(r#"switchyard_rollbacks_total{service="api",reason="sequential"} 0"#),
-        "{metrics}"
-    );
+    assert_rollbacks(&proxy, "sequential", 0).await;
     let (failures, _, limit) = evidence(&svc_after);
     assert!(failures < 0.5 && limit == 200.0, "{svc}");
 
@@ -170,9 +165,7 @@ async fn a_canary_as_healthy_as_the_stable_is_promoted() {
         "[{ traffic: 10%, duration: 4s }, { traffic: 50%, duration: 4s }, { traffic: 100% }]",
     );
     let (_blue, _green, proxy) = with_canary((5, 5), rollout).await;
-    let load = Load::start(proxy.listen, 8);
-    let svc = wait_for_state(&proxy, "promoted", Duration::from_secs(40)).await;
-    load.finish().await;
+    let (svc, _) = under_load_until(&proxy, 8, "promoted", Duration::from_secs(40)).await;
     assert_eq!(weight_of(&svc, "green"), 100.0);
     let (failures, slow, limit) = evidence(&svc);
     assert!(failures < limit && slow < limit, "{}", svc["rollout"]);
