@@ -15,19 +15,8 @@ impl Proxy {
         body: Option<Value>,
         token: Option<&str>,
     ) -> Reply {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("content-type", "application/json");
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        let body = body.map(|b| full(b.to_string())).unwrap_or_else(empty);
-        let req = req.body(body).expect("request");
-        Client::http1(self.admin)
-            .send(req)
-            .await
-            .unwrap_or_else(|e| panic!("admin {method} {path}: {e}"))
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        self.admin_send_raw(method, path, body, token).await
     }
 
     /// `GET /api/v1{path}` → JSON, asserting 200.
