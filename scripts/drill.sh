@@ -22,9 +22,21 @@ fi
 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-# One demo run to its rollback; prints its last line (the API's numbers).
+# The rollout's impact as the demo's admin API reports it: "2.81% of users (runbook: < 1%)".
+impact_pct() {
+  python3 - "$1" <<'PY'
+import json, sys, urllib.request
+url = f"http://127.0.0.1:{sys.argv[1]}/api/v1/services/shop"
+impact = json.load(urllib.request.urlopen(url, timeout=5))["rollout"]["impact"]
+pct = impact["users_failed_pct"]
+print(f"{pct:.2f}% of users ({'within' if pct < 1 else 'over'} the runbook's < 1%)")
+PY
+}
+
+# One demo run to its rollback: its last line (the API's numbers) and the API's share of users
+# who saw an error, read while the demo still serves.
 users_run() {
-  local out port admin pid
+  local out port admin pid pct=""
   out=$(mktemp)
   port=$(free_port)
   admin=$(free_port)
@@ -32,12 +44,20 @@ users_run() {
   pid=$!
   for _ in $(seq 1 90); do
     grep -q 'Ctrl-C to stop' "$out" && break
+    kill -0 "$pid" 2>/dev/null || break
     sleep 1
   done
+  if grep -q 'Ctrl-C to stop' "$out"; then
+    pct=$(impact_pct "$admin" 2>&1) || pct="(API: $pct)"
+  fi
   kill -INT "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
-  grep -E 'canary requests failed' "$out" || echo "(no rollback within 90 s; output in $out)"
-  rm -f "$out"
+  if grep -qE 'canary requests failed' "$out"; then
+    echo "$(grep -E 'canary requests failed' "$out") -> $pct"
+    rm -f "$out"
+  else
+    echo "(no rollback within 90 s, or the demo stopped; its output is in $out)"
+  fi
 }
 
 echo "users drill: the same bad v2, 500 users at 200 requests/s"

@@ -17,6 +17,7 @@ mod cli;
 mod connect_storms;
 mod ctl;
 mod dashboard;
+mod dashboard_story;
 mod demo;
 mod discovery;
 mod edge;

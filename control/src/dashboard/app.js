@@ -158,7 +158,7 @@ function rolloutLines(r) {
     ` over stable `, el("strong", { text: r.stable }),
     r.threshold != null ? ` · failed checks ${r.failed_checks}/${r.threshold}` : "",
     r.awaiting_gate ? " · waiting for the gate webhook" : "")];
-  if (r.reason) lines.push(el("div", { class: r.state === "rolled_back" ? "fail" : "muted", text: "reason: " + r.reason }));
+  if (r.reason) lines.push(el("div", { class: r.state === "rolled_back" ? "fail" : "muted" }, "reason: ", el("span", { "data-k": "reason", text: r.reason })));
   const a = r.last_analysis;
   if (a) {
     lines.push(el("div", { class: "checks" },
@@ -296,11 +296,11 @@ function addEvents(events) {
     let extra = null;
     if (e.kind === "rolled_back" && e.details) {
       const d = e.details, im = d.impact;
+      // The sequential judge fails no check: its decision is the evidence reaching its limit.
+      const decided = d.reason === "sequential" ? "the evidence reached its limit" : "the first failed check";
       extra = el("div", {},
-        typeof d.detection_s === "number" ? `detected in ${d.detection_s.toFixed(2)} s (first failed check → canary at 0%)` : "",
-        im && typeof im.users_failed === "number"
-          ? el("div", { text: `users who saw an error: ${im.users_failed}` + (typeof im.users_total === "number" ? ` of ${im.users_total}` : "")
-                              + (typeof im.users_failed_pct === "number" ? ` (${fmt(im.users_failed_pct, 2)}%)` : "") }) : null);
+        typeof d.detection_s === "number" ? `canary at 0% ${d.detection_s.toFixed(2)} s after ${decided}` : "",
+        im && typeof im.users_on_canary === "number" ? impactLine(im) : null);
     }
     list.prepend(el("li", { class: `event k-${e.kind}` + (failed ? " fail" : ""), "data-kind": e.kind, "data-id": e.id },
       el("span", { class: "when", title: e.at, text: isNaN(when) ? e.at : when.toLocaleTimeString([], { hour12: false }) }),

@@ -16,9 +16,9 @@ function panels(svc) {
     out.push(el("div", { class: "panel", "data-panel": "evidence" },
       el("h3", { text: "Sequential evidence" }),
       el("div", { class: "kv" },
-        el("span", {}, "failures ", el("b", { text: fmt(ev.failures, 2) })),
-        el("span", {}, "slow ", el("b", { text: fmt(ev.slow, 2) })),
-        el("span", {}, "limit ", el("b", { text: fmt(ev.limit, 0) }))),
+        el("span", {}, "failures ", el("b", { "data-k": "failures", text: evidenceText(ev.failures) })),
+        el("span", {}, "slow ", el("b", { "data-k": "slow", text: evidenceText(ev.slow) })),
+        el("span", {}, "limit ", el("b", { "data-k": "limit", text: fmt(ev.limit, 0) }))),
       el("div", { class: "gauge" + (pct >= 100 ? " hot" : ""), title: "log scale: 1 = no evidence, the limit rolls back" },
         el("div", { style: `width:${pct.toFixed(1)}%` })),
       points.length > 1 ? chart({ width: 260, height: 80, t0, t1, unit: "×", log: true, fixedMax: ev.limit,
@@ -31,12 +31,7 @@ function panels(svc) {
   if (im && typeof im.users_on_canary === "number") {
     out.push(el("div", { class: "panel", "data-panel": "impact" },
       el("h3", { text: "Impact on users" }),
-      el("div", { class: "kv" },
-        el("span", {}, "on the canary ", el("b", { text: String(im.users_on_canary) }),
-          typeof im.users_total === "number" ? ` of ${im.users_total}` : ""),
-        el("span", { class: im.users_failed > 0 ? "fail" : null }, "saw an error ", el("b", { text: String(im.users_failed) }),
-          typeof im.users_failed_pct === "number" ? ` (${fmt(im.users_failed_pct, 2)}%)` : ""),
-        typeof im.requests_failed === "number" ? el("span", {}, "failed requests ", el("b", { text: String(im.requests_failed) })) : null)));
+      impactLine(im)));
   }
   // Counters from the service document when it carries them (`rollout.safety_net.retries`,
   // `rollout.mirror`), else from `/metrics` (SPEC §15 names); drawn once there is something.
@@ -53,10 +48,30 @@ function panels(svc) {
   return out;
 }
 
+/**
+ * A rollout's impact on users (`rollout.impact`, or the rollback event's copy of it): users on
+ * the canary of all users, users who received an error, requests that failed for users.
+ */
+function impactLine(im) {
+  const n = (k, v) => el("b", { "data-k": k, text: String(v) });
+  return el("div", { class: "kv impact" },
+    el("span", {}, "on the canary ", n("users_on_canary", im.users_on_canary),
+      typeof im.users_total === "number" ? [" of ", n("users_total", im.users_total), " users"] : " users"),
+    el("span", { class: im.users_failed > 0 ? "fail" : null }, "saw an error ", n("users_failed", im.users_failed),
+      typeof im.users_failed_pct === "number" ? [" (", el("span", { "data-k": "users_failed_pct", text: fmt(im.users_failed_pct, 2) }), "%)"] : ""),
+    typeof im.requests_failed === "number" ? el("span", {}, "failed requests ", n("requests_failed", im.requests_failed)) : null);
+}
+
+/** An evidence value: 1 is none; past a million (after a rollback) in powers of ten. */
+function evidenceText(v) {
+  return typeof v === "number" && v >= 1e6 ? v.toExponential(2) : fmt(v, 2);
+}
+
 /** A panel of counters by result (`/metrics` label values → what to call them). */
 function countsPanel(name, title, counts, results) {
   return el("div", { class: "panel", "data-panel": name }, el("h3", { text: title }),
-    el("div", { class: "kv" }, ...results.map(([result, label]) => el("span", {}, label + " ", el("b", { text: String(counts[result] || 0) })))));
+    el("div", { class: "kv" }, ...results.map(([result, label]) =>
+      el("span", {}, label + " ", el("b", { "data-k": result, text: String(counts[result] || 0) })))));
 }
 
 function keepEvidence(name, ev) {
