@@ -3,6 +3,7 @@
 # (LISTEN, BLUE, GREEN, BLUE_WEIGHT, GREEN_WEIGHT, BENCH_DIR) and execs the proxy with ONE
 # worker thread. Metrics on (always), access log off (not configured), upstream keep-alive on
 # (the default). Usage: candidate.sh PATH/TO/switchyard [ADMIN_PORT]; log level warn.
+# LIMITS (optional): more `limits:` fields, e.g. LIMITS='header_read_timeout: 600s'.
 set -eu
 bin=$1; admin=${2:-47181}
 cfg=${BENCH_DIR:-/tmp}/switchyard-$(basename "$bin").yaml
@@ -10,7 +11,7 @@ cat >"$cfg" <<CFG
 listeners:
   - { name: public, address: "$LISTEN" }
 admin: { address: "127.0.0.1:$admin" }
-limits: { max_connections: 100000 }
+limits: { max_connections: 100000${LIMITS:+, $LIMITS} }
 services:
   api:
     versions:

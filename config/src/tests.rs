@@ -730,6 +730,23 @@ services: {}
 }
 
 #[test]
+fn sockets_on_port_zero_never_collide() {
+    // Port 0 asks the OS for a free port each: the listeners and the admin API all get their
+    // own (`GET /api/v1/status` reports which), on one address or on every interface.
+    let source = "
+listeners:
+  - { name: a, address: 127.0.0.1:0 }
+  - { name: b, address: 127.0.0.1:0 }
+  - { name: c, address: 0.0.0.0:0 }
+admin: { address: 127.0.0.1:0 }
+services: {}
+";
+    let config = ok(source);
+    assert_eq!(config.listeners.len(), 3);
+    assert_eq!(config.admin.address.port(), 0);
+}
+
+#[test]
 fn hosts_and_route_conflicts() {
     let service = |name: &str, matcher: &str| {
         format!(

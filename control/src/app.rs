@@ -21,7 +21,7 @@ use crate::certs::TlsReloader;
 use crate::controller::StartOptions;
 use crate::discovery::Discovery;
 use crate::exporter::Exporter;
-use crate::status::Status;
+use crate::status::{Bound, Status};
 use crate::store::etcd::EtcdStore;
 use crate::store::file::FileStore;
 use crate::store::memory::MemoryStore;
@@ -47,6 +47,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), String> {
     let admin_tcp = admin::bind(config.admin.address).await?;
     let admin_address = admin_tcp.local_addr().unwrap_or(config.admin.address);
     let mut listeners = Vec::new();
+    let mut bound_listeners = Vec::new();
     for l in &config.listeners {
         let bound = Listener::bind(&l.name, l.address).await.map_err(|e| {
             format!(
@@ -54,6 +55,8 @@ pub async fn serve(options: ServeOptions) -> Result<(), String> {
                 l.address, l.name
             )
         })?;
+        let address = bound.tcp.local_addr().unwrap_or(l.address);
+        bound_listeners.push((l.name.clone(), address, l.tls.is_some()));
         listeners.push(bound.with_tls(tls.store(&l.name)));
     }
 
@@ -81,9 +84,15 @@ pub async fn serve(options: ServeOptions) -> Result<(), String> {
         (None, Some(dir)) => Arc::new(FileStore::new(dir)),
         (None, None) => Arc::new(MemoryStore::new()),
     };
-    let status = Arc::new(ArcSwap::from_pointee(Status::new(
-        options.config_path.clone(),
-    )));
+    // One line per bound socket with its real address: a configured port 0 shows the port
+    // the OS chose (the same addresses are in `GET /api/v1/status`).
+    tracing::info!(address = %admin_address, "admin API listening");
+    let mut status = Status::new(options.config_path.clone());
+    status.bound = Bound {
+        admin: Some(admin_address),
+        listeners: bound_listeners,
+    };
+    let status = Arc::new(ArcSwap::from_pointee(status));
     let limits = config.limits.clone();
     let access_log_config = config.access_log.clone();
     let exporter = Exporter::install(

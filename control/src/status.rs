@@ -1,6 +1,7 @@
 //! What `GET /api/v1/status` reports: the config and its reloads, persistence health
-//! (SPEC §15/§16), what a reload changed that needs a restart, controller restarts, and any
-//! damage found in `state_dir` at start.
+//! (SPEC §15/§16), what a reload changed that needs a restart, controller restarts, any
+//! damage found in `state_dir` at start, and the addresses the sockets were bound to (a
+//! configured port 0 reads back here as the port the OS chose).
 //!
 //! The run loop and the supervisor replace the [`Status`] snapshot (`ArcSwap::rcu`); the
 //! admin API reads it without ever waiting on them.
@@ -30,6 +31,17 @@ pub struct Status {
     /// Controller restarts after a panic.
     pub controller_restarts: u64,
     pub last_controller_restart: Option<Millis>,
+    /// The sockets this process listens on, as bound: a configured port 0 shows the port
+    /// the OS chose. Fixed at start (a reload never rebinds).
+    pub bound: Bound,
+}
+
+/// The addresses the process actually listens on (`status.listeners`, `status.admin`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Bound {
+    pub admin: Option<std::net::SocketAddr>,
+    /// `(name, address, tls)` per listener, in config order.
+    pub listeners: Vec<(String, std::net::SocketAddr, bool)>,
 }
 
 /// Whether decisions reach the store (SPEC §15 `persistence`).
@@ -75,6 +87,7 @@ impl Status {
             },
             controller_restarts: 0,
             last_controller_restart: None,
+            bound: Bound::default(),
         }
     }
 
@@ -115,6 +128,12 @@ impl Status {
                 "restarts": self.controller_restarts,
                 "last_restart": self.last_controller_restart.map(clock::rfc3339),
             },
+            "listeners": self.bound.listeners.iter().map(|(name, address, tls)| json!({
+                "name": name,
+                "address": address.to_string(),
+                "tls": tls,
+            })).collect::<Vec<_>>(),
+            "admin": { "address": self.bound.admin.map(|a| a.to_string()) },
             "uptime_s": self.started.elapsed().as_secs(),
             "version": env!("CARGO_PKG_VERSION"),
             "ready": self.ready,

@@ -69,10 +69,24 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// [`strip_hop_by_hop`], for the fast HTTP/1.1 path; `Transfer-Encoding` included, as the
 /// body is re-framed on each hop).
 pub fn is_hop_by_hop(name: &[u8]) -> bool {
-    HOP_BY_HOP_NAMES
-        .iter()
-        .any(|h| h.len() == name.len() && h.eq_ignore_ascii_case(name))
+    // Most names have a length no hop-by-hop name has: one bit test, no comparison.
+    name.len() < 32
+        && HOP_BY_HOP_LENGTHS & (1 << name.len()) != 0
+        && HOP_BY_HOP_NAMES
+            .iter()
+            .any(|h| h.len() == name.len() && h.eq_ignore_ascii_case(name))
 }
+
+/// Bit `n` is set when some hop-by-hop name is `n` bytes long.
+const HOP_BY_HOP_LENGTHS: u32 = {
+    let mut bits = 0u32;
+    let mut i = 0;
+    while i < HOP_BY_HOP_NAMES.len() {
+        bits |= 1 << HOP_BY_HOP_NAMES[i].len();
+        i += 1;
+    }
+    bits
+};
 
 /// [`HOP_BY_HOP`] and `Transfer-Encoding` as bytes: this runs for every header line on the
 /// fast path, where turning each `HeaderName` back into a string was a visible cost.

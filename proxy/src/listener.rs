@@ -78,6 +78,11 @@ impl Listener {
         mut shutdown: watch::Receiver<bool>,
         drain: Duration,
     ) {
+        tracing::debug!(
+            listener = %self.name,
+            bytes = future_size(serve_http1::<tokio::net::TcpStream>),
+            "an idle plain connection's task holds a future of this size"
+        );
         let graceful = GracefulShutdown::new();
         let permits = Arc::new(Semaphore::new(limits.max_connections));
         let acceptor = self
@@ -204,31 +209,26 @@ async fn serve_http1<S: ClientStream + 'static>(
 ) {
     // The watcher stays held meanwhile, so a graceful shutdown waits for this connection
     // too (the fast path closes it at its next idle moment).
-    let mut stream = stream;
+    let (mut stream, mut shutdown) = (stream, shutdown);
     let mut idle_until = None;
     let ended = loop {
         // Boxed, and dropped while the connection idles: its state is most of a connection's
-        // memory, and an idle one needs none of it.
-        let serving = http1::serve(&edge, stream, client, shutdown.clone(), idle_until);
-        match Box::pin(serving).await {
-            http1::Ended::Idle(idle, until) => {
-                let Some(readable) = idle.readable() else {
-                    return;
-                };
-                let mut stopping = shutdown.clone();
-                let woke = tokio::select! {
-                    biased;
-                    _ = stopping.changed() => false,
-                    ready = tokio::time::timeout_at(until, readable) => matches!(ready, Ok(Ok(()))),
-                };
-                if !woke {
-                    // Shutdown, or the idle keep-alive timeout (nothing was sent: not counted).
-                    return;
+        // memory, and an idle one needs none of it. (The blocks keep what `serve` returned
+        // out of the idle wait's state, which is what an idle connection's task holds.)
+        let until = {
+            let serving = http1::serve(&edge, stream, client, shutdown.clone(), idle_until);
+            match Box::pin(serving).await {
+                http1::Ended::Idle(idle, until) => {
+                    stream = idle;
+                    until
                 }
-                (stream, idle_until) = (idle, Some(until));
+                ended => break ended,
             }
-            ended => break ended,
+        };
+        if !next_request(&stream, until, &mut shutdown).await {
+            return;
         }
+        idle_until = Some(until);
     };
     match ended {
         http1::Ended::Closed | http1::Ended::Idle(..) => {}
@@ -243,5 +243,44 @@ async fn serve_http1<S: ClientStream + 'static>(
         http1::Ended::Fallback(stream, read) => {
             Box::pin(general::serve(edge, stream, read, client, slot, watcher)).await;
         }
+    }
+}
+
+/// An idle keep-alive connection's wait, holding nothing but the socket: `true` when a
+/// request starts before `until`; `false` at the idle keep-alive timeout (nothing was sent:
+/// not counted) or shutdown.
+async fn next_request<S: ClientStream>(
+    idle: &S,
+    until: tokio::time::Instant,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    let Some(readable) = idle.readable() else {
+        return false;
+    };
+    tokio::select! {
+        biased;
+        _ = shutdown.changed() => false,
+        ready = tokio::time::timeout_at(until, readable) => matches!(ready, Ok(Ok(()))),
+    }
+}
+
+/// The size of the future an async fn returns, without calling it.
+fn future_size<A, B, C, D, E, F, R>(_: fn(A, B, C, D, E, F) -> R) -> usize {
+    std::mem::size_of::<R>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpStream;
+
+    /// An idle keep-alive connection is its task (tokio's header and trailer around this
+    /// future, rounded up to 128 bytes), its socket's registration and the kernel's socket:
+    /// the future must stay small (benches/memory.sh; docs/PERFORMANCE.md). Debug builds
+    /// lay it out larger than release builds (the `debug` line at start-up says those).
+    #[test]
+    fn an_idle_connection_task_stays_small() {
+        let plain = future_size(serve_http1::<TcpStream>);
+        assert!(plain <= 704, "serve_http1 future is {plain} bytes");
     }
 }

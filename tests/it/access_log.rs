@@ -5,11 +5,10 @@ use crate::harness::*;
 use http::StatusCode;
 
 fn config(backend: &Backend, log: &str) -> String {
-    let (listen, admin) = (free_port(), free_port());
     format!(
         r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
-        admin: {{ address: "127.0.0.1:{admin}" }}
+        listeners: [{{ name: public, address: "127.0.0.1:0" }}]
+        admin: {{ address: "127.0.0.1:0" }}
         {log}
         services:
           api:

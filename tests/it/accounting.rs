@@ -34,11 +34,10 @@ async fn an_http1_request_to_an_h2c_service_writes_one_access_log_line() {
     let backend = H2Backend::start("blue-1", None).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("access.log");
-    let (listen, admin) = (free_port(), free_port());
     let proxy = Proxy::start(&format!(
         r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
-        admin: {{ address: "127.0.0.1:{admin}" }}
+        listeners: [{{ name: public, address: "127.0.0.1:0" }}]
+        admin: {{ address: "127.0.0.1:0" }}
         access_log: {{ path: "{}", format: json }}
         services:
           grpc:
@@ -64,11 +63,10 @@ async fn an_http1_request_to_an_h2c_service_writes_one_access_log_line() {
 /// A proxy with one service `api` on `backend`, with `extra` (YAML under the service) and
 /// `limits` (a flow mapping).
 async fn proxy_to(backend: SocketAddr, extra: &str, limits: &str) -> Proxy {
-    let (listen, admin) = (free_port(), free_port());
     Proxy::start(&format!(
         r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
-        admin: {{ address: "127.0.0.1:{admin}" }}
+        listeners: [{{ name: public, address: "127.0.0.1:0" }}]
+        admin: {{ address: "127.0.0.1:0" }}
         limits: {limits}
         services:
           api:
@@ -143,11 +141,10 @@ async fn a_stalled_upload_is_408_and_not_the_backends_failure() {
 async fn twenty_five_stalled_uploads_do_not_roll_back_a_healthy_canary() {
     let blue = Backend::start("blue-1").await;
     let green = Backend::start("green-1").await;
-    let (listen, admin) = (free_port(), free_port());
     let proxy = Proxy::start(&format!(
         r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
-        admin: {{ address: "127.0.0.1:{admin}" }}
+        listeners: [{{ name: public, address: "127.0.0.1:0" }}]
+        admin: {{ address: "127.0.0.1:0" }}
         limits: {{ client_body_timeout: 1s }}
         services:
           api:

@@ -2,8 +2,10 @@
 //! error shape, auth, bad input that changes nothing, and concurrent writers.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use crate::harness::*;
+use crate::rollout::driven_only;
 use http::StatusCode;
 use serde_json::{json, Value};
 
@@ -11,38 +13,24 @@ const TOKEN: &str = "s3cret-token-for-tests";
 
 /// `api` (blue 100 / green 0, no rollout) and `web` (with a rollout whose steps last an hour,
 /// so it stays at step 1 unless driven through the API).
-fn config(listen: u16, admin: u16, backend: &Backend, admin_extra: &str) -> String {
-    format!(
-        r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
-        admin:
-          address: "127.0.0.1:{admin}"
-          {admin_extra}
-        state_dir: state
-        services:
-          api:
-            versions:
-              blue:  {{ release: v1, backends: ["{addr}"], weight: 100 }}
-              green: {{ release: v2, backends: ["{addr}"], weight: 0 }}
-          web:
-            match: {{ hosts: ["web.test"] }}
-            versions:
-              blue:  {{ release: v1, backends: ["{addr}"], weight: 100 }}
-              green: {{ release: v2, backends: ["{addr}"], weight: 0 }}
-            rollout:
-              stable: blue
-              canary: green
-              steps: [{{ traffic: 10%, duration: 1h }}, {{ traffic: 50%, duration: 1h }}, {{ traffic: 100% }}]
-              analysis: {{ interval: 1h, threshold: 5, min_requests: 1000000, metrics: [{{ name: error-rate, threshold: 1 }}] }}
-        "#,
-        addr = backend.addr,
-    )
+fn config(backend: &Backend, token_file: Option<&Path>) -> ProxyBuilder {
+    let addr = backend.addr;
+    let web = Service::blue_green("web", addr, addr)
+        .hosts(&["web.test"])
+        .rollout(driven_only());
+    let proxy = Proxy::builder()
+        .state_dir("state")
+        .service(Service::blue_green("api", addr, addr))
+        .service(web);
+    match token_file {
+        Some(path) => proxy.admin_token_file(path),
+        None => proxy,
+    }
 }
 
-async fn start(admin_extra: &str) -> (Backend, Proxy) {
+async fn start(token_file: Option<&Path>) -> (Backend, Proxy) {
     let backend = Backend::start("blue-1").await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&config(listen, admin, &backend, admin_extra)).await;
+    let proxy = config(&backend, token_file).start().await;
     (backend, proxy)
 }
 
@@ -94,7 +82,7 @@ fn assert_error(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_read_endpoint_answers_its_documented_shape() {
-    let (_backend, proxy) = start("").await;
+    let (_backend, proxy) = start(None).await;
 
     let list = proxy.api("/services").await;
     let names: Vec<&str> = list["services"]
@@ -213,18 +201,13 @@ async fn every_read_endpoint_answers_its_documented_shape() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weights_switch_and_undo_each_add_one_revision_and_never_rewrite_history() {
-    let (_backend, proxy) = start("").await;
+    let (_backend, proxy) = start(None).await;
     let before = revisions(&proxy.api("/services/api/history").await);
     let base = before.last().unwrap()["id"].as_u64().unwrap();
 
     // Weights: applied, one revision with source api.
     let (status, doc) = proxy
-        .api_send(
-            "PUT",
-            "/services/api/weights",
-            Some(json!({"blue": 90, "green": 10})),
-            None,
-        )
+        .put_weights("api", json!({"blue": 90, "green": 10}))
         .await;
     assert_eq!(status, StatusCode::OK, "{doc}");
     assert_eq!(weight(&doc, "blue"), 90.0);
@@ -234,14 +217,7 @@ async fn weights_switch_and_undo_each_add_one_revision_and_never_rewrite_history
     assert_eq!(weight(&live, "green"), 10.0);
 
     // Percentages and partial updates: a version not named keeps its weight.
-    let (status, doc) = proxy
-        .api_send(
-            "PUT",
-            "/services/api/weights",
-            Some(json!({"green": "30%"})),
-            None,
-        )
-        .await;
+    let (status, doc) = proxy.put_weights("api", json!({"green": "30%"})).await;
     assert_eq!(status, StatusCode::OK, "{doc}");
     assert_eq!(doc["revision"], base + 2);
     assert_eq!(weight(&doc, "blue"), 75.0); // 90 : 30
@@ -321,7 +297,7 @@ async fn weights_switch_and_undo_each_add_one_revision_and_never_rewrite_history
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_with_the_reason_and_changes_nothing() {
-    let (_backend, proxy) = start("").await;
+    let (_backend, proxy) = start(None).await;
     let (before, history) = snapshot(&proxy, "api").await;
 
     // (method, path, raw body, status, field)
@@ -624,7 +600,7 @@ async fn bad_input_is_refused_with_the_reason_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollout_actions_follow_the_state_machine_and_conflicts_are_409() {
-    let (_backend, proxy) = start("").await;
+    let (_backend, proxy) = start(None).await;
     let send = |path: &'static str, body: Option<Value>| {
         let proxy = &proxy;
         async move { proxy.api_send("POST", path, body, None).await }
@@ -634,12 +610,7 @@ async fn rollout_actions_follow_the_state_machine_and_conflicts_are_409() {
 
     // A running rollout owns the weights.
     let (status, doc) = proxy
-        .api_send(
-            "PUT",
-            "/services/web/weights",
-            Some(json!({"blue": 50, "green": 50})),
-            None,
-        )
+        .put_weights("web", json!({"blue": 50, "green": 50}))
         .await;
     assert_error(
         status,
@@ -751,16 +722,15 @@ async fn token_from_token_file_guards_every_mutation() {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
-    let (_backend, proxy) = start(&format!("token_file: {}", token_file.display())).await;
+    let (_backend, proxy) = start(Some(&token_file)).await;
     check_token_guards(&proxy).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_from_the_environment_guards_every_mutation() {
     let backend = Backend::start("blue-1").await;
-    let (listen, admin) = (free_port(), free_port());
     let proxy = Proxy::start_with_env(
-        &config(listen, admin, &backend, ""),
+        &config(&backend, None).yaml(),
         &[],
         &[("SWITCHYARD_ADMIN_TOKEN", TOKEN)],
     )
@@ -850,7 +820,7 @@ async fn check_token_guards(proxy: &Proxy) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hundred_concurrent_weight_updates_leave_a_hundred_revisions_and_the_last_one_live() {
-    let (_backend, mut proxy) = start("").await;
+    let (_backend, mut proxy) = start(None).await;
     let base = proxy.api("/services/api").await["revision"]
         .as_u64()
         .unwrap();
@@ -949,12 +919,7 @@ async fn weights_and_switch_move_real_traffic() {
     assert_eq!(t.count("green"), 50, "{t}");
 
     let (status, _) = proxy
-        .api_send(
-            "PUT",
-            "/services/api/weights",
-            Some(json!({"blue": 50, "green": 50})),
-            None,
-        )
+        .put_weights("api", json!({"blue": 50, "green": 50}))
         .await;
     assert_eq!(status, StatusCode::OK);
     let t = tally(proxy.listen, 400).await;

@@ -6,51 +6,14 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::harness::*;
-use crate::rollout::wait_for_state;
+use crate::rollout::{api, rollout_proxy, start_canary, under_load_until, with_canary};
 use http::{Method, Request, StatusCode};
 use serde_json::Value;
-
-/// Service `api`: `blue` stable (100%), `green` the canary with release v2, a rollout whose
-/// `steps`, `analysis` and extra rollout lines (`safety_net:`, `mirror:`) are given verbatim;
-/// `sticky` adds `sticky: { header: x-user-id }`.
-fn config(
-    (blue, green): (SocketAddr, SocketAddr),
-    steps: &str,
-    analysis: &str,
-    extra: &str,
-    sticky: bool,
-) -> String {
-    let (listen, admin) = (free_port(), free_port());
-    let sticky = if sticky {
-        "sticky: { header: x-user-id }"
-    } else {
-        ""
-    };
-    format!(
-        r#"
-        listeners:
-          - {{ name: public, address: "127.0.0.1:{listen}" }}
-        admin:
-          address: "127.0.0.1:{admin}"
-        services:
-          api:
-            versions:
-              blue:  {{ release: v1, backends: ["{blue}"], weight: 100 }}
-              green: {{ release: v2, backends: ["{green}"], weight: 0 }}
-            {sticky}
-            rollout:
-              stable: blue
-              canary: green
-              steps: {steps}
-              analysis: {analysis}
-              {extra}
-        "#
-    )
-}
 
 /// Half the traffic on the canary for ten minutes, and nothing that rolls it back.
 const HALF: &str = "[{ traffic: 50%, duration: 10m }, { traffic: 100% }]";
 const NO_ROLLBACK: &str = "{ interval: 1m, threshold: 100, fast_fail: off }";
+const SAFETY_NET: &str = "safety_net: { retry_on_stable: true, budget: 50% }";
 
 /// `n` requests built by `make(i)` over 4 connections (`h2`: prior-knowledge HTTP/2, served
 /// by the general path; else HTTP/1.1 on the fast path); the status and answering version of
@@ -108,16 +71,8 @@ async fn retries(proxy: &Proxy, result: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn behind_the_safety_net_every_get_succeeds_while_the_canary_failures_count() {
-    let blue = Backend::start("blue-1").await;
-    let green = Backend::start_failing("green-1", 300).await;
-    let proxy = Proxy::start(&config(
-        (blue.addr, green.addr),
-        HALF,
-        NO_ROLLBACK,
-        "safety_net: { retry_on_stable: true, budget: 50% }",
-        false,
-    ))
-    .await;
+    let (_blue, green, proxy) =
+        with_canary((0, 300), Rollout::new(HALF, NO_ROLLBACK).line(SAFETY_NET)).await;
     // Both transports: the fast HTTP/1.1 path and hyper's (HTTP/2).
     let mut replies = send_all(proxy.listen, 150, false, |_| get("/")).await;
     replies.extend(send_all(proxy.listen, 150, true, |_| get("/")).await);
@@ -143,16 +98,8 @@ async fn behind_the_safety_net_every_get_succeeds_while_the_canary_failures_coun
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn posts_with_bodies_are_never_replayed() {
-    let blue = Backend::start("blue-1").await;
-    let green = Backend::start_failing("green-1", 300).await;
-    let proxy = Proxy::start(&config(
-        (blue.addr, green.addr),
-        HALF,
-        NO_ROLLBACK,
-        "safety_net: { retry_on_stable: true, budget: 50% }",
-        false,
-    ))
-    .await;
+    let (blue, green, proxy) =
+        with_canary((0, 300), Rollout::new(HALF, NO_ROLLBACK).line(SAFETY_NET)).await;
     let post = |_| {
         Request::builder()
             .method(Method::POST)
@@ -171,16 +118,7 @@ async fn posts_with_bodies_are_never_replayed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn without_the_safety_net_clients_see_the_canary_failures() {
-    let blue = Backend::start("blue-1").await;
-    let green = Backend::start_failing("green-1", 300).await;
-    let proxy = Proxy::start(&config(
-        (blue.addr, green.addr),
-        HALF,
-        NO_ROLLBACK,
-        "",
-        false,
-    ))
-    .await;
+    let (_blue, _green, proxy) = with_canary((0, 300), Rollout::new(HALF, NO_ROLLBACK)).await;
     let replies = send_all(proxy.listen, 300, false, |_| get("/")).await;
     let seen = failed(&replies);
     assert_eq!(seen as f64, canary_failures(&proxy).await);
@@ -190,19 +128,10 @@ async fn without_the_safety_net_clients_see_the_canary_failures() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_bad_canary_is_still_rolled_back_and_no_client_saw_an_error() {
-    let blue = Backend::start("blue-1").await;
-    let green = Backend::start_failing("green-1", 300).await;
-    let proxy = Proxy::start(&config(
-        (blue.addr, green.addr),
-        HALF,
-        "{ interval: 1s, threshold: 2, min_requests: 5, metrics: [{ name: error-rate, threshold: 1 }] }",
-        "safety_net: { retry_on_stable: true, budget: 50% }",
-        false,
-    ))
-    .await;
-    let load = Load::start(proxy.listen, 4);
-    let svc = wait_for_state(&proxy, "rolled_back", Duration::from_secs(30)).await;
-    let report = load.finish().await;
+    let analysis = "{ interval: 1s, threshold: 2, min_requests: 5, metrics: [{ name: error-rate, threshold: 1 }] }";
+    let rollout = Rollout::new(HALF, analysis).line(SAFETY_NET);
+    let (_blue, _green, proxy) = with_canary((0, 300), rollout).await;
+    let (svc, report) = under_load_until(&proxy, 4, "rolled_back", Duration::from_secs(30)).await;
     assert!(report.failures.is_empty(), "{:?}", report.failures);
     assert!(report.tally.count("green") > 0, "{}", report.tally);
     let reason = svc["rollout"]["reason"].as_str().unwrap_or_default();
@@ -225,15 +154,14 @@ async fn a_bad_canary_is_still_rolled_back_and_no_client_saw_an_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_budget_keeps_a_dead_canary_from_doubling_the_stable_load() {
-    let blue = Backend::start("blue-1").await;
-    let green = Backend::start_failing("green-1", 1000).await;
-    let proxy = Proxy::start(&config(
-        (blue.addr, green.addr),
-        "[{ traffic: 100%, duration: 10m }, { traffic: 100% }]",
-        NO_ROLLBACK,
-        "safety_net: { retry_on_stable: true, budget: 20% }",
-        false,
-    ))
+    let (blue, green, proxy) = with_canary(
+        (0, 1000),
+        Rollout::new(
+            "[{ traffic: 100%, duration: 10m }, { traffic: 100% }]",
+            NO_ROLLBACK,
+        )
+        .line("safety_net: { retry_on_stable: true, budget: 20% }"),
+    )
     .await;
     let started = Instant::now();
     let replies = send_all(proxy.listen, 400, false, |_| get("/")).await;
@@ -257,14 +185,10 @@ async fn the_budget_keeps_a_dead_canary_from_doubling_the_stable_load() {
 async fn impact_with(safety_net: &str) -> (Value, usize) {
     let blue = Backend::start("blue-1").await;
     let green = Backend::start_failing("green-1", 1000).await;
-    let proxy = Proxy::start(&config(
-        (blue.addr, green.addr),
-        HALF,
-        NO_ROLLBACK,
-        safety_net,
-        true,
-    ))
-    .await;
+    let service = api(blue.addr, green.addr, "v2")
+        .sticky_header("x-user-id")
+        .rollout(Rollout::new(HALF, NO_ROLLBACK).line(safety_net));
+    let proxy = rollout_proxy(service).start().await;
     let user = |i: usize| format!("user-{}", i % 200);
     let replies = send_all(proxy.listen, 600, false, move |i| {
         get_with("/", &[("x-user-id", &user(i))])
@@ -317,16 +241,7 @@ const MIRROR_FIRST: &str =
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn during_a_mirror_step_users_see_only_the_stable_and_the_canary_gets_copies() {
-    let blue = Backend::start("blue-1").await;
-    let green = Backend::start("green-1").await;
-    let proxy = Proxy::start(&config(
-        (blue.addr, green.addr),
-        MIRROR_FIRST,
-        NO_ROLLBACK,
-        "",
-        false,
-    ))
-    .await;
+    let (blue, green, proxy) = with_canary((0, 0), Rollout::new(MIRROR_FIRST, NO_ROLLBACK)).await;
     let mut replies = send_all(proxy.listen, 100, false, |_| get("/")).await;
     replies.extend(send_all(proxy.listen, 100, true, |_| get("/")).await);
     assert!(
@@ -369,13 +284,11 @@ async fn during_a_mirror_step_users_see_only_the_stable_and_the_canary_gets_copi
 async fn a_canary_that_sleeps_two_seconds_never_delays_the_original() {
     let blue = Backend::start("blue-1").await;
     let green = Backend::start_with_delay("green-1", Duration::from_secs(2)).await;
-    let proxy = Proxy::start(&config(
-        (blue.addr, green.addr),
-        MIRROR_FIRST,
-        NO_ROLLBACK,
-        "",
-        false,
-    ))
+    let proxy = start_canary(
+        blue.addr,
+        green.addr,
+        Rollout::new(MIRROR_FIRST, NO_ROLLBACK),
+    )
     .await;
     let mut client = proxy.client();
     let mut took = Vec::new();
@@ -411,17 +324,16 @@ async fn a_canary_that_resets_every_connection_is_rolled_back_in_the_mirror_step
         drop(stream);
     })
     .await;
-    let proxy = Proxy::start(&config(
-        (blue.addr, green),
-        MIRROR_FIRST,
-        "{ interval: 1m, threshold: 5, fast_fail: { error_rate: 50, min_requests: 20 } }",
-        "",
-        false,
-    ))
+    let proxy = start_canary(
+        blue.addr,
+        green,
+        Rollout::new(
+            MIRROR_FIRST,
+            "{ interval: 1m, threshold: 5, fast_fail: { error_rate: 50, min_requests: 20 } }",
+        ),
+    )
     .await;
-    let load = Load::start(proxy.listen, 4);
-    let svc = wait_for_state(&proxy, "rolled_back", Duration::from_secs(30)).await;
-    let report = load.finish().await;
+    let (svc, report) = under_load_until(&proxy, 4, "rolled_back", Duration::from_secs(30)).await;
     assert!(report.failures.is_empty(), "{:?}", report.failures);
     assert_eq!(report.tally.count("green"), 0, "{}", report.tally);
     assert_eq!(svc["rollout"]["step"], 1, "rolled back in the mirror step");
@@ -436,15 +348,10 @@ async fn a_canary_that_resets_every_connection_is_rolled_back_in_the_mirror_step
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bodies_over_max_body_are_not_mirrored() {
-    let blue = Backend::start("blue-1").await;
-    let green = Backend::start("green-1").await;
-    let proxy = Proxy::start(&config(
-        (blue.addr, green.addr),
-        MIRROR_FIRST,
-        NO_ROLLBACK,
-        "mirror: { max_body: 16KiB }",
-        false,
-    ))
+    let (_blue, green, proxy) = with_canary(
+        (0, 0),
+        Rollout::new(MIRROR_FIRST, NO_ROLLBACK).line("mirror: { max_body: 16KiB }"),
+    )
     .await;
     let post = |size: usize| {
         move |_| {
@@ -480,15 +387,10 @@ async fn bodies_over_max_body_are_not_mirrored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_put_whose_body_was_kept_is_replayed_whole_and_one_streamed_without_a_length_is_not() {
-    let blue = Backend::start("blue-1").await;
-    let green = Backend::start_failing("green-1", 1000).await;
-    let proxy = Proxy::start(&config(
-        (blue.addr, green.addr),
-        HALF,
-        NO_ROLLBACK,
-        "safety_net: { retry_on_stable: true, budget: 100% }",
-        false,
-    ))
+    let (_blue, _green, proxy) = with_canary(
+        (0, 1000),
+        Rollout::new(HALF, NO_ROLLBACK).line("safety_net: { retry_on_stable: true, budget: 100% }"),
+    )
     .await;
     let body = pattern_bytes(2000);
     let hash = fnv1a(&body).to_string();

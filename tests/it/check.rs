@@ -241,11 +241,10 @@ async fn check_refuses_a_public_admin_without_a_token_unless_the_environment_has
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_weighted_version_without_backends_is_a_warning_and_does_get_503s() {
     let blue = Backend::start("blue-1").await;
-    let (listen, admin) = (free_port(), free_port());
     let yaml = format!(
         r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
-        admin: {{ address: "127.0.0.1:{admin}" }}
+        listeners: [{{ name: public, address: "127.0.0.1:0" }}]
+        admin: {{ address: "127.0.0.1:0" }}
         services:
           api:
             versions:

@@ -88,15 +88,13 @@ async fn logs_have_no_colour_codes_when_stderr_is_not_a_terminal() {
         "switchyard.yaml",
         &format!(
             r#"
-            listeners: [{{ name: public, address: "127.0.0.1:{}" }}]
-            admin: {{ address: "127.0.0.1:{}" }}
+            listeners: [{{ name: public, address: "127.0.0.1:0" }}]
+            admin: {{ address: "127.0.0.1:0" }}
             services:
               api:
                 versions:
                   blue: {{ release: v1, backends: ["{}"] }}
             "#,
-            free_port(),
-            free_port(),
             backend.addr
         ),
     );

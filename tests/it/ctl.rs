@@ -3,47 +3,21 @@
 //! pipeline's full blue/green and canary driven with nothing but `ctl`.
 
 use crate::harness::*;
+use crate::rollout::driven_only;
 
 const TOKEN: &str = "ctl-test-token";
 
-fn config(listen: u16, admin: u16, blue: &Backend, green: &Backend, extra: &str) -> String {
-    format!(
-        r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
-        admin:
-          address: "127.0.0.1:{admin}"
-          {extra}
-        state_dir: state
-        services:
-          api:
-            versions:
-              blue:  {{ release: v1, backends: ["{}"], weight: 100 }}
-              green: {{ release: v2, backends: ["{}"], weight: 0 }}
-        "#,
-        blue.addr, green.addr
-    )
+fn config(blue: &Backend, green: &Backend) -> ProxyBuilder {
+    Proxy::builder()
+        .state_dir("state")
+        .service(Service::blue_green("api", blue.addr, green.addr))
 }
 
 /// `api` with a canary rollout of green whose steps last an hour: it moves only when driven.
-fn canary_config(listen: u16, admin: u16, blue: &Backend, green: &Backend) -> String {
-    format!(
-        r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
-        admin: {{ address: "127.0.0.1:{admin}" }}
-        state_dir: state
-        services:
-          api:
-            versions:
-              blue:  {{ release: v1, backends: ["{}"], weight: 100 }}
-              green: {{ release: v2, backends: ["{}"], weight: 0 }}
-            rollout:
-              stable: blue
-              canary: green
-              steps: [{{ traffic: 10%, duration: 1h }}, {{ traffic: 50%, duration: 1h }}, {{ traffic: 100% }}]
-              analysis: {{ interval: 1h, threshold: 5, min_requests: 1000000, metrics: [{{ name: error-rate, threshold: 1 }}] }}
-        "#,
-        blue.addr, green.addr
-    )
+fn canary_config(blue: &Backend, green: &Backend) -> ProxyBuilder {
+    Proxy::builder()
+        .state_dir("state")
+        .service(Service::blue_green("api", blue.addr, green.addr).rollout(driven_only()))
 }
 
 async fn backends() -> (Backend, Backend) {
@@ -78,8 +52,7 @@ fn row<'a>(table: &'a str, first: &str) -> Vec<&'a str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_print_aligned_tables_and_json() {
     let (blue, green) = backends().await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&canary_config(listen, admin, &blue, &green)).await;
+    let proxy = canary_config(&blue, &green).start().await;
 
     let status = proxy.ctl(&["status"]).await;
     let out = status.ok();
@@ -169,18 +142,13 @@ async fn reads_print_aligned_tables_and_json() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutations_need_the_token_from_a_flag_or_the_environment() {
     let (blue, green) = backends().await;
-    let (listen, admin) = (free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, TOKEN).unwrap();
-    let proxy = Proxy::start(&config(
-        listen,
-        admin,
-        &blue,
-        &green,
-        &format!("token_file: {}", token_file.display()),
-    ))
-    .await;
+    let proxy = config(&blue, &green)
+        .admin_token_file(&token_file)
+        .start()
+        .await;
 
     // No token, a wrong token: exit 1, a clear message, nothing changed.
     let run = proxy.ctl(&["weights", "api", "blue=50", "green=50"]).await;
@@ -241,8 +209,7 @@ async fn mutations_need_the_token_from_a_flag_or_the_environment() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_exit_one_and_usage_errors_exit_two() {
     let (blue, green) = backends().await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&config(listen, admin, &blue, &green, "")).await;
+    let proxy = config(&blue, &green).start().await;
 
     // Nothing listening there.
     let dead = format!("http://{}", refusing_addr());
@@ -294,8 +261,7 @@ async fn failures_exit_one_and_usage_errors_exit_two() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipeline_does_a_full_blue_green_with_ctl_only() {
     let (blue, green) = backends().await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&config(listen, admin, &blue, &green, "")).await;
+    let proxy = config(&blue, &green).start().await;
     assert_eq!(tally(proxy.listen, 20).await.count("blue"), 20);
 
     // Cut over.
@@ -342,8 +308,7 @@ async fn a_pipeline_does_a_full_blue_green_with_ctl_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipeline_does_a_full_canary_with_ctl_only() {
     let (blue, green) = backends().await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&canary_config(listen, admin, &blue, &green)).await;
+    let proxy = canary_config(&blue, &green).start().await;
 
     // The config named green v2, so a rollout is running; start over from a clean slate.
     let run = proxy.ctl(&["rollout", "abort", "api"]).await;
@@ -439,8 +404,7 @@ async fn status_watch_redraws_as_weights_move_and_ctrl_c_ends_it_cleanly() {
     use tokio::io::{AsyncBufReadExt, BufReader};
 
     let (blue, green) = backends().await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&config(listen, admin, &blue, &green, "")).await;
+    let proxy = config(&blue, &green).start().await;
     let url = format!("http://{}", proxy.admin);
     let mut child = spawn_watch(&[
         "ctl",

@@ -10,11 +10,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Two services by host, `a.test` and `b.test`, each on its own backend; `limits` verbatim.
 async fn two_hosts(a: &Backend, b: &Backend, limits: &str) -> Proxy {
-    let (listen, admin) = (free_port(), free_port());
     Proxy::start(&format!(
         r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
-        admin: {{ address: "127.0.0.1:{admin}" }}
+        listeners: [{{ name: public, address: "127.0.0.1:0" }}]
+        admin: {{ address: "127.0.0.1:0" }}
         limits: {limits}
         services:
           a:
@@ -125,14 +124,13 @@ async fn a_connection_that_negotiated_h2_is_never_served_as_http1() {
     let leaf = ca.leaf(&["api.test"]);
     let cert = write_raw(dir.path(), "api.pem", &leaf.cert_pem);
     let key = write_raw(dir.path(), "api-key.pem", &leaf.key_pem);
-    let (listen, admin) = (free_port(), free_port());
     let proxy = Proxy::start(&format!(
         r#"
         listeners:
           - name: public-tls
-            address: "127.0.0.1:{listen}"
+            address: "127.0.0.1:0"
             tls: {{ certificates: [{{ cert: "{}", key: "{}" }}] }}
-        admin: {{ address: "127.0.0.1:{admin}" }}
+        admin: {{ address: "127.0.0.1:0" }}
         services:
           api:
             versions:

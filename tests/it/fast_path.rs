@@ -345,3 +345,57 @@ async fn proxy_made_answers_say_what_failed_and_when() {
         502
     );
 }
+
+/// The head deadline moves with every request, though the connection keeps one timer for
+/// its life (moved only when it fires early, not per request): after busy seconds longer
+/// than `header_read_timeout`, every request was served, and then a stalled head is still cut
+/// at about the timeout — not at once (a deadline left behind), not never (one not re-armed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_connection_keeps_its_head_deadline_request_by_request() {
+    let backend = Backend::start("blue-1").await;
+    let (listen, admin) = (free_port(), free_port());
+    let proxy = Proxy::start(&format!(
+        r#"
+        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
+        admin: {{ address: "127.0.0.1:{admin}" }}
+        limits: {{ header_read_timeout: 1s }}
+        services:
+          api:
+            versions:
+              blue: {{ release: v1, backends: ["{addr}"], weight: 100 }}
+        "#,
+        addr = backend.addr,
+    ))
+    .await;
+    let mut stream = TcpStream::connect(proxy.listen).await.unwrap();
+    let mut buf = Vec::new();
+    let busy = std::time::Instant::now();
+    let (mut served, mut answered) = (0, std::time::Instant::now());
+    // A request every 300 ms for 3 s: three timeouts' worth, each gap well inside one.
+    while busy.elapsed() < Duration::from_secs(3) {
+        stream.write_all(&get("/busy")).await.unwrap();
+        let r = read_response(&mut stream, &mut buf, false).await;
+        assert_eq!(r.status, 200, "{}", r.head);
+        (served, answered) = (served + 1, std::time::Instant::now());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(served >= 5, "only {served} requests in 3 s");
+
+    stream
+        .write_all(b"GET /slow HTTP/1.1\r\nHost: api.test\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let mut chunk = [0u8; 1024];
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk)).await;
+    // The head's deadline runs from the last answer (it is the idle keep-alive timeout too).
+    let closed = answered.elapsed();
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "not closed: {read:?}"
+    );
+    assert!(
+        closed >= Duration::from_millis(800),
+        "cut too early: {closed:?}"
+    );
+    assert_eq!(backend.hits(), served);
+}

@@ -6,22 +6,11 @@ use std::time::{Duration, Instant};
 use crate::harness::*;
 use http::StatusCode;
 
-fn one_version(listen: u16, admin: u16, backends: &[String], extra: &str) -> String {
-    let list = backends
-        .iter()
-        .map(|b| format!("\"{b}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
-        admin: {{ address: "127.0.0.1:{admin}" }}
-        services:
-          api:
-            versions:
-              blue: {{ release: v1, backends: [{list}], weight: 100 }}
-            {extra}
-        "#
+fn one_version(backends: &[String], extra: &str) -> ProxyBuilder {
+    Proxy::builder().service(
+        Service::new("api")
+            .version_raw("blue", "v1", backends, "100")
+            .line(extra),
     )
 }
 
@@ -41,8 +30,7 @@ fn assert_proxy_made(reply: &Reply, status: StatusCode) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_upstream_is_502() {
     let dead = refusing_addr();
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&one_version(listen, admin, &[dead.to_string()], "")).await;
+    let proxy = one_version(&[dead.to_string()], "").start().await;
     let mut client = proxy.client();
 
     for _ in 0..3 {
@@ -54,14 +42,9 @@ async fn refused_upstream_is_502() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_slower_than_request_timeout_is_504_on_time() {
     let slow = Backend::start_with_delay("blue-1", Duration::from_secs(5)).await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&one_version(
-        listen,
-        admin,
-        &[slow.addr.to_string()],
-        "timeouts: { request: 500ms }",
-    ))
-    .await;
+    let proxy = one_version(&[slow.addr.to_string()], "timeouts: { request: 500ms }")
+        .start()
+        .await;
 
     let started = Instant::now();
     let reply = proxy.client().get("/").await.expect("the proxy answers");
@@ -82,14 +65,9 @@ async fn upstream_slower_than_request_timeout_is_504_on_time() {
 async fn refused_connection_is_retried_on_another_backend() {
     let live = Backend::start("blue-1").await;
     let dead = refusing_addr();
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&one_version(
-        listen,
-        admin,
-        &[dead.to_string(), live.addr.to_string()],
-        "",
-    ))
-    .await;
+    let proxy = one_version(&[dead.to_string(), live.addr.to_string()], "")
+        .start()
+        .await;
 
     let tally = tally(proxy.listen, 200).await;
 
@@ -104,13 +82,9 @@ async fn refused_connection_is_retried_on_another_backend() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn version_without_healthy_backend_is_503() {
     let dead = refusing_addr();
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&one_version(
-        listen,
-        admin,
-        &[dead.to_string()],
+    let proxy = one_version(&[dead.to_string()],
         "health_check: { path: /health, interval: 100ms, timeout: 100ms, unhealthy_threshold: 1, healthy_threshold: 1 }",
-    ))
+    ).start()
     .await;
 
     let reply = eventually(

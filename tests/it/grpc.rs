@@ -177,11 +177,11 @@ async fn grpc_failures(proxy: &Proxy, version: &str) -> f64 {
 }
 
 /// One h2c service `echo` with `versions` (YAML lines) and `extra` (YAML under the service).
-fn config((listen, admin): (u16, u16), versions: &str, extra: &str) -> String {
+fn config(versions: &str, extra: &str) -> String {
     format!(
         r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
-        admin: {{ address: "127.0.0.1:{admin}" }}
+        listeners: [{{ name: public, address: "127.0.0.1:0" }}]
+        admin: {{ address: "127.0.0.1:0" }}
         state_dir: state
         services:
           echo:
@@ -199,7 +199,6 @@ async fn server_side_grpc_statuses_are_failures_and_client_side_ones_are_not() {
     let invalid = grpc_server(Code::InvalidArgument).await;
     let ok = grpc_server(Code::Ok).await;
     let proxy = Proxy::start(&config(
-        (free_port(), free_port()),
         &format!(
             r#"
                   down:    {{ release: v1, backends: ["{unavailable}"], weight: 0 }}
@@ -250,7 +249,6 @@ async fn a_stream_that_ends_with_unavailable_in_its_trailers_is_a_grpc_failure()
     let down = grpc_server(Code::Unavailable).await;
     let ok = grpc_server(Code::Ok).await;
     let proxy = Proxy::start(&config(
-        (free_port(), free_port()),
         &format!(
             r#"
                   down: {{ release: v1, backends: ["{down}"], weight: 100 }}
@@ -280,7 +278,6 @@ async fn a_grpc_canary_failing_every_call_with_unavailable_is_rolled_back() {
     let stable = grpc_server(Code::Ok).await;
     let canary = grpc_server(Code::Unavailable).await;
     let proxy = Proxy::start(&config(
-        (free_port(), free_port()),
         &format!(
             r#"
                   blue:  {{ release: v1, backends: ["{stable}"], weight: 100 }}

@@ -19,7 +19,6 @@ fn config(
     upstream: &str,
     tls: Option<(&Leaf, &std::path::Path)>,
 ) -> String {
-    let (listen, admin) = (free_port(), free_port());
     let tls = match tls {
         None => String::new(),
         Some((_, dir)) => format!(
@@ -35,8 +34,8 @@ fn config(
         r#"
         listeners:
           - name: public
-            address: "127.0.0.1:{listen}"{tls}
-        admin: {{ address: "127.0.0.1:{admin}" }}
+            address: "127.0.0.1:0"{tls}
+        admin: {{ address: "127.0.0.1:0" }}
         services:
           grpc:
             versions:

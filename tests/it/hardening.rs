@@ -139,11 +139,10 @@ async fn a_tokenless_admin_answers_only_its_own_host_names() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_with_a_token_answers_any_host() {
     let backend = Backend::start("blue-1").await;
-    let (listen, admin) = (free_port(), free_port());
     let yaml = format!(
         r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
-        admin: {{ address: "127.0.0.1:{admin}" }}
+        listeners: [{{ name: public, address: "127.0.0.1:0" }}]
+        admin: {{ address: "127.0.0.1:0" }}
         services:
           api:
             versions: {{ blue: {{ release: v1, backends: ["{}"], weight: 100 }} }}
@@ -163,7 +162,6 @@ async fn an_admin_with_a_token_answers_any_host() {
 async fn series_of_versions_and_backends_a_reload_removed_leave_metrics() {
     let blue = Backend::start("blue-1").await;
     let dead = refusing_addr();
-    let (listen, admin) = (free_port(), free_port());
     let config = |green: bool| {
         let green = if green {
             format!(r#"green: {{ release: v2, backends: ["{dead}"], weight: 50 }}"#)
@@ -172,8 +170,8 @@ async fn series_of_versions_and_backends_a_reload_removed_leave_metrics() {
         };
         format!(
             r#"
-            listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
-            admin: {{ address: "127.0.0.1:{admin}" }}
+            listeners: [{{ name: public, address: "127.0.0.1:0" }}]
+            admin: {{ address: "127.0.0.1:0" }}
             services:
               api:
                 health_check: {{ path: /health, interval: 100ms, timeout: 100ms, unhealthy_threshold: 1, healthy_threshold: 1 }}

@@ -5,19 +5,7 @@ use crate::harness::*;
 use http::{Request, StatusCode};
 
 async fn proxy_to(backend: &Backend) -> Proxy {
-    let (listen, admin) = (free_port(), free_port());
-    Proxy::start(&format!(
-        r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
-        admin: {{ address: "127.0.0.1:{admin}" }}
-        services:
-          api:
-            versions:
-              blue: {{ release: v1, backends: ["{addr}"], weight: 100 }}
-        "#,
-        addr = backend.addr,
-    ))
-    .await
+    one_service(backend.addr).start().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

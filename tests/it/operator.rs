@@ -9,51 +9,23 @@ use crate::harness::*;
 use http::StatusCode;
 use serde_json::{json, Value};
 
-fn two_versions(
-    listen: u16,
-    admin: u16,
-    state: &Path,
-    addr: SocketAddr,
-    w: (u32, u32),
-    extra: &str,
-) -> String {
-    format!(
-        r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
-        admin: {{ address: "127.0.0.1:{admin}" }}
-        state_dir: "{state}"
-        {extra}
-        services:
-          api:
-            versions:
-              blue:  {{ release: v1, backends: ["{addr}"], weight: {} }}
-              green: {{ release: v2, backends: ["{addr}"], weight: {} }}
-        "#,
-        w.0,
-        w.1,
-        state = state.display()
-    )
+fn two_versions(state: &Path, addr: SocketAddr, w: (u32, u32), extra: &str) -> String {
+    Proxy::builder()
+        .state_dir(state)
+        .top(extra)
+        .service(Service::two("api", (addr, addr), w))
+        .yaml()
 }
 
-fn canary(listen: u16, admin: u16, state: &Path, blue: SocketAddr, green: SocketAddr) -> String {
-    format!(
-        r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
-        admin: {{ address: "127.0.0.1:{admin}" }}
-        state_dir: "{state}"
-        services:
-          api:
-            versions:
-              blue:  {{ release: v1, backends: ["{blue}"], weight: 100 }}
-              green: {{ release: v2, backends: ["{green}"], weight: 0 }}
-            rollout:
-              stable: blue
-              canary: green
-              steps: [{{ traffic: 10%, duration: 1h }}, {{ traffic: 100% }}]
-              analysis: {{ interval: 1h, min_requests: 1000000, metrics: [{{ name: error-rate, threshold: 1 }}] }}
-        "#,
-        state = state.display()
-    )
+fn canary(state: &Path, blue: SocketAddr, green: SocketAddr) -> String {
+    let rollout = Rollout::new(
+        "[{ traffic: 10%, duration: 1h }, { traffic: 100% }]",
+        "{ interval: 1h, min_requests: 1000000, metrics: [{ name: error-rate, threshold: 1 }] }",
+    );
+    Proxy::builder()
+        .state_dir(state)
+        .service(Service::blue_green("api", blue, green).rollout(rollout))
+        .yaml()
 }
 
 fn version<'a>(svc: &'a Value, name: &str) -> &'a Value {
@@ -77,23 +49,9 @@ async fn weights_edited_in_the_file_while_stopped_win_at_the_next_start() {
     let backend = Backend::start("blue-1").await;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let (listen, admin) = (free_port(), free_port());
-    let mut proxy = Proxy::start(&two_versions(
-        listen,
-        admin,
-        &state,
-        backend.addr,
-        (100, 0),
-        "",
-    ))
-    .await;
+    let mut proxy = Proxy::start(&two_versions(&state, backend.addr, (100, 0), "")).await;
     let (status, doc) = proxy
-        .api_send(
-            "PUT",
-            "/services/api/weights",
-            Some(json!({"blue": 90, "green": 10})),
-            None,
-        )
+        .put_weights("api", json!({"blue": 90, "green": 10}))
         .await;
     assert_eq!(status, StatusCode::OK, "{doc}");
 
@@ -107,14 +65,7 @@ async fn weights_edited_in_the_file_while_stopped_win_at_the_next_start() {
     proxy.kill9();
     std::fs::write(
         &proxy.config_path,
-        dedent(&two_versions(
-            listen,
-            admin,
-            &state,
-            backend.addr,
-            (50, 50),
-            "",
-        )),
+        dedent(&two_versions(&state, backend.addr, (50, 50), "")),
     )
     .unwrap();
     proxy.restart().await;
@@ -132,15 +83,7 @@ async fn switch_and_weights_never_send_traffic_to_a_rolled_back_release() {
         Backend::start("green-1").await,
     );
     let dir = tempfile::tempdir().unwrap();
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&canary(
-        listen,
-        admin,
-        &dir.path().join("state"),
-        blue.addr,
-        green.addr,
-    ))
-    .await;
+    let proxy = Proxy::start(&canary(&dir.path().join("state"), blue.addr, green.addr)).await;
     let (status, _) = proxy
         .api_send("POST", "/services/api/rollback", None, None)
         .await;
@@ -161,12 +104,7 @@ async fn switch_and_weights_never_send_traffic_to_a_rolled_back_release() {
     assert_eq!(tally(proxy.listen, 50).await.count("green"), 0);
     // Weights that keep it at 0% are fine; resume is the way back.
     let (status, doc) = proxy
-        .api_send(
-            "PUT",
-            "/services/api/weights",
-            Some(json!({"blue": 100, "green": 0})),
-            None,
-        )
+        .put_weights("api", json!({"blue": 100, "green": 0}))
         .await;
     assert_eq!(status, StatusCode::OK, "{doc}");
     let (status, doc) = proxy
@@ -184,15 +122,7 @@ async fn roles_stay_true_after_promote_then_undo() {
         Backend::start("green-1").await,
     );
     let dir = tempfile::tempdir().unwrap();
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&canary(
-        listen,
-        admin,
-        &dir.path().join("state"),
-        blue.addr,
-        green.addr,
-    ))
-    .await;
+    let proxy = Proxy::start(&canary(&dir.path().join("state"), blue.addr, green.addr)).await;
     let svc = proxy.api("/services/api").await;
     assert_eq!(version(&svc, "blue")["role"], "stable", "{svc}");
     assert_eq!(version(&svc, "green")["role"], "canary", "{svc}");
@@ -232,20 +162,9 @@ async fn a_reload_that_needs_a_restart_says_so_in_status_and_ctl() {
     let backend = Backend::start("blue-1").await;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&two_versions(
-        listen,
-        admin,
-        &state,
-        backend.addr,
-        (100, 0),
-        "",
-    ))
-    .await;
+    let proxy = Proxy::start(&two_versions(&state, backend.addr, (100, 0), "")).await;
     assert_eq!(proxy.status_json().await["restart_needed"], json!([]));
     proxy.rewrite_config(&two_versions(
-        listen,
-        admin,
         &state,
         backend.addr,
         (90, 10),

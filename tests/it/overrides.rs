@@ -4,24 +4,14 @@
 use crate::harness::*;
 
 async fn proxy_with_overrides(blue: &Backend, green: &Backend) -> Proxy {
-    let (listen, admin) = (free_port(), free_port());
-    Proxy::start(&format!(
+    let service = Service::blue_green("api", blue.addr, green.addr).line(
         r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
-        admin: {{ address: "127.0.0.1:{admin}" }}
-        services:
-          api:
-            versions:
-              blue:  {{ release: v1, backends: ["{blue}"], weight: 100 }}
-              green: {{ release: v2, backends: ["{green}"], weight: 0 }}
-            overrides:
-              - {{ header: x-canary, value: always, version: green }}
-              - {{ cookie: canary, value: "1", version: green }}
+        overrides:
+          - { header: x-canary, value: always, version: green }
+          - { cookie: canary, value: "1", version: green }
         "#,
-        blue = blue.addr,
-        green = green.addr,
-    ))
-    .await
+    );
+    Proxy::builder().service(service).start().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,31 +7,16 @@ use crate::harness::*;
 use http::StatusCode;
 use serde_json::{json, Value};
 
-fn config(listen: u16, admin: u16, state: &Path, backend: &Backend) -> String {
-    format!(
-        r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
-        admin: {{ address: "127.0.0.1:{admin}" }}
-        state_dir: "{state}"
-        services:
-          api:
-            versions:
-              blue:  {{ release: v1, backends: ["{addr}"], weight: 100 }}
-              green: {{ release: v2, backends: ["{addr}"], weight: 0 }}
-        "#,
-        state = state.display(),
-        addr = backend.addr
-    )
+fn config(state: &Path, backend: &Backend) -> String {
+    Proxy::builder()
+        .state_dir(state)
+        .service(Service::blue_green("api", backend.addr, backend.addr))
+        .yaml()
 }
 
 async fn set(proxy: &Proxy, blue: u32) -> Value {
     let (status, doc) = proxy
-        .api_send(
-            "PUT",
-            "/services/api/weights",
-            Some(json!({ "blue": blue, "green": 100 - blue })),
-            None,
-        )
+        .put_weights("api", json!({ "blue": blue, "green": 100 - blue }))
         .await;
     assert_eq!(status, StatusCode::OK, "{doc}");
     doc
@@ -56,8 +41,7 @@ async fn a_state_file_that_is_a_directory_is_set_aside_and_reported() {
     let state = dir.path().join("state");
     std::fs::create_dir_all(state.join("state.json")).unwrap();
     let backend = Backend::start("blue-1").await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&config(listen, admin, &state, &backend)).await;
+    let proxy = Proxy::start(&config(&state, &backend)).await;
 
     let status = proxy.status_json().await;
     let w = warnings(&status);
@@ -85,8 +69,7 @@ async fn a_corrupt_line_in_the_middle_of_the_log_drops_only_that_line() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let backend = Backend::start("blue-1").await;
-    let (listen, admin) = (free_port(), free_port());
-    let mut proxy = Proxy::start(&config(listen, admin, &state, &backend)).await;
+    let mut proxy = Proxy::start(&config(&state, &backend)).await;
     for blue in [90, 80, 70] {
         set(&proxy, blue).await;
     }
@@ -125,8 +108,7 @@ async fn the_history_pages_back_with_before_and_limit() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let backend = Backend::start("blue-1").await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&config(listen, admin, &state, &backend)).await;
+    let proxy = Proxy::start(&config(&state, &backend)).await;
     for i in 0..25 {
         set(&proxy, 50 + i).await;
     }
@@ -164,8 +146,7 @@ async fn revision_event_and_status_times_carry_milliseconds() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let backend = Backend::start("blue-1").await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&config(listen, admin, &state, &backend)).await;
+    let proxy = Proxy::start(&config(&state, &backend)).await;
     set(&proxy, 90).await;
     let millis = |t: &Value| {
         let t = t.as_str().unwrap_or_default();

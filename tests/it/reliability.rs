@@ -10,28 +10,12 @@ use crate::harness::*;
 use http::StatusCode;
 use serde_json::{json, Value};
 
-fn two_versions(
-    listen: u16,
-    admin: u16,
-    blue: &Backend,
-    green: &Backend,
-    weights: (u32, u32),
-) -> String {
-    format!(
-        r#"
-        listeners:
-          - {{ name: public, address: "127.0.0.1:{listen}" }}
-        admin:
-          address: "127.0.0.1:{admin}"
-        state_dir: state
-        services:
-          api:
-            versions:
-              blue:  {{ release: v1, backends: ["{}"], weight: {} }}
-              green: {{ release: v2, backends: ["{}"], weight: {} }}
-        "#,
-        blue.addr, weights.0, green.addr, weights.1
-    )
+fn two_versions(blue: &Backend, green: &Backend, weights: (u32, u32)) -> ProxyBuilder {
+    Proxy::builder().state_dir("state").service(Service::two(
+        "api",
+        (blue.addr, green.addr),
+        weights,
+    ))
 }
 
 /// The live share of each version, in percent, from `GET /api/v1/services/api`.
@@ -68,13 +52,12 @@ fn revision_shares(revision: &Value) -> Vec<(String, f64)> {
 async fn switch_storm_under_load_fails_no_request_and_ends_on_the_last_revision() {
     let blue = Backend::start("blue-1").await;
     let green = Backend::start("green-1").await;
-    let (listen, admin) = (free_port(), free_port());
     // One worker: the single-threaded data path, with the controller on its own thread.
-    let proxy = Proxy::start_with_args(
-        &two_versions(listen, admin, &blue, &green, (50, 50)),
-        &["--workers", "1"],
-    )
-    .await;
+    let proxy = two_versions(&blue, &green, (50, 50))
+        .arg("--workers")
+        .arg("1")
+        .start()
+        .await;
     let load = Load::start(proxy.listen, 64);
 
     let switches = async {
@@ -102,13 +85,7 @@ async fn switch_storm_under_load_fails_no_request_and_ends_on_the_last_revision(
     };
     let reloads = async {
         for i in 0..50u32 {
-            proxy.rewrite_config(&two_versions(
-                listen,
-                admin,
-                &blue,
-                &green,
-                (10 + i, 90 - i),
-            ));
+            proxy.rewrite_config(&two_versions(&blue, &green, (10 + i, 90 - i)).yaml());
             tokio::time::sleep(Duration::from_millis(60)).await;
         }
     };
@@ -173,30 +150,21 @@ async fn kill_9_during_changes_loses_no_acknowledged_change() {
     let blue = Backend::start("blue-1").await;
     let red = Backend::start("red-1").await;
     let green = Backend::start_failing("green-1", 1000).await;
-    let (listen, admin) = (free_port(), free_port());
-    let yaml = format!(
-        r#"
-        listeners:
-          - {{ name: public, address: "127.0.0.1:{listen}" }}
-        admin:
-          address: "127.0.0.1:{admin}"
-        state_dir: state
-        services:
-          api:
-            versions:
-              blue:  {{ release: v1, backends: ["{}"], weight: 100 }}
-              red:   {{ release: v1, backends: ["{}"], weight: 0 }}
-              green: {{ release: v2, backends: ["{}"], weight: 0 }}
-            overrides: [{{ header: x-canary, value: always, version: green }}]
-            rollout:
-              stable: blue
-              canary: green
-              steps: [{{ traffic: 10%, duration: 10m }}, {{ traffic: 100% }}]
-              analysis: {{ interval: 10s, metrics: [{{ name: error-rate, threshold: 1 }}] }}
-        "#,
-        blue.addr, red.addr, green.addr
+    let rollout = Rollout::new(
+        "[{ traffic: 10%, duration: 10m }, { traffic: 100% }]",
+        "{ interval: 10s, metrics: [{ name: error-rate, threshold: 1 }] }",
     );
-    let mut proxy = Proxy::start(&yaml).await;
+    let service = Service::new("api")
+        .version("blue", "v1", &[blue.addr], 100)
+        .version("red", "v1", &[red.addr], 0)
+        .version("green", "v2", &[green.addr], 0)
+        .line("overrides: [{ header: x-canary, value: always, version: green }]")
+        .rollout(rollout);
+    let mut proxy = Proxy::builder()
+        .state_dir("state")
+        .service(service)
+        .start()
+        .await;
     let r = proxy
         .admin_send(
             "POST",

@@ -6,28 +6,8 @@ use std::time::Duration;
 use crate::harness::*;
 use http::StatusCode;
 
-fn two_versions(
-    listen: u16,
-    admin: u16,
-    blue: &Backend,
-    green: &Backend,
-    weights: (u32, u32),
-) -> String {
-    format!(
-        r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
-        admin: {{ address: "127.0.0.1:{admin}" }}
-        services:
-          api:
-            versions:
-              blue:  {{ release: v1, backends: ["{blue}"], weight: {b} }}
-              green: {{ release: v2, backends: ["{green}"], weight: {g} }}
-        "#,
-        blue = blue.addr,
-        green = green.addr,
-        b = weights.0,
-        g = weights.1,
-    )
+fn two_versions(blue: &Backend, green: &Backend, weights: (u32, u32)) -> ProxyBuilder {
+    Proxy::builder().service(Service::two("api", (blue.addr, green.addr), weights))
 }
 
 /// Polls until the live split matches `expected` (±4 points over 1,000 requests).
@@ -49,11 +29,10 @@ async fn wait_for_split(proxy: &Proxy, expected: &[(&str, f64)]) -> Tally {
 async fn rewritten_file_changes_the_split() {
     let blue = Backend::start("blue-1").await;
     let green = Backend::start("green-1").await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&two_versions(listen, admin, &blue, &green, (100, 0))).await;
+    let proxy = two_versions(&blue, &green, (100, 0)).start().await;
     assert_eq!(tally(proxy.listen, 100).await.count("blue"), 100);
 
-    proxy.rewrite_config(&two_versions(listen, admin, &blue, &green, (0, 100)));
+    proxy.rewrite_config(&two_versions(&blue, &green, (0, 100)).yaml());
 
     wait_for_split(&proxy, &[("green", 100.0)]).await;
 }
@@ -62,16 +41,15 @@ async fn rewritten_file_changes_the_split() {
 async fn fifty_rewrites_under_load_fail_no_request() {
     let blue = Backend::start("blue-1").await;
     let green = Backend::start("green-1").await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&two_versions(listen, admin, &blue, &green, (50, 50))).await;
+    let proxy = two_versions(&blue, &green, (50, 50)).start().await;
 
     let load = Load::start(proxy.listen, 32);
     for i in 0..50 {
         let weights = if i % 2 == 0 { (90, 10) } else { (10, 90) };
-        proxy.rewrite_config(&two_versions(listen, admin, &blue, &green, weights));
+        proxy.rewrite_config(&two_versions(&blue, &green, weights).yaml());
         tokio::time::sleep(Duration::from_millis(if i % 10 == 9 { 600 } else { 30 })).await;
     }
-    proxy.rewrite_config(&two_versions(listen, admin, &blue, &green, (20, 80)));
+    proxy.rewrite_config(&two_versions(&blue, &green, (20, 80)).yaml());
     tokio::time::sleep(Duration::from_millis(300)).await;
     let report = load.finish().await;
 
@@ -97,8 +75,7 @@ async fn fifty_rewrites_under_load_fail_no_request() {
 async fn invalid_file_keeps_old_table_and_is_reported_until_a_good_one() {
     let blue = Backend::start("blue-1").await;
     let green = Backend::start("green-1").await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&two_versions(listen, admin, &blue, &green, (100, 0))).await;
+    let proxy = two_versions(&blue, &green, (100, 0)).start().await;
     let status = proxy.status_json().await;
     assert!(
         status["last_reload_error"].is_null(),
@@ -107,18 +84,10 @@ async fn invalid_file_keeps_old_table_and_is_reported_until_a_good_one() {
     let (_, errors_before) = proxy.reload_counts().await;
 
     // Sends all traffic to green, but green's backend is not an address: rejected whole.
-    proxy.rewrite_config(&format!(
-        r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
-        admin: {{ address: "127.0.0.1:{admin}" }}
-        services:
-          api:
-            versions:
-              blue:  {{ release: v1, backends: ["{blue}"], weight: 0 }}
-              green: {{ release: v2, backends: ["not-an-address"], weight: 100 }}
-        "#,
-        blue = blue.addr,
-    ));
+    let bad = Service::new("api")
+        .version("blue", "v1", &[blue.addr], 0)
+        .version_raw("green", "v2", &["not-an-address".into()], "100");
+    proxy.rewrite_config(&Proxy::builder().service(bad).yaml());
     let status = eventually(RELOAD_TIMEOUT, "last_reload_error to be set", async || {
         let status = proxy.status_json().await;
         match status["last_reload_error"].as_str() {
@@ -135,7 +104,7 @@ async fn invalid_file_keeps_old_table_and_is_reported_until_a_good_one() {
     let tally = tally(proxy.listen, 200).await;
     assert_eq!(tally.count("blue"), 200, "after a rejected file: {tally}");
 
-    proxy.rewrite_config(&two_versions(listen, admin, &blue, &green, (0, 100)));
+    proxy.rewrite_config(&two_versions(&blue, &green, (0, 100)).yaml());
     wait_for_split(&proxy, &[("green", 100.0)]).await;
     eventually(RELOAD_TIMEOUT, "last_reload_error to clear", async || {
         let status = proxy.status_json().await;
@@ -152,8 +121,7 @@ async fn invalid_file_keeps_old_table_and_is_reported_until_a_good_one() {
 async fn broken_yaml_is_rejected_and_traffic_keeps_flowing() {
     let blue = Backend::start("blue-1").await;
     let green = Backend::start("green-1").await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&two_versions(listen, admin, &blue, &green, (100, 0))).await;
+    let proxy = two_versions(&blue, &green, (100, 0)).start().await;
 
     proxy.rewrite_config("services:\n  api: [unclosed\n");
     eventually(RELOAD_TIMEOUT, "last_reload_error to be set", async || {
@@ -172,8 +140,7 @@ async fn broken_yaml_is_rejected_and_traffic_keeps_flowing() {
 async fn sighup_rereads_the_file() {
     let blue = Backend::start("blue-1").await;
     let green = Backend::start("green-1").await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&two_versions(listen, admin, &blue, &green, (100, 0))).await;
+    let proxy = two_versions(&blue, &green, (100, 0)).start().await;
     // Let any start-up file events settle before taking the baseline.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let before = proxy.status_json().await;
@@ -204,10 +171,9 @@ async fn sighup_rereads_the_file() {
 async fn sighup_applies_a_changed_file() {
     let blue = Backend::start("blue-1").await;
     let green = Backend::start("green-1").await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&two_versions(listen, admin, &blue, &green, (100, 0))).await;
+    let proxy = two_versions(&blue, &green, (100, 0)).start().await;
 
-    proxy.rewrite_config(&two_versions(listen, admin, &blue, &green, (0, 100)));
+    proxy.rewrite_config(&two_versions(&blue, &green, (0, 100)).yaml());
     proxy.sighup();
 
     wait_for_split(&proxy, &[("green", 100.0)]).await;
@@ -217,13 +183,12 @@ async fn sighup_applies_a_changed_file() {
 async fn kept_alive_connection_uses_the_new_table_without_reconnecting() {
     let blue = Backend::start("blue-1").await;
     let green = Backend::start("green-1").await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&two_versions(listen, admin, &blue, &green, (100, 0))).await;
+    let proxy = two_versions(&blue, &green, (100, 0)).start().await;
     let mut client = proxy.client();
     let first = client.get("/").await.unwrap();
     assert_eq!(first.version().as_deref(), Some("blue"));
 
-    proxy.rewrite_config(&two_versions(listen, admin, &blue, &green, (0, 100)));
+    proxy.rewrite_config(&two_versions(&blue, &green, (0, 100)).yaml());
 
     eventually(
         RELOAD_TIMEOUT,
@@ -247,8 +212,7 @@ async fn kept_alive_connection_uses_the_new_table_without_reconnecting() {
 async fn in_flight_request_finishes_on_a_backend_the_new_file_removed() {
     let slow_blue = Backend::start_with_delay("blue-1", Duration::from_millis(2500)).await;
     let green = Backend::start("green-1").await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&two_versions(listen, admin, &slow_blue, &green, (100, 0))).await;
+    let proxy = two_versions(&slow_blue, &green, (100, 0)).start().await;
     let addr = proxy.listen;
     let in_flight = tokio::spawn(async move { Client::http1(addr).get("/").await });
     eventually(
@@ -263,17 +227,8 @@ async fn in_flight_request_finishes_on_a_backend_the_new_file_removed() {
     .await;
 
     // The new file no longer mentions blue's backend at all.
-    proxy.rewrite_config(&format!(
-        r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
-        admin: {{ address: "127.0.0.1:{admin}" }}
-        services:
-          api:
-            versions:
-              green: {{ release: v2, backends: ["{green}"], weight: 100 }}
-        "#,
-        green = green.addr,
-    ));
+    let green_only = Service::new("api").version("green", "v2", &[green.addr], 100);
+    proxy.rewrite_config(&Proxy::builder().service(green_only).yaml());
     wait_for_split(&proxy, &[("green", 100.0)]).await;
 
     let reply = tokio::time::timeout(Duration::from_secs(10), in_flight)
@@ -291,8 +246,10 @@ async fn in_flight_request_finishes_on_a_backend_the_new_file_removed() {
 async fn a_configmap_update_is_applied_with_no_failed_request() {
     let blue = Backend::start("blue-1").await;
     let green = Backend::start("green-1").await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start_configmap(&two_versions(listen, admin, &blue, &green, (100, 0))).await;
+    let proxy = two_versions(&blue, &green, (100, 0))
+        .configmap()
+        .start()
+        .await;
     assert!(
         std::fs::symlink_metadata(&proxy.config_path)
             .unwrap()
@@ -308,7 +265,7 @@ async fn a_configmap_update_is_applied_with_no_failed_request() {
         ((0, 100), [("green", 100.0)]),
     ] {
         let (ok_before, _) = proxy.reload_counts().await;
-        proxy.update_configmap(&two_versions(listen, admin, &blue, &green, weights));
+        proxy.update_configmap(&two_versions(&blue, &green, weights).yaml());
         wait_for_split(&proxy, &expected).await;
         let (ok_after, errors) = proxy.reload_counts().await;
         assert!(

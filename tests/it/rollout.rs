@@ -14,36 +14,45 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::Value;
 use tokio::net::TcpListener;
 
-/// A service `api` with `blue` (stable, 100%) and `green` (canary, release `release`) and a
-/// rollout block whose steps and analysis are given verbatim.
-pub(crate) fn rollout_config(
-    (listen, admin): (u16, u16),
-    (blue, green): (SocketAddr, SocketAddr),
-    release: &str,
-    steps: &str,
-    analysis: &str,
-    extra: &str,
-) -> String {
-    format!(
-        r#"
-        listeners:
-          - {{ name: public, address: "127.0.0.1:{listen}" }}
-        admin:
-          address: "127.0.0.1:{admin}"
-        state_dir: state
-        services:
-          api:
-            versions:
-              blue:  {{ release: v1, backends: ["{blue}"], weight: 100 }}
-              green: {{ release: {release}, backends: ["{green}"], weight: 0 }}
-        {extra}
-            rollout:
-              stable: blue
-              canary: green
-              steps: {steps}
-              analysis: {analysis}
-        "#
+/// Service `api`: `blue` (stable, release v1, 100%) on `blue` and `green` (the canary,
+/// release `release`, 0%) on `green`; add its `rollout` (and anything else) to it.
+pub(crate) fn api(blue: SocketAddr, green: SocketAddr, release: &str) -> Service {
+    Service::new("api")
+        .version("blue", "v1", &[blue], 100)
+        .version("green", release, &[green], 0)
+}
+
+/// A rollout of green whose steps last an hour and whose analysis never has enough requests
+/// to judge: it moves only when driven (through the API or `ctl`).
+pub(crate) fn driven_only() -> Rollout {
+    Rollout::new(
+        "[{ traffic: 10%, duration: 1h }, { traffic: 50%, duration: 1h }, { traffic: 100% }]",
+        "{ interval: 1h, threshold: 5, min_requests: 1000000, metrics: [{ name: error-rate, threshold: 1 }] }",
     )
+}
+
+/// A proxy serving `service`, its state in `state/` next to the config.
+pub(crate) fn rollout_proxy(service: Service) -> ProxyBuilder {
+    Proxy::builder().state_dir("state").service(service)
+}
+
+/// [`api`] with release v2 and `rollout`, started.
+pub(crate) async fn start_canary(blue: SocketAddr, green: SocketAddr, rollout: Rollout) -> Proxy {
+    rollout_proxy(api(blue, green, "v2").rollout(rollout))
+        .start()
+        .await
+}
+
+/// A `blue` and a `green` backend failing `(blue, green)`/1000 of their requests, behind
+/// [`start_canary`].
+pub(crate) async fn with_canary(
+    (blue_fails, green_fails): (usize, usize),
+    rollout: Rollout,
+) -> (Backend, Backend, Proxy) {
+    let blue = Backend::start_failing("blue-1", blue_fails).await;
+    let green = Backend::start_failing("green-1", green_fails).await;
+    let proxy = start_canary(blue.addr, green.addr, rollout).await;
+    (blue, green, proxy)
 }
 
 pub(crate) async fn service(proxy: &Proxy) -> Value {
@@ -71,29 +80,40 @@ pub(crate) async fn wait_for_state(proxy: &Proxy, state: &str, within: Duration)
     .await
 }
 
+/// Load on `clients` connections until the rollout reaches `state` (at most `within`): the
+/// service document then, and what the load saw.
+pub(crate) async fn under_load_until(
+    proxy: &Proxy,
+    clients: usize,
+    state: &str,
+    within: Duration,
+) -> (Value, LoadReport) {
+    let load = Load::start(proxy.listen, clients);
+    let svc = wait_for_state(proxy, state, within).await;
+    (svc, load.finish().await)
+}
+
+/// Asserts that `/metrics` counts `n` rollbacks of `api` for `reason`.
+pub(crate) async fn assert_rollbacks(proxy: &Proxy, reason: &str, n: u64) {
+    let metrics = metrics_text(proxy).await;
+    let line = format!(r#"switchyard_rollbacks_total{{service="api",reason="{reason}"}} {n}"#);
+    assert!(metrics.contains(&line), "no {line:?} in\n{metrics}");
+}
+
 pub(crate) async fn metrics_text(proxy: &Proxy) -> String {
     proxy.admin_get("/metrics").await.text()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_canary_failing_a_quarter_of_requests_is_rolled_back_on_error_rate() {
-    let blue = Backend::start("blue-1").await;
-    let green = Backend::start_failing("green-1", 250).await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&rollout_config(
-        (listen, admin),
-        (blue.addr, green.addr),
-        "v2",
+    let rollout = Rollout::new(
         "[{ traffic: 50%, duration: 1m }, { traffic: 100% }]",
         "{ interval: 1s, threshold: 2, min_requests: 5, metrics: [{ name: error-rate, threshold: 1 }] }",
-        "",
-    ))
-    .await;
+    );
+    let (_blue, green, proxy) = with_canary((0, 250), rollout).await;
     assert_eq!(service(&proxy).await["rollout"]["state"], "progressing");
 
-    let load = Load::start(proxy.listen, 8);
-    let svc = wait_for_state(&proxy, "rolled_back", Duration::from_secs(20)).await;
-    load.finish().await;
+    let (svc, _) = under_load_until(&proxy, 8, "rolled_back", Duration::from_secs(20)).await;
 
     assert_eq!(weight_of(&svc, "green"), 0.0);
     assert_eq!(weight_of(&svc, "blue"), 100.0);
@@ -114,11 +134,7 @@ async fn a_canary_failing_a_quarter_of_requests_is_rolled_back_on_error_rate() {
     assert_eq!(last["source"], "analysis", "{history}");
     assert_eq!(last["weights"]["green"], 0);
 
-    let metrics = metrics_text(&proxy).await;
-    assert!(
-        metrics.contains(r#"switchyard_rollbacks_total{service="api",reason="error-rate"} 1"#),
-        "{metrics}"
-    );
+    assert_rollbacks(&proxy, "error-rate", 1).await;
     // After the rollback, nothing reaches the canary.
     let before = green.hits();
     let after = tally(proxy.listen, 200).await;
@@ -130,45 +146,25 @@ async fn a_canary_failing_a_quarter_of_requests_is_rolled_back_on_error_rate() {
 async fn a_slow_canary_is_rolled_back_on_latency_p99() {
     let blue = Backend::start("blue-1").await;
     let green = Backend::start_with_delay("green-1", Duration::from_millis(800)).await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&rollout_config(
-        (listen, admin),
-        (blue.addr, green.addr),
-        "v2",
+    let rollout = Rollout::new(
         "[{ traffic: 50%, duration: 1m }, { traffic: 100% }]",
         "{ interval: 1s, threshold: 2, min_requests: 5, metrics: [{ name: latency-p99, threshold: 300 }] }",
-        "",
-    ))
-    .await;
-    let load = Load::start(proxy.listen, 16);
-    let svc = wait_for_state(&proxy, "rolled_back", Duration::from_secs(20)).await;
-    load.finish().await;
+    );
+    let proxy = start_canary(blue.addr, green.addr, rollout).await;
+    let (svc, _) = under_load_until(&proxy, 16, "rolled_back", Duration::from_secs(20)).await;
     let reason = svc["rollout"]["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("latency-p99"), "reason: {reason}");
-    let metrics = metrics_text(&proxy).await;
-    assert!(
-        metrics.contains(r#"switchyard_rollbacks_total{service="api",reason="latency-p99"} 1"#),
-        "{metrics}"
-    );
+    assert_rollbacks(&proxy, "latency-p99", 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_healthy_canary_is_promoted_through_its_steps() {
-    let blue = Backend::start("blue-1").await;
-    let green = Backend::start_failing("green-1", 3).await; // 0.3% errors
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&rollout_config(
-        (listen, admin),
-        (blue.addr, green.addr),
-        "v2",
+    let rollout = Rollout::new(
         "[{ traffic: 10%, duration: 1s }, { traffic: 50%, duration: 1s }, { traffic: 100% }]",
         "{ interval: 500ms, threshold: 2, min_requests: 100, metrics: [{ name: error-rate, threshold: 1 }] }",
-        "",
-    ))
-    .await;
-    let load = Load::start(proxy.listen, 8);
-    let svc = wait_for_state(&proxy, "promoted", Duration::from_secs(20)).await;
-    load.finish().await;
+    );
+    let (_blue, green, proxy) = with_canary((0, 3), rollout).await;
+    let (svc, _) = under_load_until(&proxy, 8, "promoted", Duration::from_secs(20)).await;
     assert_eq!(weight_of(&svc, "green"), 100.0);
     assert_eq!(weight_of(&svc, "blue"), 0.0);
 
@@ -198,18 +194,11 @@ async fn a_healthy_canary_is_promoted_through_its_steps() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn too_little_traffic_is_inconclusive_and_never_rolls_back() {
-    let blue = Backend::start("blue-1").await;
-    let green = Backend::start_failing("green-1", 1000).await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&rollout_config(
-        (listen, admin),
-        (blue.addr, green.addr),
-        "v2",
+    let rollout = Rollout::new(
         "[{ traffic: 50%, duration: 1m }, { traffic: 100% }]",
         "{ interval: 1s, threshold: 1, min_requests: 50, fast_fail: off, metrics: [{ name: error-rate, threshold: 1 }] }",
-        "",
-    ))
-    .await;
+    );
+    let (_blue, _green, proxy) = with_canary((0, 1000), rollout).await;
     let mut client = proxy.client();
     let until = Instant::now() + Duration::from_secs(4);
     while Instant::now() < until {
@@ -227,18 +216,11 @@ async fn too_little_traffic_is_inconclusive_and_never_rolls_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_canary_failing_everything_is_out_in_seconds_by_fast_fail() {
-    let blue = Backend::start("blue-1").await;
-    let green = Backend::start_failing("green-1", 1000).await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&rollout_config(
-        (listen, admin),
-        (blue.addr, green.addr),
-        "v2",
+    let rollout = Rollout::new(
         "[{ traffic: 50%, duration: 10m }, { traffic: 100% }]",
         "{ interval: 30s, threshold: 5, min_requests: 50, metrics: [{ name: error-rate, threshold: 1 }] }",
-        "",
-    ))
-    .await;
+    );
+    let (_blue, _green, proxy) = with_canary((0, 1000), rollout).await;
     let started = Instant::now();
     let load = Load::start(proxy.listen, 8);
     let svc = wait_for_state(&proxy, "rolled_back", Duration::from_secs(10)).await;
@@ -252,27 +234,16 @@ async fn a_canary_failing_everything_is_out_in_seconds_by_fast_fail() {
         report.failures.len()
     );
     assert!(detected < Duration::from_secs(10));
-    let metrics = metrics_text(&proxy).await;
-    assert!(
-        metrics.contains(r#"switchyard_rollbacks_total{service="api",reason="fast-fail"} 1"#),
-        "{metrics}"
-    );
+    assert_rollbacks(&proxy, "fast-fail", 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_shared_outage_does_not_blame_the_canary_with_max_increase() {
-    let blue = Backend::start_failing("blue-1", 50).await;
-    let green = Backend::start_failing("green-1", 50).await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&rollout_config(
-        (listen, admin),
-        (blue.addr, green.addr),
-        "v2",
+    let rollout = Rollout::new(
         "[{ traffic: 50%, duration: 1m }, { traffic: 100% }]",
         "{ interval: 1s, threshold: 2, min_requests: 20, metrics: [{ name: error-rate, threshold: 1, max_increase: 1 }] }",
-        "",
-    ))
-    .await;
+    );
+    let (_blue, _green, proxy) = with_canary((50, 50), rollout).await;
     let load = Load::start(proxy.listen, 8);
     // Five analysis intervals of a 5% error rate on both versions.
     let svc = eventually(Duration::from_secs(20), "five passing checks", async || {
@@ -300,16 +271,14 @@ async fn a_shared_outage_does_not_blame_the_canary_with_max_increase() {
 async fn a_canary_whose_backends_fail_health_checks_is_rolled_back() {
     let blue = Backend::start("blue-1").await;
     let dead = refusing_addr();
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&rollout_config(
-        (listen, admin),
-        (blue.addr, dead),
-        "v2",
+    let rollout = Rollout::new(
         "[{ traffic: 10%, duration: 1m }, { traffic: 100% }]",
         "{ interval: 1s, metrics: [{ name: error-rate, threshold: 1 }] }",
-        "    health_check: { path: /health, interval: 100ms, timeout: 200ms, unhealthy_threshold: 2, healthy_threshold: 1 }",
-    ))
-    .await;
+    );
+    let service = api(blue.addr, dead, "v2")
+        .line("health_check: { path: /health, interval: 100ms, timeout: 200ms, unhealthy_threshold: 2, healthy_threshold: 1 }")
+        .rollout(rollout);
+    let proxy = rollout_proxy(service).start().await;
     let svc = wait_for_state(&proxy, "rolled_back", Duration::from_secs(10)).await;
     let reason = svc["rollout"]["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("health"), "reason: {reason}");
@@ -326,21 +295,18 @@ async fn a_canary_whose_backends_fail_health_checks_is_rolled_back() {
 async fn a_rolled_back_release_stays_out_across_kill_9_and_reload_until_a_new_release() {
     let blue = Backend::start("blue-1").await;
     let green = Backend::start_failing("green-1", 1000).await;
-    let (listen, admin) = (free_port(), free_port());
     let config = |release: &str| {
-        rollout_config(
-            (listen, admin),
-            (blue.addr, green.addr),
-            release,
+        let rollout = Rollout::new(
             "[{ traffic: 50%, duration: 10m }, { traffic: 100% }]",
             "{ interval: 1s, threshold: 2, min_requests: 5, metrics: [{ name: error-rate, threshold: 1 }] }",
-            "    overrides: [{ header: x-canary, value: always, version: green }]",
-        )
+        );
+        let service = api(blue.addr, green.addr, release)
+            .line("overrides: [{ header: x-canary, value: always, version: green }]")
+            .rollout(rollout);
+        rollout_proxy(service)
     };
-    let mut proxy = Proxy::start(&config("v2")).await;
-    let load = Load::start(proxy.listen, 8);
-    wait_for_state(&proxy, "rolled_back", Duration::from_secs(15)).await;
-    load.finish().await;
+    let mut proxy = config("v2").start().await;
+    under_load_until(&proxy, 8, "rolled_back", Duration::from_secs(15)).await;
     // Traffic moves first, the state file follows (SPEC §16): the status says when it has.
     eventually(
         Duration::from_secs(10),
@@ -383,7 +349,7 @@ async fn a_rolled_back_release_stays_out_across_kill_9_and_reload_until_a_new_re
 
     // A new release is a new rollout.
     green.set_failure_rate(0);
-    proxy.rewrite_config(&config("v3"));
+    proxy.rewrite_config(&config("v3").yaml());
     let svc = eventually(RELOAD_TIMEOUT, "a new rollout of v3", async || {
         let svc = service(&proxy).await;
         if svc["rollout"]["state"] == "progressing" && svc["rollout"]["release"] == "v3" {
@@ -450,19 +416,15 @@ async fn a_gate_answering_503_pauses_the_rollout() {
     let blue = Backend::start("blue-1").await;
     let green = Backend::start("green-1").await;
     let gate = Receiver::start(StatusCode::SERVICE_UNAVAILABLE).await;
-    let (listen, admin) = (free_port(), free_port());
-    let yaml = rollout_config(
-        (listen, admin),
-        (blue.addr, green.addr),
-        "v2",
+    let rollout = Rollout::new(
         "[{ traffic: 50%, duration: 1m }, { traffic: 100% }]",
         "{ interval: 1s, metrics: [{ name: error-rate, threshold: 1 }] }",
-        "",
-    ) + &format!(
-        "      webhooks: [{{ type: gate, url: \"http://{}/confirm\" }}]\n",
+    )
+    .line(&format!(
+        "webhooks: [{{ type: gate, url: \"http://{}/confirm\" }}]",
         gate.addr
-    );
-    let proxy = Proxy::start(&yaml).await;
+    ));
+    let proxy = start_canary(blue.addr, green.addr, rollout).await;
     let svc = wait_for_state(&proxy, "paused", Duration::from_secs(10)).await;
     let reason = svc["rollout"]["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("503"), "reason: {reason}");
@@ -479,19 +441,16 @@ async fn the_event_webhook_is_told_of_a_rollback_with_its_evidence() {
     let blue = Backend::start("blue-1").await;
     let green = Backend::start_failing("green-1", 1000).await;
     let hook = Receiver::start(StatusCode::OK).await;
-    let (listen, admin) = (free_port(), free_port());
-    let yaml = rollout_config(
-        (listen, admin),
-        (blue.addr, green.addr),
-        "v2",
+    let rollout = Rollout::new(
         "[{ traffic: 50%, duration: 1m }, { traffic: 100% }]",
         "{ interval: 1s, threshold: 2, min_requests: 5, metrics: [{ name: error-rate, threshold: 1 }] }",
-        "",
-    ) + &format!("      webhooks: [{{ type: event, url: \"http://{}/events\" }}]\n", hook.addr);
-    let proxy = Proxy::start(&yaml).await;
-    let load = Load::start(proxy.listen, 8);
-    wait_for_state(&proxy, "rolled_back", Duration::from_secs(15)).await;
-    load.finish().await;
+    )
+    .line(&format!(
+        "webhooks: [{{ type: event, url: \"http://{}/events\" }}]",
+        hook.addr
+    ));
+    let proxy = start_canary(blue.addr, green.addr, rollout).await;
+    under_load_until(&proxy, 8, "rolled_back", Duration::from_secs(15)).await;
     let event = eventually(
         Duration::from_secs(10),
         "the rolled_back webhook",

@@ -26,12 +26,11 @@ async fn exact_host_beats_wildcard_beats_no_host() {
     let exact = Backend::start("exact").await;
     let wild = Backend::start("wild").await;
     let anyhost = Backend::start("anyhost").await;
-    let (listen, admin) = (free_port(), free_port());
     // File order is the reverse of precedence, so order cannot be what decides.
     let proxy = Proxy::start(&format!(
         r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
-        admin: {{ address: "127.0.0.1:{admin}" }}
+        listeners: [{{ name: public, address: "127.0.0.1:0" }}]
+        admin: {{ address: "127.0.0.1:0" }}
         services:
           anyhost:
             match: {{ path_prefix: / }}

@@ -13,48 +13,26 @@ use crate::harness::*;
 use http::StatusCode;
 use serde_json::{json, Value};
 
-/// `api` (blue/green with `rollout`, e.g. [`rollout`]) and `plain` (no rollout).
-fn config(
-    listen: u16,
-    admin: u16,
-    state: &Path,
-    blue: SocketAddr,
-    green: SocketAddr,
-    rollout: &str,
-) -> String {
-    format!(
-        r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
-        admin: {{ address: "127.0.0.1:{admin}" }}
-        state_dir: "{state}"
-        services:
-          plain:
-            match: {{ hosts: ["plain.test"] }}
-            versions:
-              blue:  {{ release: v1, backends: ["{blue}"], weight: 100 }}
-              green: {{ release: v2, backends: ["{green}"], weight: 0 }}
-          api:
-            versions:
-              blue:  {{ release: v1, backends: ["{blue}"], weight: 100 }}
-              green: {{ release: v2, backends: ["{green}"], weight: 0 }}
-        {rollout}
-        "#,
-        state = state.display()
-    )
+/// `api` (blue/green, with `rollout` if given, e.g. [`rollout`]) and `plain` (no rollout).
+fn config(state: &Path, blue: SocketAddr, green: SocketAddr, rollout: Option<Rollout>) -> String {
+    let mut api = Service::blue_green("api", blue, green);
+    if let Some(rollout) = rollout {
+        api = api.rollout(rollout);
+    }
+    Proxy::builder()
+        .state_dir(state)
+        .service(Service::blue_green("plain", blue, green).hosts(&["plain.test"]))
+        .service(api)
+        .yaml()
 }
 
 /// A rollout of green with a long first step (fast-fail on), with `webhooks` if given.
-fn rollout(webhooks: &str) -> String {
-    let pad = " ".repeat(14);
-    [
-        "    rollout:".to_string(),
-        format!("{pad}stable: blue"),
-        format!("{pad}canary: green"),
-        format!("{pad}steps: [{{ traffic: 50%, duration: 1h }}, {{ traffic: 100% }}]"),
-        format!("{pad}analysis: {{ interval: 1h, threshold: 5, min_requests: 1000000, metrics: [{{ name: error-rate, threshold: 1 }}] }}"),
-        format!("{pad}{webhooks}"),
-    ]
-    .join("\n")
+fn rollout(webhooks: &str) -> Option<Rollout> {
+    let rollout = Rollout::new(
+        "[{ traffic: 50%, duration: 1h }, { traffic: 100% }]",
+        "{ interval: 1h, threshold: 5, min_requests: 1000000, metrics: [{ name: error-rate, threshold: 1 }] }",
+    );
+    Some(rollout.line(webhooks))
 }
 
 fn weight(svc: &Value, version: &str) -> f64 {
@@ -92,16 +70,7 @@ async fn a_rollback_reaches_traffic_while_the_disk_is_full_and_is_persisted_when
     let state = disk.path().join("state");
     let blue = Backend::start("blue-1").await;
     let green = Backend::start_failing("green-1", 1000).await;
-    let (listen, admin) = (free_port(), free_port());
-    let mut proxy = Proxy::start(&config(
-        listen,
-        admin,
-        &state,
-        blue.addr,
-        green.addr,
-        &rollout(""),
-    ))
-    .await;
+    let mut proxy = Proxy::start(&config(&state, blue.addr, green.addr, rollout(""))).await;
     assert_eq!(weight(&proxy.api("/services/api").await, "green"), 50.0);
 
     disk.fill();
@@ -170,23 +139,9 @@ async fn a_change_away_from_stable_that_cannot_be_persisted_is_refused_and_leave
         Backend::start("blue-1").await,
         Backend::start("green-1").await,
     );
-    let (listen, admin) = (free_port(), free_port());
-    let mut proxy = Proxy::start(&config(
-        listen,
-        admin,
-        &state,
-        blue.addr,
-        green.addr,
-        &rollout(""),
-    ))
-    .await;
+    let mut proxy = Proxy::start(&config(&state, blue.addr, green.addr, rollout(""))).await;
     let (status, doc) = proxy
-        .api_send(
-            "PUT",
-            "/services/plain/weights",
-            Some(json!({"blue": 90, "green": 10})),
-            None,
-        )
+        .put_weights("plain", json!({"blue": 90, "green": 10}))
         .await;
     assert_eq!(status, StatusCode::OK, "{doc}");
     let acknowledged = doc["revision"].as_u64().unwrap();
@@ -194,12 +149,7 @@ async fn a_change_away_from_stable_that_cannot_be_persisted_is_refused_and_leave
 
     disk.fill();
     let (status, doc) = proxy
-        .api_send(
-            "PUT",
-            "/services/plain/weights",
-            Some(json!({"blue": 10, "green": 90})),
-            None,
-        )
+        .put_weights("plain", json!({"blue": 10, "green": 90}))
         .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{doc}");
     assert!(
@@ -225,12 +175,7 @@ async fn a_change_away_from_stable_that_cannot_be_persisted_is_refused_and_leave
     assert_eq!(weight(&svc, "blue"), 90.0, "{svc}");
     assert_eq!(svc["revision"].as_u64(), Some(acknowledged));
     let (status, doc) = proxy
-        .api_send(
-            "PUT",
-            "/services/plain/weights",
-            Some(json!({"blue": 80, "green": 20})),
-            None,
-        )
+        .put_weights("plain", json!({"blue": 80, "green": 20}))
         .await;
     assert_eq!(status, StatusCode::OK, "{doc}");
     assert_eq!(doc["revision"].as_u64(), Some(acknowledged + 1));
@@ -255,16 +200,7 @@ async fn the_proxy_starts_on_a_read_only_state_dir_serves_the_config_and_refuses
         Backend::start("blue-1").await,
         Backend::start("green-1").await,
     );
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&config(
-        listen,
-        admin,
-        &state,
-        blue.addr,
-        green.addr,
-        &rollout(""),
-    ))
-    .await;
+    let proxy = Proxy::start(&config(&state, blue.addr, green.addr, rollout(""))).await;
     // Serving from the config: the rollout's first step too (the config named it).
     let t = tally(proxy.listen, 200).await;
     assert!(t.count("blue") > 0, "{t}");
@@ -296,12 +232,7 @@ async fn the_proxy_starts_on_a_read_only_state_dir_serves_the_config_and_refuses
     let svc = proxy.api("/services/api").await;
     assert_eq!(weight(&svc, "green"), 0.0, "{svc}");
     let (code, doc) = proxy
-        .api_send(
-            "PUT",
-            "/services/api/weights",
-            Some(json!({"blue": 100, "green": 0})),
-            None,
-        )
+        .put_weights("api", json!({"blue": 100, "green": 0}))
         .await;
     assert_eq!(code, StatusCode::OK, "{doc}");
     assert_eq!(weight(&doc, "blue"), 100.0);
@@ -316,16 +247,7 @@ async fn the_proxy_starts_with_a_full_state_dir() {
         Backend::start("blue-1").await,
         Backend::start("green-1").await,
     );
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&config(
-        listen,
-        admin,
-        &state,
-        blue.addr,
-        green.addr,
-        &rollout(""),
-    ))
-    .await;
+    let proxy = Proxy::start(&config(&state, blue.addr, green.addr, rollout(""))).await;
     let t = tally(proxy.listen, 50).await;
     assert!(t.count("blue") > 0, "{t}");
     let status = proxy.status_json().await;
@@ -361,24 +283,16 @@ async fn a_gate_that_answers_after_a_reload_removed_the_rollout_is_ignored() {
         Backend::start("blue-1").await,
         Backend::start("green-1").await,
     );
-    let (listen, admin) = (free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let hooks = format!("webhooks: [{{ type: gate, url: \"http://{gate}/\", timeout: 10s }}]");
-    let with_gate = config(
-        listen,
-        admin,
-        &state,
-        blue.addr,
-        green.addr,
-        &rollout(&hooks),
-    );
+    let with_gate = config(&state, blue.addr, green.addr, rollout(&hooks));
     let proxy = Proxy::start(&with_gate).await;
     let svc = proxy.api("/services/api").await;
     assert_eq!(svc["rollout"]["awaiting_gate"], true, "{svc}");
 
     // The config drops the rollout while the gate is still thinking.
-    proxy.rewrite_config(&config(listen, admin, &state, blue.addr, green.addr, ""));
+    proxy.rewrite_config(&config(&state, blue.addr, green.addr, None));
     eventually(RELOAD_TIMEOUT, "the reload", async || {
         let svc = proxy.api("/services/api").await;
         if svc["rollout"].is_null() {
@@ -391,12 +305,7 @@ async fn a_gate_that_answers_after_a_reload_removed_the_rollout_is_ignored() {
     // The gate answers now; the controller must shrug and keep working.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let (code, doc) = proxy
-        .api_send(
-            "PUT",
-            "/services/api/weights",
-            Some(json!({"blue": 70, "green": 30})),
-            None,
-        )
+        .put_weights("api", json!({"blue": 70, "green": 30}))
         .await;
     assert_eq!(code, StatusCode::OK, "{doc}");
     assert_eq!(weight(&doc, "green"), 30.0);
@@ -422,10 +331,9 @@ async fn a_panicking_controller_is_restarted_from_its_state_and_a_second_panic_e
         Backend::start("blue-1").await,
         Backend::start("green-1").await,
     );
-    let (listen, admin) = (free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let yaml = config(listen, admin, &state, blue.addr, green.addr, &rollout(""));
+    let yaml = config(&state, blue.addr, green.addr, rollout(""));
     // Debug builds only: a command on service `plain` panics the controller.
     let mut proxy = Proxy::start_with_env(
         &yaml,
@@ -465,14 +373,7 @@ async fn a_panicking_controller_is_restarted_from_its_state_and_a_second_panic_e
     // Restarted from the persisted state: the rollback holds, and commands work again.
     let svc = proxy.api("/services/api").await;
     assert_eq!(svc["rollout"]["state"], "rolled_back", "{svc}");
-    let (code, doc) = proxy
-        .api_send(
-            "PUT",
-            "/services/api/weights",
-            Some(json!({"blue": 100})),
-            None,
-        )
-        .await;
+    let (code, doc) = proxy.put_weights("api", json!({"blue": 100})).await;
     assert_eq!(code, StatusCode::OK, "{doc}");
     assert_eq!(tally(proxy.listen, 50).await.count("blue"), 50);
 

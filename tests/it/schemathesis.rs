@@ -55,13 +55,12 @@ async fn the_live_api_matches_its_openapi_document() {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, TOKEN).unwrap();
-    let (listen, admin) = (free_port(), free_port());
     // `api` has a rollout (so every rollout action has a state to act on), `web` has none.
     let proxy = Proxy::start(&format!(
         r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
+        listeners: [{{ name: public, address: "127.0.0.1:0" }}]
         admin:
-          address: "127.0.0.1:{admin}"
+          address: "127.0.0.1:0"
           token_file: {token}
         state_dir: state
         services:

@@ -7,25 +7,19 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::harness::*;
-use crate::rollout::{metrics_text, rollout_config, service, wait_for_state, weight_of};
+use crate::rollout::{
+    assert_rollbacks, metrics_text, service, under_load_until, wait_for_state, weight_of,
+    with_canary,
+};
 
-/// A 10% canary under a sequential judge with this `metrics:` list; interval 10 s and 5
+/// A canary under a sequential judge with this `metrics:` list; interval 10 s and 5
 /// failed checks, so the threshold checks need at least 50 s to roll anything back.
-fn sequential_config(
-    ports: (u16, u16),
-    backends: (&Backend, &Backend),
-    metrics: &str,
-    steps: &str,
-) -> String {
-    rollout_config(
-        ports,
-        (backends.0.addr, backends.1.addr),
-        "v2",
+fn sequential(metrics: &str, steps: &str) -> Rollout {
+    Rollout::new(
         steps,
         &format!(
             "{{ judge: sequential, alpha: 0.01, interval: 10s, threshold: 5, metrics: {metrics} }}"
         ),
-        "",
     )
 }
 
@@ -40,18 +34,13 @@ fn evidence(svc: &Value) -> (f64, f64, f64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_canary_failing_ten_times_as_often_as_the_stable_is_rolled_back_by_evidence() {
-    let blue = Backend::start_failing("blue-1", 10).await; // 1%
-    let green = Backend::start_failing("green-1", 100).await; // 10%
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&sequential_config(
-        (listen, admin),
-        (&blue, &green),
+    let rollout = sequential(
         // SPEC §14's example ceilings: they would fail every check of this canary, five
         // times 10 s at the earliest.
         "[{ name: error-rate, threshold: 1 }, { name: latency-p99, threshold: 500 }]",
         "[{ traffic: 10%, duration: 10m }, { traffic: 100% }]",
-    ))
-    .await;
+    );
+    let (_blue, _green, proxy) = with_canary((10, 100), rollout).await;
     let before = service(&proxy).await;
     assert_eq!(before["rollout"]["judge"], "sequential", "{before}");
     assert_eq!(evidence(&before), (1.0, 1.0, 200.0));
@@ -105,11 +94,7 @@ async fn a_canary_failing_ten_times_as_often_as_the_stable_is_rolled_back_by_evi
         "{rolled}"
     );
 
-    let metrics = metrics_text(&proxy).await;
-    assert!(
-        metrics.contains(r#"switchyard_rollbacks_total{service="api",reason="sequential"} 1"#),
-        "{metrics}"
-    );
+    assert_rollbacks(&proxy, "sequential", 1).await;
     let gauge = proxy
         .metric_sum(
             "switchyard_analysis_evidence",
@@ -128,16 +113,8 @@ async fn a_canary_failing_ten_times_as_often_as_the_stable_is_rolled_back_by_evi
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_shared_outage_is_not_blamed_on_the_canary_and_the_evidence_survives_a_restart() {
     // Both versions fail 2%: whatever is down, it is not the canary's doing.
-    let blue = Backend::start_failing("blue-1", 20).await;
-    let green = Backend::start_failing("green-1", 20).await;
-    let (listen, admin) = (free_port(), free_port());
-    let mut proxy = Proxy::start(&sequential_config(
-        (listen, admin),
-        (&blue, &green),
-        "[]",
-        "[{ traffic: 10%, duration: 10m }, { traffic: 100% }]",
-    ))
-    .await;
+    let rollout = sequential("[]", "[{ traffic: 10%, duration: 10m }, { traffic: 100% }]");
+    let (_blue, _green, mut proxy) = with_canary((20, 20), rollout).await;
     let load = Load::start(proxy.listen, 8);
     // Past the first interval's end, so the evidence has been committed at least once.
     let svc = eventually(
@@ -164,11 +141,7 @@ async fn a_shared_outage_is_not_blamed_on_the_canary_and_the_evidence_survives_a
     let svc_after = service(&proxy).await;
     assert_eq!(svc_after["rollout"]["state"], "progressing", "{svc_after}");
     assert_eq!(weight_of(&svc_after, "green"), 10.0);
-    let metrics = metrics_text(&proxy).await;
-    assert!(
-        metrics.contains(r#"switchyard_rollbacks_total{service="api",reason="sequential"} 0"#),
-        "{metrics}"
-    );
+    assert_rollbacks(&proxy, "sequential", 0).await;
     let (failures, _, limit) = evidence(&svc_after);
     assert!(failures < 0.5 && limit == 200.0, "{svc}");
 
@@ -187,19 +160,12 @@ async fn a_shared_outage_is_not_blamed_on_the_canary_and_the_evidence_survives_a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_canary_as_healthy_as_the_stable_is_promoted() {
-    let blue = Backend::start_failing("blue-1", 5).await; // 0.5%
-    let green = Backend::start_failing("green-1", 5).await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&sequential_config(
-        (listen, admin),
-        (&blue, &green),
+    let rollout = sequential(
         "[]",
         "[{ traffic: 10%, duration: 4s }, { traffic: 50%, duration: 4s }, { traffic: 100% }]",
-    ))
-    .await;
-    let load = Load::start(proxy.listen, 8);
-    let svc = wait_for_state(&proxy, "promoted", Duration::from_secs(40)).await;
-    load.finish().await;
+    );
+    let (_blue, _green, proxy) = with_canary((5, 5), rollout).await;
+    let (svc, _) = under_load_until(&proxy, 8, "promoted", Duration::from_secs(40)).await;
     assert_eq!(weight_of(&svc, "green"), 100.0);
     let (failures, slow, limit) = evidence(&svc);
     assert!(failures < limit && slow < limit, "{}", svc["rollout"]);
@@ -212,18 +178,11 @@ async fn a_canary_as_healthy_as_the_stable_is_promoted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_threshold_judge_is_the_default_and_shows_no_evidence() {
-    let blue = Backend::start("blue-1").await;
-    let green = Backend::start("green-1").await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&rollout_config(
-        (listen, admin),
-        (blue.addr, green.addr),
-        "v2",
+    let rollout = Rollout::new(
         "[{ traffic: 10%, duration: 10m }, { traffic: 100% }]",
         "{ interval: 10s, threshold: 5, metrics: [{ name: error-rate, threshold: 1 }] }",
-        "",
-    ))
-    .await;
+    );
+    let (_blue, _green, proxy) = with_canary((0, 0), rollout).await;
     let svc = service(&proxy).await;
     assert_eq!(svc["rollout"]["judge"], "threshold", "{svc}");
     assert!(svc["rollout"].get("evidence").is_none(), "{svc}");

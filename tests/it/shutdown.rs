@@ -6,25 +6,14 @@ use std::time::Duration;
 use crate::harness::*;
 use http::StatusCode;
 
-fn config(listen: u16, admin: u16, backend: &Backend) -> String {
-    format!(
-        r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
-        admin: {{ address: "127.0.0.1:{admin}" }}
-        services:
-          api:
-            versions:
-              blue: {{ release: v1, backends: ["{addr}"], weight: 100 }}
-        "#,
-        addr = backend.addr,
-    )
+fn config(backend: &Backend) -> ProxyBuilder {
+    one_service(backend.addr)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_an_in_flight_request_finish_then_exits_zero() {
     let slow = Backend::start_with_delay("blue-1", Duration::from_secs(2)).await;
-    let (listen, admin) = (free_port(), free_port());
-    let mut proxy = Proxy::start(&config(listen, admin, &slow)).await;
+    let mut proxy = config(&slow).start().await;
     let addr = proxy.listen;
     let in_flight = tokio::spawn(async move { Client::http1(addr).get("/slow").await });
     eventually(
@@ -59,8 +48,7 @@ async fn sigterm_lets_an_in_flight_request_finish_then_exits_zero() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_proxy_exits_zero_on_sigterm() {
     let backend = Backend::start("blue-1").await;
-    let (listen, admin) = (free_port(), free_port());
-    let mut proxy = Proxy::start(&config(listen, admin, &backend)).await;
+    let mut proxy = config(&backend).start().await;
     // An idle kept-alive connection must not hold shutdown up.
     let mut client = proxy.client();
     assert_eq!(client.get("/").await.unwrap().status, StatusCode::OK);

@@ -6,17 +6,10 @@ use crate::harness::*;
 async fn ninety_ten_split_is_within_three_points() {
     let blue = Backend::start("blue-1").await;
     let green = Backend::start("green-1").await;
-    let proxy = Proxy::start_services(&format!(
-        r#"
-          api:
-            versions:
-              blue:  {{ release: v1, backends: ["{blue}"], weight: 90 }}
-              green: {{ release: v2, backends: ["{green}"], weight: 10 }}
-        "#,
-        blue = blue.addr,
-        green = green.addr,
-    ))
-    .await;
+    let service = Service::new("api")
+        .version("blue", "v1", &[blue.addr], 90)
+        .version("green", "v2", &[green.addr], 10);
+    let proxy = Proxy::builder().service(service).start().await;
 
     let tally = tally(proxy.listen, 3000).await;
 
@@ -30,17 +23,10 @@ async fn ninety_ten_split_is_within_three_points() {
 async fn zero_hundred_sends_everything_to_one_version() {
     let blue = Backend::start("blue-1").await;
     let green = Backend::start("green-1").await;
-    let proxy = Proxy::start_services(&format!(
-        r#"
-          api:
-            versions:
-              blue:  {{ release: v1, backends: ["{blue}"], weight: 0 }}
-              green: {{ release: v2, backends: ["{green}"], weight: 100 }}
-        "#,
-        blue = blue.addr,
-        green = green.addr,
-    ))
-    .await;
+    let service = Service::new("api")
+        .version("blue", "v1", &[blue.addr], 0)
+        .version("green", "v2", &[green.addr], 100);
+    let proxy = Proxy::builder().service(service).start().await;
 
     let tally = tally(proxy.listen, 500).await;
 
@@ -53,19 +39,11 @@ async fn three_versions_split_fifty_thirty_twenty() {
     let blue = Backend::start("blue-1").await;
     let green = Backend::start("green-1").await;
     let red = Backend::start("red-1").await;
-    let proxy = Proxy::start_services(&format!(
-        r#"
-          api:
-            versions:
-              blue:  {{ release: v1, backends: ["{blue}"], weight: 50 }}
-              green: {{ release: v2, backends: ["{green}"], weight: 30 }}
-              red:   {{ release: v3, backends: ["{red}"], weight: "20%" }}
-        "#,
-        blue = blue.addr,
-        green = green.addr,
-        red = red.addr,
-    ))
-    .await;
+    let service = Service::new("api")
+        .version("blue", "v1", &[blue.addr], 50)
+        .version("green", "v2", &[green.addr], 30)
+        .version_raw("red", "v3", &[red.addr.to_string()], "\"20%\"");
+    let proxy = Proxy::builder().service(service).start().await;
 
     let tally = tally(proxy.listen, 4000).await;
 
@@ -78,16 +56,8 @@ async fn three_versions_split_fifty_thirty_twenty() {
 async fn backends_of_one_version_share_its_traffic() {
     let blue1 = Backend::start("blue-1").await;
     let blue2 = Backend::start("blue-2").await;
-    let proxy = Proxy::start_services(&format!(
-        r#"
-          api:
-            versions:
-              blue: {{ release: v1, backends: ["{b1}", "{b2}"], weight: 100 }}
-        "#,
-        b1 = blue1.addr,
-        b2 = blue2.addr,
-    ))
-    .await;
+    let service = Service::new("api").version("blue", "v1", &[blue1.addr, blue2.addr], 100);
+    let proxy = Proxy::builder().service(service).start().await;
 
     let tally = tally(proxy.listen, 400).await;
 

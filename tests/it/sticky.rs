@@ -5,37 +5,16 @@ use std::collections::BTreeSet;
 
 use crate::harness::*;
 
-fn sticky_config(
-    listen: u16,
-    admin: u16,
-    blue: &Backend,
-    green: &Backend,
-    weights: (u32, u32),
-) -> String {
-    format!(
-        r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
-        admin: {{ address: "127.0.0.1:{admin}" }}
-        services:
-          api:
-            versions:
-              blue:  {{ release: v1, backends: ["{blue}"], weight: {b} }}
-              green: {{ release: v2, backends: ["{green}"], weight: {g} }}
-            sticky: {{ header: x-user-id }}
-        "#,
-        blue = blue.addr,
-        green = green.addr,
-        b = weights.0,
-        g = weights.1,
-    )
+fn sticky_config(blue: &Backend, green: &Backend, weights: (u32, u32)) -> ProxyBuilder {
+    Proxy::builder()
+        .service(Service::two("api", (blue.addr, green.addr), weights).sticky_header("x-user-id"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_header_key_lands_on_same_version_every_time() {
     let blue = Backend::start("blue-1").await;
     let green = Backend::start("green-1").await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&sticky_config(listen, admin, &blue, &green, (50, 50))).await;
+    let proxy = sticky_config(&blue, &green, (50, 50)).start().await;
 
     for key in ["alice", "bob", "carol", "dave"] {
         let versions = versions_of(proxy.listen, 100, move |_| {
@@ -51,8 +30,7 @@ async fn same_header_key_lands_on_same_version_every_time() {
 async fn requests_without_the_key_are_still_served() {
     let blue = Backend::start("blue-1").await;
     let green = Backend::start("green-1").await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&sticky_config(listen, admin, &blue, &green, (50, 50))).await;
+    let proxy = sticky_config(&blue, &green, (50, 50)).start().await;
 
     let tally = tally(proxy.listen, 400).await;
 
@@ -68,8 +46,7 @@ async fn growing_the_canary_keeps_its_keys_and_reaches_the_new_share() {
     const KEYS: usize = 2000;
     let blue = Backend::start("blue-1").await;
     let green = Backend::start("green-1").await;
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&sticky_config(listen, admin, &blue, &green, (90, 10))).await;
+    let proxy = sticky_config(&blue, &green, (90, 10)).start().await;
     let keyed = |i: usize| get_with("/", &[("x-user-id", &format!("user-{i}"))]);
 
     let before = versions_of(proxy.listen, KEYS, keyed).await;
@@ -78,7 +55,7 @@ async fn growing_the_canary_keeps_its_keys_and_reaches_the_new_share() {
         .unwrap();
     let on_green_before: BTreeSet<usize> = (0..KEYS).filter(|&i| before[i] == "green").collect();
 
-    proxy.rewrite_config(&sticky_config(listen, admin, &blue, &green, (70, 30)));
+    proxy.rewrite_config(&sticky_config(&blue, &green, (70, 30)).yaml());
     let after = eventually(
         RELOAD_TIMEOUT,
         "green's share of keys to reach ~30%",
@@ -108,18 +85,11 @@ async fn growing_the_canary_keeps_its_keys_and_reaches_the_new_share() {
 async fn same_cookie_lands_on_same_version_and_cookies_spread_over_versions() {
     let blue = Backend::start("blue-1").await;
     let green = Backend::start("green-1").await;
-    let proxy = Proxy::start_services(&format!(
-        r#"
-          api:
-            versions:
-              blue:  {{ release: v1, backends: ["{blue}"], weight: 50 }}
-              green: {{ release: v2, backends: ["{green}"], weight: 50 }}
-            sticky: {{ cookie: session }}
-        "#,
-        blue = blue.addr,
-        green = green.addr,
-    ))
-    .await;
+    let service = Service::two("api", (blue.addr, green.addr), (50, 50));
+    let proxy = Proxy::builder()
+        .service(service.line("sticky: { cookie: session }"))
+        .start()
+        .await;
 
     // The session cookie among others, in different positions.
     for cookie in ["session=abc123", "theme=dark; session=xyz789; lang=en"] {
@@ -152,11 +122,9 @@ async fn same_cookie_lands_on_same_version_and_cookies_spread_over_versions() {
 async fn two_proxy_processes_agree_on_every_key() {
     let blue = Backend::start("blue-1").await;
     let green = Backend::start("green-1").await;
-    let (listen_a, admin_a, listen_b, admin_b) =
-        (free_port(), free_port(), free_port(), free_port());
     // Seedless hash: a second replica (or a restart) sends every key to the same version.
-    let a = Proxy::start(&sticky_config(listen_a, admin_a, &blue, &green, (60, 40))).await;
-    let b = Proxy::start(&sticky_config(listen_b, admin_b, &blue, &green, (60, 40))).await;
+    let a = sticky_config(&blue, &green, (60, 40)).start().await;
+    let b = sticky_config(&blue, &green, (60, 40)).start().await;
     let keyed = |i: usize| get_with("/", &[("x-user-id", &format!("key-{i}"))]);
 
     let on_a = versions_of(a.listen, 500, keyed).await;

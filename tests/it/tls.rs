@@ -33,17 +33,16 @@ fn certs() -> Certs {
 }
 
 fn tls_config(backend: &Backend, certs: &Certs) -> String {
-    let (listen, admin) = (free_port(), free_port());
     format!(
         r#"
         listeners:
           - name: public-tls
-            address: "127.0.0.1:{listen}"
+            address: "127.0.0.1:0"
             tls:
               certificates:
                 - {{ cert: "{}", key: "{}" }}
                 - {{ cert: "{}", key: "{}" }}
-        admin: {{ address: "127.0.0.1:{admin}" }}
+        admin: {{ address: "127.0.0.1:0" }}
         services:
           api:
             versions:

@@ -11,13 +11,12 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// A proxy in front of one bad backend (`bad`) and, as a second service on `/good`, a good one.
 async fn proxy_with(bad: SocketAddr, good: &Backend, timeouts: &str) -> Proxy {
-    let (listen, admin) = (free_port(), free_port());
     Proxy::start(&format!(
         r#"
         listeners:
-          - {{ name: public, address: "127.0.0.1:{listen}" }}
+          - {{ name: public, address: "127.0.0.1:0" }}
         admin:
-          address: "127.0.0.1:{admin}"
+          address: "127.0.0.1:0"
         services:
           bad:
             match: {{ path_prefix: / }}
@@ -158,14 +157,13 @@ async fn serve_on(addr: SocketAddr) -> tokio::task::JoinHandle<()> {
 async fn a_backend_that_goes_down_and_comes_back_gets_traffic_again() {
     let port = free_port();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let (listen, admin) = (free_port(), free_port());
     let up = serve_on(addr).await;
     let proxy = Proxy::start(&format!(
         r#"
         listeners:
-          - {{ name: public, address: "127.0.0.1:{listen}" }}
+          - {{ name: public, address: "127.0.0.1:0" }}
         admin:
-          address: "127.0.0.1:{admin}"
+          address: "127.0.0.1:0"
         services:
           api:
             versions:

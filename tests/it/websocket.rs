@@ -32,11 +32,10 @@ async fn ws_echo_backend() -> (SocketAddr, tokio::task::JoinHandle<()>) {
 }
 
 fn config(backend: SocketAddr) -> String {
-    let (listen, admin) = (free_port(), free_port());
     format!(
         r#"
-        listeners: [{{ name: public, address: "127.0.0.1:{listen}" }}]
-        admin: {{ address: "127.0.0.1:{admin}" }}
+        listeners: [{{ name: public, address: "127.0.0.1:0" }}]
+        admin: {{ address: "127.0.0.1:0" }}
         services:
           chat:
             versions:

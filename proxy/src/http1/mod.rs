@@ -26,14 +26,14 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::ops::Range;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use http::HeaderMap;
 
@@ -50,7 +50,7 @@ use crate::upstream::RawConn;
 
 mod parse;
 
-use parse::{logged_request, parse_request, write_error, write_upstream_head, Parsed, View};
+use parse::{logged_request, parse_request, write_error, write_upstream_head, Parsed, Span, View};
 
 /// Read sizes: a client's head (most fit in 1 KiB, as nginx's default header buffer assumes;
 /// the buffer doubles as needed), and body chunks streamed to the client.
@@ -77,7 +77,7 @@ struct Scratch {
     /// Bytes read from the client and not yet consumed.
     buf: BytesMut,
     /// `(name, value)` spans of the current head in `buf`.
-    headers: Vec<(Range<usize>, Range<usize>)>,
+    headers: Vec<Span>,
     /// The upstream request head (kept until the response head came: a retry resends it).
     request: Vec<u8>,
     /// The client's response head and the first body bytes, or a proxy-made response.
@@ -102,11 +102,20 @@ pub(crate) async fn serve<S: ClientStream>(
     };
     let stopping = shutdown.changed();
     tokio::pin!(stopping);
+    // One timer for both deadlines (buffers back, head read), kept from request to request
+    // (see `until`).
+    let timer =
+        tokio::time::sleep_until(idle_until.unwrap_or_else(|| Instant::now() + IDLE_BUFFERS));
+    tokio::pin!(timer);
     loop {
         // Phase 0: a whole request head (or a reason to leave this path).
+        let now = Instant::now();
         let deadline = idle_until
             .take()
-            .unwrap_or_else(|| Instant::now() + edge.header_read_timeout);
+            .unwrap_or_else(|| now + edge.header_read_timeout);
+        // A busy connection keeps its buffers (and this state) from request to request; one
+        // idle for a second gives them all back.
+        let soon = deadline.min(now + IDLE_BUFFERS);
         let head = loop {
             match parse_request(&s.buf, &mut s.headers) {
                 Parsed::Head(head) => break head,
@@ -117,17 +126,13 @@ pub(crate) async fn serve<S: ClientStream>(
                 Parsed::Partial => {}
             }
             let idle = s.buf.is_empty() && s.buf.capacity() > 0;
-            // A busy connection keeps its buffers (and this state) from request to request;
-            // one idle for a second gives them all back.
             let idled = match idle.then(|| stream.readable()).flatten() {
-                Some(readable) => {
-                    let soon = deadline.min(Instant::now() + IDLE_BUFFERS);
-                    tokio::select! {
-                        biased;
-                        _ = &mut stopping => return Ended::Closed,
-                        ready = tokio::time::timeout_at(soon, readable) => ready.is_err(),
-                    }
-                }
+                Some(readable) => tokio::select! {
+                    biased;
+                    _ = &mut stopping => return Ended::Closed,
+                    _ = readable => false,
+                    () = until(timer.as_mut(), soon) => true,
+                },
                 None => false,
             };
             if idled {
@@ -136,12 +141,13 @@ pub(crate) async fn serve<S: ClientStream>(
             let read = tokio::select! {
                 biased;
                 _ = &mut stopping => return Ended::Closed,
-                read = tokio::time::timeout_at(deadline, read_more(&mut stream, &mut s.buf)) => read,
+                read = read_more(&mut stream, &mut s.buf) => Some(read),
+                () = until(timer.as_mut(), deadline) => None,
             };
             match read {
-                Ok(Ok(0)) | Ok(Err(_)) => return Ended::Closed,
-                Ok(Ok(_)) => {}
-                Err(_elapsed) => {
+                Some(Ok(0)) | Some(Err(_)) => return Ended::Closed,
+                Some(Ok(_)) => {}
+                None => {
                     if !s.buf.is_empty() {
                         edge.rejections.count(Rejection::HeaderTimeout);
                     }
@@ -289,6 +295,23 @@ impl<'a> Transport for Fast<'a> {
 
     fn status(response: &(RawConn, ResponseHead)) -> (u16, Option<&HeaderMap>) {
         (response.1.status, None)
+    }
+}
+
+/// Resolves when `deadline` has passed, on the connection's one timer. A busy connection's
+/// deadlines only move later, so its timer-wheel entry stays where it is and, when it fires
+/// before the current deadline, is moved there then: about one timer-wheel operation per
+/// second instead of one (and a runtime handle clone) per request.
+async fn until(mut timer: Pin<&mut Sleep>, deadline: Instant) {
+    if timer.deadline() > deadline {
+        timer.as_mut().reset(deadline);
+    }
+    loop {
+        timer.as_mut().await;
+        if Instant::now() >= deadline {
+            return;
+        }
+        timer.as_mut().reset(deadline);
     }
 }
 

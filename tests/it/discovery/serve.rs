@@ -15,25 +15,22 @@ use crate::harness::*;
 /// shared machine.
 const SETTLE: Duration = Duration::from_secs(20);
 
-/// `switchyard serve` with `services` (YAML, indented under `services:`) and, when given, the
-/// test's DNS server as the only name server, re-asking names at least once a second.
-async fn serve(dns: Option<&DnsServer>, services: &str) -> Proxy {
-    let (listen, admin) = (free_port(), free_port());
-    let resolver = dns.map_or_else(String::new, |d| {
-        format!(
-            "resolver: {{ nameservers: [\"{}\"], min_ttl: 100ms, max_ttl: 1s }}\n",
+/// `switchyard serve` with `service` and, when given, the test's DNS server as the only name
+/// server, re-asking names at least once a second.
+async fn serve(dns: Option<&DnsServer>, service: Service) -> Proxy {
+    let mut proxy = Proxy::builder().service(service);
+    if let Some(d) = dns {
+        proxy = proxy.top(&format!(
+            "resolver: {{ nameservers: [\"{}\"], min_ttl: 100ms, max_ttl: 1s }}",
             d.address
-        )
-    });
-    let services: String = dedent(services)
-        .lines()
-        .map(|l| format!("  {l}\n"))
-        .collect();
-    Proxy::start(&format!(
-        "listeners: [{{ name: public, address: \"127.0.0.1:{listen}\" }}]\n\
-         admin: {{ address: \"127.0.0.1:{admin}\" }}\n{resolver}services:\n{services}"
-    ))
-    .await
+        ));
+    }
+    proxy.start().await
+}
+
+/// Service `api` with one version, `blue`, on `backend` (a name, `host:port` or `srv+…`).
+fn named(backend: &str) -> Service {
+    Service::new("api").version_raw("blue", "v1", &[backend.to_string()], "100")
 }
 
 /// The API's backends of `api`'s `version`: (address, name).
@@ -88,13 +85,7 @@ async fn traffic_follows_an_a_record_change_with_no_failed_request() {
         backends_on_one_port(&["blue-1", "blue-2"], &["127.0.0.2", "127.0.0.3"]).await;
     dns.set_a("api.test", &[v4("127.0.0.2")], 1);
     let name = format!("api.test:{port}");
-    let proxy = serve(
-        Some(&dns),
-        &format!(
-            "api:\n  versions:\n    blue: {{ release: v1, weight: 100, backends: [\"{name}\"] }}\n"
-        ),
-    )
-    .await;
+    let proxy = serve(Some(&dns), named(&name)).await;
     until_serving(&proxy, "the name to resolve").await;
     // The API lists the address with the name it came from; metrics are keyed by address.
     assert_eq!(
@@ -157,13 +148,7 @@ async fn a_stopped_dns_server_keeps_traffic_on_the_last_good_set() {
     let mut dns = DnsServer::start().await;
     let (port, backends) = backends_on_one_port(&["blue-1"], &["127.0.0.2"]).await;
     dns.set_a("api.test", &[v4("127.0.0.2")], 1);
-    let proxy = serve(
-        Some(&dns),
-        &format!(
-            "api:\n  versions:\n    blue: {{ release: v1, weight: 100, backends: [\"api.test:{port}\"] }}\n"
-        ),
-    )
-    .await;
+    let proxy = serve(Some(&dns), named(&format!("api.test:{port}"))).await;
     until_serving(&proxy, "the name to resolve").await;
     dns.stop();
     until_lookups(&proxy, "blue", "error", 2.0).await;
@@ -178,13 +163,7 @@ async fn an_empty_answer_does_not_empty_the_version() {
     let dns = DnsServer::start().await;
     let (port, backends) = backends_on_one_port(&["blue-1"], &["127.0.0.2"]).await;
     dns.set_a("api.test", &[v4("127.0.0.2")], 1);
-    let proxy = serve(
-        Some(&dns),
-        &format!(
-            "api:\n  versions:\n    blue: {{ release: v1, weight: 100, backends: [\"api.test:{port}\"] }}\n"
-        ),
-    )
-    .await;
+    let proxy = serve(Some(&dns), named(&format!("api.test:{port}"))).await;
     until_serving(&proxy, "the name to resolve").await;
     dns.answer(Answering::Empty);
     // More empty answers in a row than it takes to drop a name that has company.
@@ -210,13 +189,7 @@ async fn srv_with_two_targets_sends_both_traffic_by_weight() {
     dns.set_a("one.test", &[v4("127.0.0.2")], 1);
     dns.set_a("three.test", &[v4("127.0.0.3")], 1);
     let name = "srv+_http._tcp.api.test";
-    let proxy = serve(
-        Some(&dns),
-        &format!(
-            "api:\n  versions:\n    blue: {{ release: v1, weight: 100, backends: [\"{name}\"] }}\n"
-        ),
-    )
-    .await;
+    let proxy = serve(Some(&dns), named(name)).await;
     eventually(SETTLE, "both SRV targets in the table", async || {
         let got = api_backends(&proxy, "blue").await;
         (got.len() == 2).then_some(()).ok_or(format!("{got:?}"))
@@ -250,10 +223,9 @@ async fn a_name_that_never_resolved_answers_503_and_the_api_names_it() {
     let name = format!("green.test:{port}");
     let proxy = serve(
         Some(&dns),
-        &format!(
-            "api:\n  versions:\n    blue: {{ release: v1, weight: 0, backends: [\"{}\"] }}\n    green: {{ release: v2, weight: 100, backends: [\"{name}\"] }}\n",
-            blue.addr
-        ),
+        Service::new("api")
+            .version("blue", "v1", &[blue.addr], 0)
+            .version_raw("green", "v2", std::slice::from_ref(&name), "100"),
     )
     .await;
     until_lookups(&proxy, "green", "error", 1.0).await;
@@ -292,13 +264,7 @@ async fn a_name_that_never_resolved_answers_503_and_the_api_names_it() {
 async fn localhost_names_resolve_through_the_system_resolver() {
     let blue = Backend::start("blue-1").await;
     let name = format!("localhost:{}", blue.addr.port());
-    let proxy = serve(
-        None,
-        &format!(
-            "api:\n  versions:\n    blue: {{ release: v1, weight: 100, backends: [\"{name}\"] }}\n"
-        ),
-    )
-    .await;
+    let proxy = serve(None, named(&name)).await;
     until_serving(&proxy, "localhost to resolve").await;
     assert_eq!(
         api_backends(&proxy, "blue").await,
@@ -319,9 +285,10 @@ async fn re_resolution_never_moves_a_sticky_user_between_versions() {
     dns.set_a("green.test", &[v4("127.0.0.4")], 1);
     let proxy = serve(
         Some(&dns),
-        &format!(
-            "api:\n  versions:\n    blue: {{ release: v1, weight: 50, backends: [\"blue.test:{port}\"] }}\n    green: {{ release: v2, weight: 50, backends: [\"green.test:{port}\"] }}\n  sticky: {{ header: x-user-id }}\n"
-        ),
+        Service::new("api")
+            .version_raw("blue", "v1", &[format!("blue.test:{port}")], "50")
+            .version_raw("green", "v2", &[format!("green.test:{port}")], "50")
+            .sticky_header("x-user-id"),
     )
     .await;
     let users = 60;
@@ -372,9 +339,7 @@ async fn a_new_address_takes_traffic_only_after_its_first_health_check() {
     let check = "{ path: /health, interval: 1s, timeout: 200ms, unhealthy_threshold: 3, healthy_threshold: 3 }";
     let proxy = serve(
         Some(&dns),
-        &format!(
-            "api:\n  versions:\n    blue: {{ release: v1, weight: 100, backends: [\"api.test:{port}\"] }}\n  health_check: {check}\n"
-        ),
+        named(&format!("api.test:{port}")).line(&format!("health_check: {check}")),
     )
     .await;
     until_serving(&proxy, "the name to resolve").await;

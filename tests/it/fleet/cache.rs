@@ -12,12 +12,7 @@ use crate::harness::{eventually, free_port, get_once, Backend, Proxy};
 
 async fn set_green(via: &Proxy, green: u64) -> u64 {
     let (status, doc) = via
-        .api_send(
-            "PUT",
-            "/services/api/weights",
-            Some(json!({ "blue": 100 - green, "green": green })),
-            None,
-        )
+        .put_weights("api", json!({ "blue": 100 - green, "green": green }))
         .await;
     assert_eq!(status, 200, "{doc}");
     doc["revision"].as_u64().unwrap()
@@ -85,12 +80,7 @@ async fn a_replica_restarted_while_etcd_is_away_serves_the_fleet_s_last_weights_
         "a change once etcd is back",
         async || {
             let (status, doc) = fleet[1]
-                .api_send(
-                    "PUT",
-                    "/services/api/weights",
-                    Some(json!({ "blue": 60, "green": 40 })),
-                    None,
-                )
+                .put_weights("api", json!({ "blue": 60, "green": 40 }))
                 .await;
             (status == 200)
                 .then(|| doc["revision"].as_u64().unwrap())

@@ -129,14 +129,13 @@ pub fn cluster_block(etcd: &Etcd, prefix: &str, name: &str, lease_s: u64) -> Str
 /// The config of replica `i` (0-based) on 127.0.0.(2+i): listener, admin, cluster, services.
 pub fn replica_config(etcd: &Etcd, prefix: &str, i: usize, lease_s: u64, services: &str) -> String {
     let ip = format!("127.0.0.{}", 2 + i);
-    let (listen, admin) = (free_port(), free_port());
     let services: String = super::dedent(services)
         .lines()
         .map(|l| format!("  {l}\n"))
         .collect();
     format!(
-        "listeners: [{{ name: public, address: \"{ip}:{listen}\" }}]\n\
-         admin: {{ address: \"{ip}:{admin}\" }}\n\
+        "listeners: [{{ name: public, address: \"{ip}:0\" }}]\n\
+         admin: {{ address: \"{ip}:0\" }}\n\
          {}services:\n{services}",
         cluster_block(etcd, prefix, &replica_name(i), lease_s)
     )
