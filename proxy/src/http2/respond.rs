@@ -73,18 +73,33 @@ pub(super) async fn raw(
         return;
     }
     let mut sent = 0u64;
-    let mut runs: Vec<Range<usize>> = Vec::new();
+    // The payload's runs in what was read: one for a length-framed body (kept out of `more`,
+    // so such a body allocates nothing here), more for chunks.
+    let mut more: Vec<Range<usize>> = Vec::new();
     let mut trailers = matches!(framing, Framing::Chunked(_)).then(Vec::new);
     loop {
         if !up.buf.is_empty() {
-            runs.clear();
-            let Ok((n, done)) = framing.decode(&up.buf, |r| runs.push(r), trailers.as_mut()) else {
+            let mut first = None;
+            more.clear();
+            let run = |r| match first {
+                None => first = Some(r),
+                Some(_) => more.push(r),
+            };
+            let Ok((n, done)) = framing.decode(&up.buf, run, trailers.as_mut()) else {
                 send.send_reset(Reason::INTERNAL_ERROR);
                 ctx.finish(End::UpstreamAborted, sent);
                 return;
             };
             let reusable = n == up.buf.len();
-            let data = payload(&mut up.buf, n, &runs);
+            if !more.is_empty() {
+                more.insert(0, first.take().expect("the first run comes first"));
+            }
+            let runs = if more.is_empty() {
+                first.as_slice()
+            } else {
+                &more[..]
+            };
+            let data = payload(&mut up.buf, n, runs);
             sent += data.len() as u64;
             let more_frames = trailers.as_ref().is_some_and(|t| !t.is_empty());
             if !data.is_empty() && capacity(&mut send).await.is_err() {
