@@ -125,13 +125,8 @@ async fn a_canary_failing_a_quarter_of_requests_is_rolled_back_on_error_rate() {
         svc["rollout"]
     );
 
-    let history = proxy.api("/services/api/history").await;
-    let last = history["revisions"]
-        .as_array()
-        .and_then(|r| r.last())
-        .cloned()
-        .unwrap_or_default();
-    assert_eq!(last["source"], "analysis", "{history}");
+    let last = proxy.last_revision("api").await;
+    assert_eq!(last["source"], "analysis", "{last}");
     assert_eq!(last["weights"]["green"], 0);
 
     assert_rollbacks(&proxy, "error-rate", 1).await;
@@ -282,13 +277,8 @@ async fn a_canary_whose_backends_fail_health_checks_is_rolled_back() {
     let svc = wait_for_state(&proxy, "rolled_back", Duration::from_secs(10)).await;
     let reason = svc["rollout"]["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("health"), "reason: {reason}");
-    let history = proxy.api("/services/api/history").await;
-    let last = history["revisions"]
-        .as_array()
-        .and_then(|r| r.last())
-        .cloned()
-        .unwrap_or_default();
-    assert_eq!(last["source"], "health", "{history}");
+    let last = proxy.last_revision("api").await;
+    assert_eq!(last["source"], "health", "{last}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -64,14 +64,9 @@ async fn a_canary_failing_ten_times_as_often_as_the_stable_is_rolled_back_by_evi
     assert!(failures >= limit, "{rollout}");
 
     // The history's reason and the event's details carry the evidence.
-    let history = proxy.api("/services/api/history").await;
-    let last = history["revisions"]
-        .as_array()
-        .and_then(|r| r.last())
-        .cloned()
-        .unwrap_or_default();
-    assert_eq!(last["source"], "analysis", "{history}");
-    assert_eq!(last["weights"]["green"], 0, "{history}");
+    let last = proxy.last_revision("api").await;
+    assert_eq!(last["source"], "analysis", "{last}");
+    assert_eq!(last["weights"]["green"], 0, "{last}");
     assert!(
         last["reason"]
             .as_str()

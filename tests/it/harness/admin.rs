@@ -32,6 +32,16 @@ impl Proxy {
             .unwrap_or_else(|e| panic!("GET /api/v1{path} is not JSON ({e}): {}", reply.text()))
     }
 
+    /// The newest revision in `service`'s history (`GET /api/v1/services/{service}/history`).
+    pub async fn last_revision(&self, service: &str) -> Value {
+        let history = self.api(&format!("/services/{service}/history")).await;
+        history["revisions"]
+            .as_array()
+            .and_then(|r| r.last())
+            .cloned()
+            .unwrap_or_else(|| panic!("no revision in {history}"))
+    }
+
     /// `GET path` on the admin listener, on a fresh connection.
     pub async fn admin_get(&self, path: &str) -> Reply {
         get_once(self.admin, path)
