@@ -1,9 +1,6 @@
 //! A canary behind the safety net under the sequential judge, as the dashboard tells it:
 //! impact and evidence while it runs, then the reason and the impact of its rollback.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-
 use super::*;
 
 /// `users` each send one GET while the canary is healthy: who is sticky to the canary (v2).
@@ -147,14 +144,14 @@ async fn the_dashboard_shows_a_bad_canarys_impact_and_evidence_then_its_rollback
         // Then the canary fails everything under a steady load of new users (all GETs, all
         // replayed): the judge rolls it back, and no one else saw an error.
         v2.set_failure_rate(1000);
-        let load = UsersLoad::start(proxy.listen, 4);
+        let load = Load::start_users(proxy.listen, 4);
         let svc = eventually(Duration::from_secs(60), "the sequential rollback", async || {
             let svc = proxy.api("/services/shop").await;
             need(svc["rollout"]["state"] == "rolled_back", || svc["rollout"].to_string())?;
             Ok(svc)
         })
         .await;
-        let failures = load.finish().await;
+        let failures = load.finish().await.failures;
         assert_eq!(failures, Vec::<String>::new(), "users saw errors behind the safety net");
         let reason = svc["rollout"]["reason"].as_str().unwrap_or_default().to_string();
         assert!(reason.starts_with("sequential: "), "{reason}");
@@ -194,47 +191,4 @@ async fn the_dashboard_shows_a_bad_canarys_impact_and_evidence_then_its_rollback
     })
     .await
     .unwrap_or_else(|_| panic!("the test took longer than {TEST_BOUND:?}"));
-}
-
-/// Closed-loop GETs from ever new users (`x-user-id` `load-<client>-<n>`) until finished.
-struct UsersLoad {
-    stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<Vec<String>>>,
-}
-
-impl UsersLoad {
-    fn start(addr: SocketAddr, clients: usize) -> UsersLoad {
-        let stop = Arc::new(AtomicBool::new(false));
-        let tasks = (0..clients)
-            .map(|c| {
-                let stop = stop.clone();
-                tokio::spawn(async move {
-                    let mut client = Client::http1(addr);
-                    let mut failures = Vec::new();
-                    let mut n = 0;
-                    while !stop.load(Ordering::Relaxed) {
-                        n += 1;
-                        let user = format!("load-{c}-{n}");
-                        match client.send(get_with("/", &[("x-user-id", &user)])).await {
-                            Ok(r) if r.status.is_success() => {}
-                            Ok(r) => failures.push(format!("{user}: {}", r.status)),
-                            Err(e) => failures.push(format!("{user}: {e}")),
-                        }
-                    }
-                    failures
-                })
-            })
-            .collect();
-        UsersLoad { stop, tasks }
-    }
-
-    /// Stops the clients; every failure a user saw.
-    async fn finish(self) -> Vec<String> {
-        self.stop.store(true, Ordering::Relaxed);
-        let mut all = Vec::new();
-        for t in self.tasks {
-            all.extend(t.await.expect("load client"));
-        }
-        all
-    }
 }

@@ -178,6 +178,16 @@ pub struct LoadReport {
 
 impl Load {
     pub fn start(addr: SocketAddr, clients: usize) -> Load {
+        Load::spawn(addr, clients, false)
+    }
+
+    /// Like [`Load::start`], every request from a new user: `x-user-id: load-<client>-<n>`
+    /// (what the canary's impact counting and sticky routing key on).
+    pub fn start_users(addr: SocketAddr, clients: usize) -> Load {
+        Load::spawn(addr, clients, true)
+    }
+
+    fn spawn(addr: SocketAddr, clients: usize, new_users: bool) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let tasks = (0..clients)
             .map(|c| {
@@ -185,8 +195,15 @@ impl Load {
                 tokio::spawn(async move {
                     let mut client = Client::http1(addr);
                     let mut report = LoadReport::default();
+                    let mut n = 0;
                     while !stop.load(Ordering::Relaxed) {
-                        match client.get("/").await {
+                        n += 1;
+                        let req = if new_users {
+                            get_with("/", &[("x-user-id", &format!("load-{c}-{n}"))])
+                        } else {
+                            get("/")
+                        };
+                        match client.send(req).await {
                             Ok(reply) if reply.status == StatusCode::OK => match reply.version() {
                                 Some(v) => {
                                     report.ok += 1;
