@@ -219,5 +219,7 @@ pub(crate) struct Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.stats.active.fetch_sub(1, Relaxed);
+        // Dropped on the worker that accepted the connection: its own cache line.
+        crate::workers::this_worker().active.fetch_sub(1, Relaxed);
     }
 }

@@ -48,6 +48,7 @@ pub mod stats;
 pub mod table;
 pub mod tls;
 pub mod upstream;
+pub mod workers;
 
 #[cfg(test)]
 mod layering;
