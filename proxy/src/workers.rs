@@ -133,3 +133,43 @@ impl Workers {
             .collect()
     }
 }
+
+/// One `T` per [`slot`], each on cache lines of its own: what the request path writes often
+/// (upstream idle pools, request counters) is written by one core only, and readers add up
+/// the slots.
+#[derive(Debug)]
+pub(crate) struct PerWorker<T>(Box<[Padded<T>]>);
+
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Padded<T>(T);
+
+impl<T> PerWorker<T> {
+    pub(crate) fn new(make: impl FnMut() -> T) -> PerWorker<T> {
+        let mut make = make;
+        PerWorker((0..slots()).map(|_| Padded(make())).collect())
+    }
+
+    /// The calling thread's.
+    #[inline]
+    pub(crate) fn local(&self) -> &T {
+        &self.0[slot().min(self.0.len() - 1)].0
+    }
+
+    /// Every slot's, the calling thread's included.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
+        self.0.iter().map(|p| &p.0)
+    }
+
+    /// The other slots', the next one first.
+    pub(crate) fn others(&self) -> impl Iterator<Item = &T> {
+        let (n, me) = (self.0.len(), slot());
+        (1..n).map(move |i| &self.0[(me + i) % n].0)
+    }
+}
+
+impl<T: Default> Default for PerWorker<T> {
+    fn default() -> Self {
+        PerWorker::new(T::default)
+    }
+}

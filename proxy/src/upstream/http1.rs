@@ -23,6 +23,7 @@ use super::pool::{
     SendError, SendTimeouts,
 };
 use crate::body::RequestBody;
+use crate::workers::PerWorker;
 
 /// Idle connections kept per backend; more are closed after use.
 const MAX_IDLE_PER_BACKEND: usize = 256;
@@ -54,48 +55,14 @@ impl RawConn {
     }
 }
 
-/// Idle connections per worker ([`crate::workers::slot`]): a worker takes and returns its
-/// own, so their sockets stay on its reactor and the queues' cache lines on its core.
-struct PerWorker<T>(Box<[IdleQueue<T>]>);
-
-impl<T> PerWorker<T> {
-    fn new(cap: usize) -> PerWorker<T> {
-        PerWorker(
-            (0..crate::workers::slots())
-                .map(|_| IdleQueue::new(cap))
-                .collect(),
-        )
-    }
-
-    fn local(&self) -> &IdleQueue<T> {
-        let slot = crate::workers::slot();
-        &self.0[slot.min(self.0.len() - 1)]
-    }
-
-    /// The other workers' queues, the next worker's first.
-    fn others(&self) -> impl Iterator<Item = &IdleQueue<T>> {
-        let (n, me) = (self.0.len(), crate::workers::slot());
-        (1..n).map(move |i| &self.0[(me + i) % n])
-    }
-
-    fn clear(&self) {
-        for q in self.0.iter() {
-            while q.pop().is_some() {}
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.0.iter().map(IdleQueue::len).sum()
-    }
-}
-
 /// The HTTP/1.1 connections to one backend.
 pub(super) struct Http1Conns {
     address: SocketAddr,
-    /// Idle connections of the general (hyper) path…
-    idle: PerWorker<IdleConn>,
+    /// Idle connections of the general (hyper) path, per worker (a worker takes and returns
+    /// its own, so their sockets stay on its reactor)…
+    idle: PerWorker<IdleQueue<IdleConn>>,
     /// …and of the fast path, which reads and writes the socket itself.
-    raw_idle: PerWorker<RawConn>,
+    raw_idle: PerWorker<IdleQueue<RawConn>>,
     /// Caps and queue, shared by both kinds.
     gate: Arc<Gate>,
     /// The backend left the table: connections are closed after use, never pooled.
@@ -107,8 +74,8 @@ impl Http1Conns {
         let idle = idle.min(MAX_IDLE_PER_BACKEND);
         Http1Conns {
             address,
-            idle: PerWorker::new(idle),
-            raw_idle: PerWorker::new(idle),
+            idle: PerWorker::new(|| IdleQueue::new(idle)),
+            raw_idle: PerWorker::new(|| IdleQueue::new(idle)),
             gate,
             draining: AtomicBool::new(false),
         }
@@ -117,12 +84,14 @@ impl Http1Conns {
     /// See [`super::UpstreamPool::drain`].
     pub(super) fn drain(&self) {
         self.draining.store(true, Relaxed);
-        self.idle.clear();
-        self.raw_idle.clear();
+        self.idle.iter().for_each(|q| while q.pop().is_some() {});
+        self.raw_idle
+            .iter()
+            .for_each(|q| while q.pop().is_some() {});
     }
 
     pub(super) fn idle_len(&self) -> usize {
-        self.idle.len()
+        self.idle.iter().map(IdleQueue::len).sum()
     }
 
     /// General path: sends `req` over a pooled (or new) connection, waits for the head.
