@@ -36,6 +36,7 @@ mod grpc;
 pub mod headers;
 mod http1;
 mod http2;
+mod idle;
 pub mod listener;
 mod mirror;
 pub mod phases;

@@ -28,12 +28,14 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use switchyard_config::{Limits, TracePolicy};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::access_log::AccessLog;
 pub use crate::edge::ListenerStats;
 use crate::edge::{ClientStream, Edge, Rejection, Rejections, Slot, Tunnels};
 use crate::general;
+use crate::idle::IdleSet;
 use crate::tls::CertStore;
 use crate::workers::{self, Workers};
 use crate::TableHandle;
@@ -164,6 +166,13 @@ async fn accept_loop(
         allow_trace: limits.trace == TracePolicy::Forward,
         http: general::http_builder(limits),
         h2: http2::builder(limits),
+        idle: IdleSet::default(),
+    });
+    // This worker's idle connections, swept on this worker: the set is never shared
+    // between threads.
+    tokio::spawn({
+        let (edge, shutdown) = (Arc::clone(&edge), shutdown.clone());
+        async move { edge.idle.sweep(shutdown).await }
     });
     let worker = workers::this_worker();
     loop {
@@ -266,15 +275,15 @@ fn bind_tcp(address: SocketAddr) -> std::io::Result<TcpListener> {
 /// preface, else on hyper — with the bytes read so far put back.
 async fn serve_http1<S: ClientStream + 'static>(
     edge: Arc<Edge>,
-    stream: S,
+    mut stream: S,
     client: SocketAddr,
     slot: Slot,
     watcher: Watcher,
     shutdown: watch::Receiver<bool>,
 ) {
     // The watcher stays held meanwhile, so a graceful shutdown waits for this connection
-    // too (the fast path closes it at its next idle moment).
-    let (mut stream, mut shutdown) = (stream, shutdown);
+    // too (the fast path closes it at its next idle moment, the idle set's sweeper wakes
+    // it if it is idle).
     let mut idle_until = None;
     let ended = loop {
         // Boxed, and dropped while the connection idles: its state is most of a connection's
@@ -290,7 +299,7 @@ async fn serve_http1<S: ClientStream + 'static>(
                 ended => break ended,
             }
         };
-        if !next_request(&stream, until, &mut shutdown).await {
+        if !next_request(&edge, &stream, until).await {
             return;
         }
         idle_until = Some(until);
@@ -311,21 +320,13 @@ async fn serve_http1<S: ClientStream + 'static>(
     }
 }
 
-/// An idle keep-alive connection's wait, holding nothing but the socket: `true` when a
-/// request starts before `until`; `false` at the idle keep-alive timeout (nothing was sent:
-/// not counted) or shutdown.
-async fn next_request<S: ClientStream>(
-    idle: &S,
-    until: tokio::time::Instant,
-    shutdown: &mut watch::Receiver<bool>,
-) -> bool {
-    let Some(readable) = idle.readable() else {
-        return false;
-    };
-    tokio::select! {
-        biased;
-        _ = shutdown.changed() => false,
-        ready = tokio::time::timeout_at(until, readable) => matches!(ready, Ok(Ok(()))),
+/// An idle keep-alive connection's wait, holding nothing but the socket and its entry in
+/// the listener's idle set: `true` when a request starts before `until`; `false` at the
+/// idle keep-alive timeout (nothing was sent: not counted) or shutdown.
+async fn next_request<S: ClientStream>(edge: &Edge, idle: &S, until: Instant) -> bool {
+    match idle.readable() {
+        Some(readable) => edge.idle.wait(readable, until).await,
+        None => false,
     }
 }
 
@@ -340,12 +341,14 @@ mod tests {
     use tokio::net::TcpStream;
 
     /// An idle keep-alive connection is its task (tokio's header and trailer around this
-    /// future, rounded up to 128 bytes), its socket's registration and the kernel's socket:
-    /// the future must stay small (benches/memory.sh; docs/PERFORMANCE.md). Debug builds
-    /// lay it out larger than release builds (the `debug` line at start-up says those).
+    /// future, rounded up to 128 bytes), its socket's registration, its entry in the idle
+    /// set and the kernel's socket: the future must stay small (benches/memory.sh;
+    /// docs/PERFORMANCE.md). Debug builds lay it out larger than release builds (the `debug`
+    /// line at start-up says those): 544 bytes here, 664 with a timer and a shutdown waiter
+    /// of its own.
     #[test]
     fn an_idle_connection_task_stays_small() {
         let plain = future_size(serve_http1::<TcpStream>);
-        assert!(plain <= 704, "serve_http1 future is {plain} bytes");
+        assert!(plain <= 560, "serve_http1 future is {plain} bytes");
     }
 }
