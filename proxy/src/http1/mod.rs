@@ -32,6 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
+use futures_util::FutureExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
@@ -142,11 +143,17 @@ pub(crate) async fn serve<S: ClientStream>(
             if idled {
                 return Ended::Idle(stream, deadline);
             }
-            let read = tokio::select! {
-                biased;
-                _ = &mut stopping => return Ended::Closed,
-                read = read_more(&mut stream, &mut s.buf) => Some(read),
-                () = until(timer.as_mut(), deadline) => None,
+            // Most reads find their bytes there (the socket was just readable): read at once,
+            // and only wait beside the deadline and shutdown when they are not (cancel-safe: a
+            // read that is not ready takes nothing).
+            let read = match read_more(&mut stream, &mut s.buf).now_or_never() {
+                Some(read) => Some(read),
+                None => tokio::select! {
+                    biased;
+                    _ = &mut stopping => return Ended::Closed,
+                    read = read_more(&mut stream, &mut s.buf) => Some(read),
+                    () = until(timer.as_mut(), deadline) => None,
+                },
             };
             match read {
                 Some(Ok(0)) | Some(Err(_)) => return Ended::Closed,
