@@ -103,12 +103,12 @@ fn record(c: &mut Criterion) {
 fn route_pick(c: &mut Criterion) {
     let mut g = c.benchmark_group("route_pick");
     let t = table(3, 3);
-    let host = Some("svc-1.example.com:8080");
+    let host: Option<&[u8]> = Some(b"svc-1.example.com:8080");
     g.bench_function("find+pick_random/3_versions", |b| {
         b.iter(|| {
             let s = t
                 .matcher
-                .find(black_box(host), black_box("/v1/users"))
+                .find(black_box(host), black_box(b"/v1/users"))
                 .unwrap();
             t.services[s].pick.pick_random(rand::random())
         })
@@ -117,7 +117,7 @@ fn route_pick(c: &mut Criterion) {
         b.iter(|| {
             let s = t
                 .matcher
-                .find(black_box(host), black_box("/v1/users"))
+                .find(black_box(host), black_box(b"/v1/users"))
                 .unwrap();
             t.services[s]
                 .pick
@@ -150,7 +150,9 @@ fn route_lookup(c: &mut Criterion) {
             let mut i = 0;
             b.iter(|| {
                 i = (i + 1) & 63;
-                t.matcher.find(Some(&hosts[i]), black_box("/")).unwrap()
+                t.matcher
+                    .find(Some(hosts[i].as_bytes()), black_box(b"/"))
+                    .unwrap()
             })
         });
     }

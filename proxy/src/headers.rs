@@ -160,10 +160,13 @@ pub fn connection_lists(connection: &[u8], name: &[u8]) -> bool {
 /// A `Content-Length` value: plain decimal digits (RFC 9110 §8.6), no sign, no spaces inside,
 /// at most 19 of them (so it fits in a `u64`).
 pub(crate) fn content_length(value: &[u8]) -> Option<u64> {
-    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+    if value.is_empty() || value.len() > 19 {
         return None;
     }
-    std::str::from_utf8(value).ok()?.parse().ok()
+    // At most 19 digits: below u64::MAX (20 digits), so no overflow.
+    value.iter().try_fold(0u64, |n, &b| {
+        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
+    })
 }
 
 /// Adds `X-Forwarded-For` (appending the client) and sets `-Proto` and `-Host` (the `Host`
@@ -191,6 +194,32 @@ pub fn add_forwarding(headers: &mut HeaderMap, client: IpAddr, proto: &'static s
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn content_lengths_are_plain_decimal_digits_that_fit() {
+        assert_eq!(content_length(b"0"), Some(0));
+        assert_eq!(content_length(b"0042"), Some(42));
+        assert_eq!(
+            content_length(b"9999999999999999999"),
+            Some(9_999_999_999_999_999_999)
+        );
+        for bad in [
+            &b""[..],
+            b"18446744073709551615",
+            b"+1",
+            b"-1",
+            b"1 2",
+            b"1,2",
+            b"0x1",
+        ] {
+            assert_eq!(
+                content_length(bad),
+                None,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
 
     #[test]
     fn connection_listed_headers_are_removed() {

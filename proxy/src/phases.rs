@@ -253,25 +253,26 @@ async fn send<T: Transport>(
 /// `Request`; the fast HTTP/1.1 path ([`crate::http1`]) reads the client's bytes in place. Both
 /// route through the same phases below.
 pub trait RequestHead {
-    /// The host the request is for (`:authority`, the absolute URI's host, or `Host`).
-    fn host(&self) -> Option<&str>;
-    fn path(&self) -> &str;
+    /// The host the request is for (`:authority`, the absolute URI's host, or `Host`), as
+    /// sent (routing lower-cases it and drops the port).
+    fn host(&self) -> Option<&[u8]>;
+    /// The target's path, without the query.
+    fn path(&self) -> &[u8];
     fn method(&self) -> &[u8];
     /// Every value of header `name`, in order.
     fn header_values<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a [u8]> + 'a;
 }
 
 impl<B> RequestHead for Request<B> {
-    fn host(&self) -> Option<&str> {
-        self.uri().authority().map(|a| a.as_str()).or_else(|| {
-            self.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-        })
+    fn host(&self) -> Option<&[u8]> {
+        self.uri()
+            .authority()
+            .map(|a| a.as_str().as_bytes())
+            .or_else(|| self.headers().get(header::HOST).map(HeaderValue::as_bytes))
     }
 
-    fn path(&self) -> &str {
-        self.uri().path()
+    fn path(&self) -> &[u8] {
+        self.uri().path().as_bytes()
     }
 
     fn method(&self) -> &[u8] {
@@ -296,7 +297,12 @@ pub fn route(table: &RoutingTable, req: &impl RequestHead) -> Option<(usize, usi
 
 /// Route, part 1: which service (SPEC §4.1).
 pub(crate) fn route_service(table: &RoutingTable, req: &impl RequestHead) -> Option<usize> {
-    table.matcher.find(req.host(), req.path())
+    let host = if table.matcher.by_host() {
+        req.host()
+    } else {
+        None
+    };
+    table.matcher.find(host, req.path())
 }
 
 /// Route, part 2: which version — override, then sticky key, then weighted random (SPEC §4.2–3).

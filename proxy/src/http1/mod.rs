@@ -24,6 +24,7 @@
 //! or chunked, passed through verbatim while the chunk framing is checked) or, without either,
 //! read until the upstream closes and sent with `Connection: close`. An upstream that breaks
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -31,6 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
+use futures_util::FutureExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
@@ -107,9 +109,12 @@ pub(crate) async fn serve<S: ClientStream>(
     let timer =
         tokio::time::sleep_until(idle_until.unwrap_or_else(|| Instant::now() + IDLE_BUFFERS));
     tokio::pin!(timer);
+    // The clock reading the next head's deadlines start from, when the last request already
+    // took one at the right moment (see `Streamed::Done`): one clock read per request less.
+    let mut answered: Option<Instant> = None;
     loop {
         // Phase 0: a whole request head (or a reason to leave this path).
-        let now = Instant::now();
+        let now = answered.take().unwrap_or_else(Instant::now);
         let deadline = idle_until
             .take()
             .unwrap_or_else(|| now + edge.header_read_timeout);
@@ -138,11 +143,17 @@ pub(crate) async fn serve<S: ClientStream>(
             if idled {
                 return Ended::Idle(stream, deadline);
             }
-            let read = tokio::select! {
-                biased;
-                _ = &mut stopping => return Ended::Closed,
-                read = read_more(&mut stream, &mut s.buf) => Some(read),
-                () = until(timer.as_mut(), deadline) => None,
+            // Most reads find their bytes there (the socket was just readable): read at once,
+            // and only wait beside the deadline and shutdown when they are not (cancel-safe: a
+            // read that is not ready takes nothing).
+            let read = match read_more(&mut stream, &mut s.buf).now_or_never() {
+                Some(read) => Some(read),
+                None => tokio::select! {
+                    biased;
+                    _ = &mut stopping => return Ended::Closed,
+                    read = read_more(&mut stream, &mut s.buf) => Some(read),
+                    () = until(timer.as_mut(), deadline) => None,
+                },
             };
             match read {
                 Some(Ok(0)) | Some(Err(_)) => return Ended::Closed,
@@ -202,7 +213,16 @@ pub(crate) async fn serve<S: ClientStream>(
         )
         .await;
         match streamed {
-            Streamed::Done { reusable } => {
+            Streamed::Done { reusable, waited } => {
+                if !waited {
+                    // The response went out in one write that did not wait, right after its
+                    // head came: that moment (`answered`'s clock read) is when the client's
+                    // next head may start arriving, to well below the timeouts' precision.
+                    answered = ctx
+                        .latency
+                        .and_then(|l| ctx.sent.checked_add(l))
+                        .map(Instant::from_std);
+                }
                 ctx.finish(End::Complete, bytes);
                 if reusable && response.upstream_keep_alive {
                     let backend = ctx.backend.expect("answered by a backend");
@@ -334,8 +354,9 @@ async fn read_more<S: ClientStream>(stream: &mut S, buf: &mut BytesMut) -> io::R
 }
 
 enum Streamed {
-    /// The whole body reached the client; `reusable`: the upstream sent nothing after it.
-    Done { reusable: bool },
+    /// The whole body reached the client; `reusable`: the upstream sent nothing after it;
+    /// `waited`: it took more than the first write, or that write had to wait for the client.
+    Done { reusable: bool, waited: bool },
     /// One side broke off mid-body (which one: `End`): the client connection must close.
     Broken(End),
 }
@@ -357,7 +378,14 @@ async fn stream_body(
     *sent += n as u64;
     let mut reusable = n == up.buf.len();
     up.buf.clear();
-    if client.write_all(out).await.is_err() {
+    let mut waited = !done;
+    let mut write = std::pin::pin!(client.write_all(out));
+    let written = std::future::poll_fn(|cx| {
+        let poll = write.as_mut().poll(cx);
+        waited |= poll.is_pending();
+        poll
+    });
+    if written.await.is_err() {
         return Streamed::Broken(End::ClientGone);
     }
     while !done {
@@ -366,7 +394,10 @@ async fn stream_body(
         }
         match up.stream.read_buf(&mut up.buf).await {
             Ok(0) if matches!(framing, Framing::UntilClose) => {
-                return Streamed::Done { reusable: false };
+                return Streamed::Done {
+                    reusable: false,
+                    waited: true,
+                };
             }
             Ok(0) | Err(_) => return Streamed::Broken(End::UpstreamAborted),
             Ok(_) => {}
@@ -382,5 +413,5 @@ async fn stream_body(
         done = finished;
         up.buf.clear();
     }
-    Streamed::Done { reusable }
+    Streamed::Done { reusable, waited }
 }

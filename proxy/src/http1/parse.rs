@@ -58,15 +58,13 @@ impl RequestHead for View<'_> {
         &self.buf[self.head.method.clone()]
     }
 
-    fn host(&self) -> Option<&str> {
-        std::str::from_utf8(&self.buf[self.head.host.clone()]).ok()
+    fn host(&self) -> Option<&[u8]> {
+        Some(&self.buf[self.head.host.clone()])
     }
 
-    fn path(&self) -> &str {
+    fn path(&self) -> &[u8] {
         let target = &self.buf[self.head.target.clone()];
-        let path = target.split(|&b| b == b'?').next().unwrap_or(target);
-        // The target was checked to be plain ASCII when parsed.
-        std::str::from_utf8(path).unwrap_or("/")
+        target.split(|&b| b == b'?').next().unwrap_or(target)
     }
 
     fn header_values<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a [u8]> + 'a {
