@@ -65,7 +65,8 @@ enum Command {
     Serve {
         #[command(flatten)]
         config: ConfigFile,
-        /// Runtime worker threads (default: CPU count; 1 = a single-threaded runtime).
+        /// Data-path worker threads, each a single-threaded runtime that accepts and serves
+        /// its connections alone (default: one per CPU; 1 = everything on one thread).
         #[arg(long, value_name = "N")]
         workers: Option<usize>,
         /// How long in-flight requests may take to finish after SIGTERM (e.g. 30s).
@@ -122,12 +123,12 @@ fn main() -> ExitCode {
             config,
             workers,
             drain_timeout,
-        } => run(workers, format, async move {
+        } => run(Threads::serve(workers), format, |workers| {
             switchyard_control::app::serve(switchyard_control::app::ServeOptions {
                 config_path: config.path(),
                 drain_timeout,
+                workers,
             })
-            .await
         }),
         Command::Demo {
             port,
@@ -135,45 +136,79 @@ fn main() -> ExitCode {
             healthy,
             no_safety_net,
             bad_after,
-        } => run(
-            None,
-            format,
+        } => run(Threads::Shared, format, |_| {
             demo::run(demo::Options {
                 port,
                 admin_port,
                 healthy,
                 safety_net: !no_safety_net,
                 bad_after,
-            }),
-        ),
+            })
+        }),
         Command::Ctl(args) => ctl::run(args),
     }
 }
 
-fn run(
-    workers: Option<usize>,
-    format: LogFormat,
-    main: impl std::future::Future<Output = Result<(), String>>,
-) -> ExitCode {
-    // One worker: a single-threaded runtime, like one nginx or HAProxy worker — no work
-    // stealing, no cross-thread wake-ups. More: tokio's multi-threaded scheduler.
-    let mut builder = match workers {
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
-        Some(n) => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(n.max(1));
-            b
+/// How `run` lays out its threads.
+enum Threads {
+    /// `serve --workers 1`: one current-thread runtime for everything, like one nginx or
+    /// HAProxy worker (the controller still has its thread).
+    One,
+    /// `serve --workers N` (N > 1): N worker threads, each a current-thread runtime serving
+    /// the listeners (`switchyard_proxy::workers`); the control plane — admin API, health
+    /// checks, DNS, etcd, signals — on a current-thread runtime of its own on this thread.
+    PerCore(usize),
+    /// `demo`: tokio's multi-threaded runtime, everything on it.
+    Shared,
+}
+
+impl Threads {
+    /// `--workers N`; without it, one worker per CPU this process may run on.
+    fn serve(workers: Option<usize>) -> Threads {
+        let n = workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        });
+        if n <= 1 {
+            Threads::One
+        } else {
+            Threads::PerCore(n)
         }
-        None => tokio::runtime::Builder::new_multi_thread(),
+    }
+}
+
+fn run<F>(
+    threads: Threads,
+    format: LogFormat,
+    main: impl FnOnce(switchyard_proxy::workers::Workers) -> F,
+) -> ExitCode
+where
+    F: std::future::Future<Output = Result<(), String>>,
+{
+    use switchyard_proxy::workers::Workers;
+    let built = match threads {
+        Threads::One => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map(|r| (r, Workers::inline())),
+        Threads::PerCore(n) => Workers::start(n).and_then(|workers| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map(|r| (r, workers))
+        }),
+        Threads::Shared => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map(|r| (r, Workers::inline())),
     };
-    let runtime = match builder.enable_all().build() {
+    let (runtime, workers) = match built {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(main) {
+    match runtime.block_on(main(workers)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Once: as a log line for log shippers, or as plain text for a person (a config

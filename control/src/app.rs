@@ -12,6 +12,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use switchyard_proxy::access_log::AccessLog;
 use switchyard_proxy::listener::Listener;
+use switchyard_proxy::workers::Workers;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
@@ -34,6 +35,8 @@ pub struct ServeOptions {
     pub config_path: PathBuf,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub drain_timeout: Duration,
+    /// Where the listeners accept and serve (`--workers`).
+    pub workers: Workers,
 }
 
 /// Runs the proxy until SIGTERM or SIGINT. Errors are start-up failures, worded for operators.
@@ -153,8 +156,9 @@ pub async fn serve(options: ServeOptions) -> Result<(), String> {
     let serving: Vec<_> = listeners
         .into_iter()
         .map(|l| {
-            tracing::info!(listener = %l.name, address = %l.tcp.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
+            tracing::info!(listener = %l.name, address = %l.tcp.local_addr().map(|a| a.to_string()).unwrap_or_default(), workers = options.workers.count(), "listening");
             tokio::spawn(l.with_access_log(access_log.clone()).serve(
+                &options.workers,
                 Arc::clone(&table),
                 limits.clone(),
                 shutdown_rx.clone(),

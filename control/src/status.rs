@@ -134,6 +134,12 @@ impl Status {
                 "tls": tls,
             })).collect::<Vec<_>>(),
             "admin": { "address": self.bound.admin.map(|a| a.to_string()) },
+            // Live counts, not part of the snapshot: how the workers share the connections.
+            "workers": switchyard_proxy::workers::connections().iter().enumerate().map(|(i, (accepted, active))| json!({
+                "worker": i + 1,
+                "connections_accepted": accepted,
+                "connections_active": active,
+            })).collect::<Vec<_>>(),
             "uptime_s": self.started.elapsed().as_secs(),
             "version": env!("CARGO_PKG_VERSION"),
             "ready": self.ready,

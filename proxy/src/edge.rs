@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit};
 
 use crate::access_log::AccessLog;
+use crate::idle::IdleSet;
 use crate::TableHandle;
 
 /// What every connection of one listener shares.
@@ -44,6 +45,8 @@ pub struct Edge {
     pub(crate) http: auto::Builder<TokioExecutor>,
     /// …and the h2 codec's for HTTP/2 connections (`http2::builder`).
     pub(crate) h2: h2::server::Builder,
+    /// Its idle keep-alive connections, woken at their deadline or shutdown (`idle`).
+    pub(crate) idle: IdleSet,
 }
 
 /// A client connection as the transports drive it: plain TCP, or TLS.
@@ -219,5 +222,7 @@ pub(crate) struct Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.stats.active.fetch_sub(1, Relaxed);
+        // Dropped on the worker that accepted the connection: its own cache line.
+        crate::workers::this_worker().active.fetch_sub(1, Relaxed);
     }
 }

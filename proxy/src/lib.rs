@@ -36,6 +36,7 @@ mod grpc;
 pub mod headers;
 mod http1;
 mod http2;
+mod idle;
 pub mod listener;
 mod mirror;
 pub mod phases;
@@ -48,6 +49,7 @@ pub mod stats;
 pub mod table;
 pub mod tls;
 pub mod upstream;
+pub mod workers;
 
 #[cfg(test)]
 mod layering;

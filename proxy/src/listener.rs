@@ -28,13 +28,16 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use switchyard_config::{Limits, TracePolicy};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::access_log::AccessLog;
 pub use crate::edge::ListenerStats;
 use crate::edge::{ClientStream, Edge, Rejection, Rejections, Slot, Tunnels};
 use crate::general;
+use crate::idle::IdleSet;
 use crate::tls::CertStore;
+use crate::workers::{self, Workers};
 use crate::TableHandle;
 use crate::{http1, http2};
 
@@ -70,112 +73,183 @@ impl Listener {
         self
     }
 
-    /// Serves until `shutdown` turns true, then drains in-flight requests for up to `drain`.
-    pub async fn serve(
+    /// Serves on every worker until `shutdown` turns true, then drains in-flight requests
+    /// for up to `drain`; the future ends when every worker has. The listening socket is one:
+    /// each worker registers a duplicate of it with its own reactor and accepts from the
+    /// shared queue; a connection then stays on the worker that accepted it.
+    pub fn serve(
         self,
+        workers: &Workers,
         table: TableHandle,
         limits: Limits,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: watch::Receiver<bool>,
         drain: Duration,
-    ) {
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
         tracing::debug!(
             listener = %self.name,
             bytes = future_size(serve_http1::<tokio::net::TcpStream>),
             "an idle plain connection's task holds a future of this size"
         );
-        let graceful = GracefulShutdown::new();
-        let permits = Arc::new(Semaphore::new(limits.max_connections));
-        let acceptor = self
-            .tls
-            .as_ref()
-            .map(|certs| TlsAcceptor::from(certs.server_config()));
-        let edge = Arc::new(Edge {
+        let name = self.name.clone();
+        let socket = self.tcp.into_std();
+        let shared = Arc::new(Shared {
+            name: self.name,
+            stats: self.stats,
+            acceptor: self
+                .tls
+                .as_ref()
+                .map(|certs| TlsAcceptor::from(certs.server_config())),
+            access_log: self.access_log,
+            permits: Arc::new(Semaphore::new(limits.max_connections)),
             table,
-            scheme: if acceptor.is_some() { "https" } else { "http" },
-            max_request_body: limits.max_request_body,
-            header_read_timeout: limits.header_read_timeout,
-            client_body_timeout: limits.client_body_timeout,
-            max_head: limits.max_header_bytes.max(8192),
-            access_log: self.access_log.clone(),
-            tunnels: Tunnels::default(),
-            rejections: Rejections::new(&self.name),
-            allow_trace: limits.trace == TracePolicy::Forward,
-            http: general::http_builder(&limits),
-            h2: http2::builder(&limits),
+            limits,
         });
-        loop {
-            let (stream, client) = tokio::select! {
-                accepted = self.tcp.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // EMFILE and friends: wait for connections to close instead of spinning.
-                        tracing::warn!(listener = %self.name, error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
+        let loops = match socket {
+            Ok(socket) => workers.spawn(|worker| {
+                let (shared, shutdown) = (Arc::clone(&shared), shutdown.clone());
+                let socket = socket.try_clone();
+                async move {
+                    // Registered here, inside the worker's runtime: its reactor wakes it.
+                    match socket.and_then(TcpListener::from_std) {
+                        Ok(tcp) => accept_loop(shared, tcp, shutdown, drain).await,
+                        Err(e) => tracing::error!(listener = %shared.name, worker = worker + 1, error = %e, "cannot accept on this worker"),
                     }
-                },
-                _ = shutdown.changed() => break,
-            };
-            self.stats.accepted.fetch_add(1, Relaxed);
-            let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-                self.stats.refused.fetch_add(1, Relaxed);
-                edge.rejections.count(Rejection::MaxConnections);
-                drop(stream);
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            self.stats.active.fetch_add(1, Relaxed);
-            let slot = Slot {
-                _permit: permit,
-                stats: Arc::clone(&self.stats),
-            };
-            let edge = Arc::clone(&edge);
-            let watcher = graceful.watcher();
-            match &acceptor {
-                None => {
-                    let shutdown = shutdown.clone();
-                    tokio::spawn(serve_http1(edge, stream, client, slot, watcher, shutdown));
                 }
-                Some(acceptor) => {
-                    let acceptor = acceptor.clone();
-                    let shutdown = shutdown.clone();
-                    tokio::spawn(async move {
-                        let handshake = acceptor.accept(stream);
-                        let tls =
-                            match tokio::time::timeout(edge.header_read_timeout, handshake).await {
-                                Ok(Ok(tls)) => tls,
-                                Ok(Err(e)) => {
-                                    tracing::debug!(%client, error = %e, "TLS handshake failed");
-                                    edge.rejections.count(Rejection::TlsHandshake);
-                                    return;
-                                }
-                                Err(_) => {
-                                    edge.rejections.count(Rejection::HeaderTimeout);
-                                    return;
-                                }
-                            };
-                        // The protocol ALPN agreed on is the only one spoken: HTTP/1.1 bytes
-                        // on an h2 connection are a bad preface (GOAWAY), not a request.
-                        if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
-                            let none = Bytes::new();
-                            http2::serve(edge, tls, none, client, slot, watcher, shutdown).await;
-                        } else {
-                            serve_http1(edge, tls, client, slot, watcher, shutdown).await;
-                        }
-                    });
-                }
+            }),
+            Err(e) => {
+                tracing::error!(listener = %name, error = %e, "cannot hand the listening socket to the workers");
+                Vec::new()
+            }
+        };
+        async move {
+            for accepting in loops {
+                let _ = accepting.await;
             }
         }
-        drop(self.tcp);
-        tracing::info!(listener = %self.name, "stopped accepting; draining connections");
-        let drained = async {
-            graceful.shutdown().await;
-            edge.tunnels.all_closed().await;
+    }
+}
+
+/// What one listener's accept loops on every worker share: set once, written per connection
+/// only (the counts and the connection cap), never per request.
+struct Shared {
+    name: String,
+    stats: Arc<ListenerStats>,
+    acceptor: Option<TlsAcceptor>,
+    access_log: Option<Arc<AccessLog>>,
+    /// `limits.max_connections` across all workers.
+    permits: Arc<Semaphore>,
+    table: TableHandle,
+    limits: Limits,
+}
+
+/// One worker's accept loop for one listener: accepts, serves each connection on a task of
+/// this worker's runtime, and at shutdown drains this worker's connections.
+async fn accept_loop(
+    shared: Arc<Shared>,
+    tcp: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+    drain: Duration,
+) {
+    let limits = &shared.limits;
+    let graceful = GracefulShutdown::new();
+    let acceptor = shared.acceptor.clone();
+    let edge = Arc::new(Edge {
+        table: Arc::clone(&shared.table),
+        scheme: if acceptor.is_some() { "https" } else { "http" },
+        max_request_body: limits.max_request_body,
+        header_read_timeout: limits.header_read_timeout,
+        client_body_timeout: limits.client_body_timeout,
+        max_head: limits.max_header_bytes.max(8192),
+        access_log: shared.access_log.clone(),
+        tunnels: Tunnels::default(),
+        rejections: Rejections::new(&shared.name),
+        allow_trace: limits.trace == TracePolicy::Forward,
+        http: general::http_builder(limits),
+        h2: http2::builder(limits),
+        idle: IdleSet::default(),
+    });
+    // This worker's idle connections, swept on this worker: the set is never shared
+    // between threads.
+    tokio::spawn({
+        let (edge, shutdown) = (Arc::clone(&edge), shutdown.clone());
+        async move { edge.idle.sweep(shutdown).await }
+    });
+    let worker = workers::this_worker();
+    loop {
+        let (stream, client) = tokio::select! {
+            accepted = tcp.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: wait for connections to close instead of spinning.
+                    tracing::warn!(listener = %shared.name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
         };
-        if tokio::time::timeout(drain, drained).await.is_err() {
-            tracing::warn!(listener = %self.name, "drain deadline passed; closing the rest");
-            edge.tunnels.close_all();
+        shared.stats.accepted.fetch_add(1, Relaxed);
+        worker.accepted.fetch_add(1, Relaxed);
+        let Ok(permit) = Arc::clone(&shared.permits).try_acquire_owned() else {
+            shared.stats.refused.fetch_add(1, Relaxed);
+            edge.rejections.count(Rejection::MaxConnections);
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        shared.stats.active.fetch_add(1, Relaxed);
+        worker.active.fetch_add(1, Relaxed);
+        let slot = Slot {
+            _permit: permit,
+            stats: Arc::clone(&shared.stats),
+        };
+        let edge = Arc::clone(&edge);
+        let watcher = graceful.watcher();
+        match &acceptor {
+            None => {
+                let shutdown = shutdown.clone();
+                tokio::spawn(serve_http1(edge, stream, client, slot, watcher, shutdown));
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move {
+                    let handshake = acceptor.accept(stream);
+                    let tls = match tokio::time::timeout(edge.header_read_timeout, handshake).await
+                    {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%client, error = %e, "TLS handshake failed");
+                            edge.rejections.count(Rejection::TlsHandshake);
+                            return;
+                        }
+                        Err(_) => {
+                            edge.rejections.count(Rejection::HeaderTimeout);
+                            return;
+                        }
+                    };
+                    // The protocol ALPN agreed on is the only one spoken: HTTP/1.1 bytes
+                    // on an h2 connection are a bad preface (GOAWAY), not a request.
+                    if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        let none = Bytes::new();
+                        http2::serve(edge, tls, none, client, slot, watcher, shutdown).await;
+                    } else {
+                        serve_http1(edge, tls, client, slot, watcher, shutdown).await;
+                    }
+                });
+            }
         }
+    }
+    // The socket closes when the last worker's duplicate is dropped.
+    drop(tcp);
+    tracing::info!(listener = %shared.name, "stopped accepting; draining connections");
+    let drained = async {
+        graceful.shutdown().await;
+        edge.tunnels.all_closed().await;
+    };
+    if tokio::time::timeout(drain, drained).await.is_err() {
+        tracing::warn!(listener = %shared.name, "drain deadline passed; closing the rest");
+        edge.tunnels.close_all();
     }
 }
 
@@ -201,15 +275,15 @@ fn bind_tcp(address: SocketAddr) -> std::io::Result<TcpListener> {
 /// preface, else on hyper — with the bytes read so far put back.
 async fn serve_http1<S: ClientStream + 'static>(
     edge: Arc<Edge>,
-    stream: S,
+    mut stream: S,
     client: SocketAddr,
     slot: Slot,
     watcher: Watcher,
     shutdown: watch::Receiver<bool>,
 ) {
     // The watcher stays held meanwhile, so a graceful shutdown waits for this connection
-    // too (the fast path closes it at its next idle moment).
-    let (mut stream, mut shutdown) = (stream, shutdown);
+    // too (the fast path closes it at its next idle moment, the idle set's sweeper wakes
+    // it if it is idle).
     let mut idle_until = None;
     let ended = loop {
         // Boxed, and dropped while the connection idles: its state is most of a connection's
@@ -225,7 +299,7 @@ async fn serve_http1<S: ClientStream + 'static>(
                 ended => break ended,
             }
         };
-        if !next_request(&stream, until, &mut shutdown).await {
+        if !next_request(&edge, &stream, until).await {
             return;
         }
         idle_until = Some(until);
@@ -246,21 +320,13 @@ async fn serve_http1<S: ClientStream + 'static>(
     }
 }
 
-/// An idle keep-alive connection's wait, holding nothing but the socket: `true` when a
-/// request starts before `until`; `false` at the idle keep-alive timeout (nothing was sent:
-/// not counted) or shutdown.
-async fn next_request<S: ClientStream>(
-    idle: &S,
-    until: tokio::time::Instant,
-    shutdown: &mut watch::Receiver<bool>,
-) -> bool {
-    let Some(readable) = idle.readable() else {
-        return false;
-    };
-    tokio::select! {
-        biased;
-        _ = shutdown.changed() => false,
-        ready = tokio::time::timeout_at(until, readable) => matches!(ready, Ok(Ok(()))),
+/// An idle keep-alive connection's wait, holding nothing but the socket and its entry in
+/// the listener's idle set: `true` when a request starts before `until`; `false` at the
+/// idle keep-alive timeout (nothing was sent: not counted) or shutdown.
+async fn next_request<S: ClientStream>(edge: &Edge, idle: &S, until: Instant) -> bool {
+    match idle.readable() {
+        Some(readable) => edge.idle.wait(readable, until).await,
+        None => false,
     }
 }
 
@@ -275,12 +341,14 @@ mod tests {
     use tokio::net::TcpStream;
 
     /// An idle keep-alive connection is its task (tokio's header and trailer around this
-    /// future, rounded up to 128 bytes), its socket's registration and the kernel's socket:
-    /// the future must stay small (benches/memory.sh; docs/PERFORMANCE.md). Debug builds
-    /// lay it out larger than release builds (the `debug` line at start-up says those).
+    /// future, rounded up to 128 bytes), its socket's registration, its entry in the idle
+    /// set and the kernel's socket: the future must stay small (benches/memory.sh;
+    /// docs/PERFORMANCE.md). Debug builds lay it out larger than release builds (the `debug`
+    /// line at start-up says those): 544 bytes here, 664 with a timer and a shutdown waiter
+    /// of its own.
     #[test]
     fn an_idle_connection_task_stays_small() {
         let plain = future_size(serve_http1::<TcpStream>);
-        assert!(plain <= 704, "serve_http1 future is {plain} bytes");
+        assert!(plain <= 560, "serve_http1 future is {plain} bytes");
     }
 }

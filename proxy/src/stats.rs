@@ -3,12 +3,15 @@
 //! These counters are what the automatic rollback judges, what `/metrics` exports and what the
 //! dashboard draws (DESIGN §3: recorded once, read twice). A request touches a handful of
 //! relaxed atomic adds on objects the routing table resolved in advance: no label lookup, no
-//! allocation, no lock. Readers take [`VersionSnapshot`]s (plain numbers) and work on
+//! allocation, no lock — and, with `--workers N`, mostly on the worker's own cache lines
+//! ([`PerWorker`]; readers add the workers up). Readers take [`VersionSnapshot`]s (plain numbers) and work on
 //! differences between snapshots, so nothing here ever needs resetting.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
+
+use crate::workers::PerWorker;
 
 /// Why a request failed (SPEC §5 `reason` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,9 +52,13 @@ impl FailureReason {
 /// Status-class labels in index order (`1xx` is index 0).
 pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
-/// Counters for one backend (or for a version's requests that never got a backend).
+/// Counters for one backend (or for a version's requests that never got a backend), per
+/// worker: two workers adding to one cache line per request would bounce it between cores.
 #[derive(Debug, Default)]
-pub struct BackendStats {
+pub struct BackendStats(PerWorker<BackendCounts>);
+
+#[derive(Debug, Default)]
+struct BackendCounts {
     by_class: [AtomicU64; 5],
     failures: [AtomicU64; 5],
 }
@@ -61,18 +68,19 @@ impl BackendStats {
     #[inline]
     pub fn record(&self, status: u16, failure: Option<FailureReason>) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
-        self.by_class[class].fetch_add(1, Relaxed);
+        let counts = self.0.local();
+        counts.by_class[class].fetch_add(1, Relaxed);
         if let Some(reason) = failure {
-            self.failures[reason as usize].fetch_add(1, Relaxed);
+            counts.failures[reason as usize].fetch_add(1, Relaxed);
         }
     }
 
     pub fn requests_by_class(&self) -> [u64; 5] {
-        std::array::from_fn(|i| self.by_class[i].load(Relaxed))
+        std::array::from_fn(|i| self.0.iter().map(|c| c.by_class[i].load(Relaxed)).sum())
     }
 
     pub fn failures_by_reason(&self) -> [u64; 5] {
-        std::array::from_fn(|i| self.failures[i].load(Relaxed))
+        std::array::from_fn(|i| self.0.iter().map(|c| c.failures[i].load(Relaxed)).sum())
     }
 
     fn totals(&self) -> (u64, u64) {
@@ -124,13 +132,23 @@ pub fn latency_bucket_range(index: usize) -> (u64, u64) {
     (mantissa << shift, (mantissa + 1) << shift)
 }
 
+/// One worker's SPEC §5 histogram of a version: non-cumulative bucket counts and the sum.
+#[derive(Debug, Default)]
+struct PrometheusCounts {
+    buckets: [AtomicU64; 14],
+    sum_us: AtomicU64,
+}
+
 /// Counters for one version: its latency distribution plus the version-level failures that
 /// have no backend to be charged to (no healthy backend).
+///
+/// The Prometheus buckets and the sum are per worker; the fine histogram (3 KiB) is shared
+/// (per worker it would triple a large config's memory), so a request adds to one shared
+/// cache line.
 #[derive(Debug)]
 pub struct VersionStats {
     latency: Box<[AtomicU64]>,
-    prometheus: [AtomicU64; 14],
-    latency_sum_us: AtomicU64,
+    prometheus: PerWorker<PrometheusCounts>,
     /// Requests that never reached a backend of this version.
     pub unassigned: BackendStats,
 }
@@ -139,8 +157,7 @@ impl Default for VersionStats {
     fn default() -> Self {
         VersionStats {
             latency: (0..LATENCY_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
-            prometheus: Default::default(),
-            latency_sum_us: AtomicU64::new(0),
+            prometheus: PerWorker::default(),
             unassigned: BackendStats::default(),
         }
     }
@@ -153,17 +170,24 @@ impl VersionStats {
         let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         self.latency[latency_bucket(us)].fetch_add(1, Relaxed);
         let prom = PROMETHEUS_BOUNDS_US.partition_point(|&b| b < us);
-        self.prometheus[prom].fetch_add(1, Relaxed);
-        self.latency_sum_us.fetch_add(us, Relaxed);
+        let counts = self.prometheus.local();
+        counts.buckets[prom].fetch_add(1, Relaxed);
+        counts.sum_us.fetch_add(us, Relaxed);
     }
 
     /// Non-cumulative counts per SPEC §5 bucket; the last entry is `+Inf` only.
     pub fn prometheus_buckets(&self) -> [u64; 14] {
-        std::array::from_fn(|i| self.prometheus[i].load(Relaxed))
+        std::array::from_fn(|i| {
+            self.prometheus
+                .iter()
+                .map(|c| c.buckets[i].load(Relaxed))
+                .sum()
+        })
     }
 
     pub fn latency_sum(&self) -> Duration {
-        Duration::from_micros(self.latency_sum_us.load(Relaxed))
+        let us = self.prometheus.iter().map(|c| c.sum_us.load(Relaxed)).sum();
+        Duration::from_micros(us)
     }
 
     /// Takes a snapshot of this version's counters, summing its backends'.

@@ -123,6 +123,8 @@ pub async fn run(options: Options) -> Result<(), String> {
     let served = switchyard_control::app::serve(switchyard_control::app::ServeOptions {
         config_path,
         drain_timeout: Duration::from_secs(2),
+        // The demo's backends and clients share its runtime: the listeners serve there too.
+        workers: switchyard_proxy::workers::Workers::inline(),
     })
     .await;
     story.abort();

@@ -179,6 +179,34 @@ async fn idle_keep_alive_connection_is_closed_after_the_header_read_timeout() {
     );
 }
 
+/// Idle for longer than a second, a connection waits in the listener's idle set (no timer
+/// of its own): a request then is served as before, and the idle keep-alive timeout still
+/// closes it, from its last answer, give or take the set's one-second sweep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_idle_keep_alive_connection_is_served_then_closed_at_its_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = Backend::start("blue-1").await;
+    let proxy = proxy_to(&backend, "limits: { header_read_timeout: 3s }").await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.listen).await.unwrap();
+    let request = b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n";
+    stream.write_all(request).await.unwrap();
+    let mut buf = [0u8; 4096];
+    let n = stream.read(&mut buf).await.unwrap();
+    assert_eq!(raw_status(&String::from_utf8_lossy(&buf[..n])), Some(200));
+
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    stream.write_all(request).await.unwrap();
+    let (response, closed) = read_until_closed(&mut stream, Duration::from_secs(10)).await;
+
+    assert_eq!(raw_status(&response), Some(200), "{response}");
+    let closed = closed.expect("an idle kept-alive connection must be closed");
+    assert!(
+        closed >= Duration::from_millis(2800) && closed < Duration::from_secs(6),
+        "closed at {closed:?}, not 3 s (+ at most the 1 s sweep) after its last answer"
+    );
+    assert_eq!(backend.hits(), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_max_connections_are_refused_at_once_and_counted() {
     let backend = Backend::start("blue-1").await;

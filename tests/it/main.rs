@@ -51,3 +51,4 @@ mod sticky;
 mod tls;
 mod upstream_faults;
 mod websocket;
+mod workers;

@@ -65,7 +65,7 @@ impl H2Conn {
             let live = || self.shared.load_full().filter(|s| !s.is_closed());
             let mut sender = match live() {
                 Some(s) => http2::SendRequest::clone(&s),
-                None => match gate.acquire(&single, live).await {
+                None => match gate.acquire(&single, live, || None).await {
                     Ok(Acquired::Idle(s)) => http2::SendRequest::clone(&s),
                     Ok(Acquired::Open(opening)) => {
                         match connect(&target, timeouts.connect, opening).await {

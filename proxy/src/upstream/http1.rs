@@ -23,6 +23,7 @@ use super::pool::{
     SendError, SendTimeouts,
 };
 use crate::body::RequestBody;
+use crate::workers::PerWorker;
 
 struct IdleConn {
     sender: http1::SendRequest<RequestBody>,
@@ -39,13 +40,26 @@ pub(crate) struct RawConn {
     _slot: OpenSlot,
 }
 
+impl RawConn {
+    /// Registers the socket with the calling worker's reactor instead of the one it was
+    /// opened on; `None` (the connection closes) if that fails.
+    fn rehome(self) -> Option<RawConn> {
+        let std = self.stream.into_std().ok()?;
+        Some(RawConn {
+            stream: TcpStream::from_std(std).ok()?,
+            ..self
+        })
+    }
+}
+
 /// The HTTP/1.1 connections to one backend.
 pub(super) struct Http1Conns {
     address: SocketAddr,
-    /// Idle connections of the general (hyper) path…
-    idle: IdleQueue<IdleConn>,
+    /// Idle connections of the general (hyper) path, per worker (a worker takes and returns
+    /// its own, so their sockets stay on its reactor)…
+    idle: PerWorker<IdleQueue<IdleConn>>,
     /// …and of the fast path, which reads and writes the socket itself.
-    raw_idle: IdleQueue<RawConn>,
+    raw_idle: PerWorker<IdleQueue<RawConn>>,
     /// Caps and queue, shared by both kinds.
     gate: Arc<Gate>,
     /// The backend left the table: connections are closed after use, never pooled.
@@ -56,8 +70,8 @@ impl Http1Conns {
     pub(super) fn new(address: SocketAddr, idle: usize, gate: Arc<Gate>) -> Http1Conns {
         Http1Conns {
             address,
-            idle: IdleQueue::new(idle),
-            raw_idle: IdleQueue::new(idle),
+            idle: PerWorker::new(|| IdleQueue::new(idle)),
+            raw_idle: PerWorker::new(|| IdleQueue::new(idle)),
             gate,
             draining: AtomicBool::new(false),
         }
@@ -66,12 +80,14 @@ impl Http1Conns {
     /// See [`super::UpstreamPool::drain`].
     pub(super) fn drain(&self) {
         self.draining.store(true, Relaxed);
-        while self.idle.pop().is_some() {}
-        while self.raw_idle.pop().is_some() {}
+        self.idle.iter().for_each(|q| while q.pop().is_some() {});
+        self.raw_idle
+            .iter()
+            .for_each(|q| while q.pop().is_some() {});
     }
 
     pub(super) fn idle_len(&self) -> usize {
-        self.idle.len()
+        self.idle.iter().map(IdleQueue::len).sum()
     }
 
     /// General path: sends `req` over a pooled (or new) connection, waits for the head.
@@ -82,8 +98,14 @@ impl Http1Conns {
     ) -> Result<Response<Incoming>, SendError> {
         let body = req.body().sent();
         loop {
-            let idle = || self.take_idle(timeouts.idle);
-            let (mut sender, reused) = match self.gate.acquire(&timeouts, idle).await {
+            let idle = || self.take_idle(self.idle.local(), timeouts.idle);
+            // Another worker's: its connection task stays on that worker (rare: at the caps).
+            let steal = || {
+                self.idle
+                    .others()
+                    .find_map(|q| self.take_idle(q, timeouts.idle))
+            };
+            let (mut sender, reused) = match self.gate.acquire(&timeouts, idle, steal).await {
                 Ok(Acquired::Idle(s)) => (s, true),
                 // Boxed, as it is rare (no idle connection) and large.
                 Ok(Acquired::Open(opening)) => {
@@ -116,8 +138,12 @@ impl Http1Conns {
         }
     }
 
-    fn take_idle(&self, max_idle: Duration) -> Option<http1::SendRequest<RequestBody>> {
-        while let Some(conn) = self.idle.pop() {
+    fn take_idle(
+        &self,
+        queue: &IdleQueue<IdleConn>,
+        max_idle: Duration,
+    ) -> Option<http1::SendRequest<RequestBody>> {
+        while let Some(conn) = queue.pop() {
             if conn.sender.is_ready() && conn.since.elapsed() < max_idle {
                 return Some(conn.sender);
             }
@@ -151,7 +177,7 @@ impl Http1Conns {
         let conns = Arc::clone(self);
         tokio::spawn(async move {
             if sender.ready().await.is_ok() && !conns.draining.load(Relaxed) {
-                conns.idle.push(IdleConn {
+                conns.idle.local().push(IdleConn {
                     sender,
                     since: Instant::now(),
                 });
@@ -161,8 +187,8 @@ impl Http1Conns {
     }
 
     /// Fast path: an idle connection that is still open, or `None`.
-    fn take_raw(&self, max_idle: Duration) -> Option<RawConn> {
-        while let Some(conn) = self.raw_idle.pop() {
+    fn take_raw(queue: &IdleQueue<RawConn>, max_idle: Duration) -> Option<RawConn> {
+        while let Some(conn) = queue.pop() {
             if conn.since.elapsed() >= max_idle {
                 continue;
             }
@@ -184,8 +210,24 @@ impl Http1Conns {
         timeouts: &SendTimeouts,
         fresh: bool,
     ) -> Result<(RawConn, bool), ConnectFailure> {
-        let idle = || (!fresh).then(|| self.take_raw(timeouts.idle)).flatten();
-        match self.gate.acquire(timeouts, idle).await? {
+        let idle = || {
+            (!fresh)
+                .then(|| Self::take_raw(self.raw_idle.local(), timeouts.idle))
+                .flatten()
+        };
+        // Another worker's, at the caps only: moved to this worker's reactor (two epoll_ctl
+        // calls), so its I/O wakes no other thread.
+        let steal = || {
+            (!fresh)
+                .then(|| {
+                    self.raw_idle
+                        .others()
+                        .find_map(|q| Self::take_raw(q, timeouts.idle))
+                        .and_then(RawConn::rehome)
+                })
+                .flatten()
+        };
+        match self.gate.acquire(timeouts, idle, steal).await? {
             Acquired::Idle(conn) => Ok((conn, true)),
             // Boxed, as it is rare: the common future stays small.
             Acquired::Open(opening) => {
@@ -222,7 +264,7 @@ impl Http1Conns {
         }
         conn.buf.clear();
         conn.since = Instant::now();
-        self.raw_idle.push(conn);
+        self.raw_idle.local().push(conn);
         self.gate.returned();
     }
 }

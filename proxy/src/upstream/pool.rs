@@ -4,7 +4,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{fence, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -85,25 +85,33 @@ pub(crate) enum Acquired<T> {
 impl Gate {
     /// A pooled connection (from `idle`) or the leave to open one — at once, or after waiting
     /// in the backend's queue (bounded in size and time; then [`ConnectFailure::Busy`]).
+    ///
+    /// `idle` takes from this worker's idle connections; `steal` from another worker's, only
+    /// when no new connection may open (the backend's caps count every worker's connections,
+    /// so one worker's idle ones must not starve another).
     pub(crate) async fn acquire<T>(
         self: &Arc<Self>,
         s: &SendTimeouts,
         mut idle: impl FnMut() -> Option<T>,
+        mut steal: impl FnMut() -> Option<T>,
     ) -> Result<Acquired<T>, ConnectFailure> {
-        if let Some(found) = self.try_now(s, &mut idle) {
+        if let Some(found) = self.try_now(s, &mut idle, &mut steal) {
             return Ok(found);
         }
-        if self.waiting.fetch_add(1, Relaxed) >= s.queue {
+        if self.waiting.fetch_add(1, SeqCst) >= s.queue {
             self.waiting.fetch_sub(1, Relaxed);
             return Err(ConnectFailure::Busy);
         }
+        // Pairs with the fence in `returned`: it sees this waiter, or the queue scan below
+        // sees its connection.
+        fence(SeqCst);
         let _waiting = Waiting(self);
         let deadline = tokio::time::Instant::now() + s.queue_timeout;
         loop {
             let woken = self.wake.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            if let Some(found) = self.try_now(s, &mut idle) {
+            if let Some(found) = self.try_now(s, &mut idle, &mut steal) {
                 return Ok(found);
             }
             if tokio::time::timeout_at(deadline, woken).await.is_err() {
@@ -116,18 +124,19 @@ impl Gate {
         self: &Arc<Self>,
         s: &SendTimeouts,
         idle: &mut impl FnMut() -> Option<T>,
+        steal: &mut impl FnMut() -> Option<T>,
     ) -> Option<Acquired<T>> {
         if let Some(conn) = idle() {
             return Some(Acquired::Idle(conn));
         }
         if self.connecting.fetch_add(1, Relaxed) >= s.max_connecting {
             self.connecting.fetch_sub(1, Relaxed);
-            return None;
+            return steal().map(Acquired::Idle);
         }
         if self.open.fetch_add(1, Relaxed) >= s.max_connections {
             self.open.fetch_sub(1, Relaxed);
             self.connecting.fetch_sub(1, Relaxed);
-            return None;
+            return steal().map(Acquired::Idle);
         }
         Some(Acquired::Open(Opening {
             gate: Arc::clone(self),
@@ -135,9 +144,13 @@ impl Gate {
         }))
     }
 
-    /// Wakes one waiting request: a connection came back to the pool.
+    /// Wakes one waiting request: a connection came back to the pool. Only when one waits:
+    /// `Notify`'s state is a cache line every worker would otherwise write per request.
     pub(crate) fn returned(&self) {
-        self.wake.notify_one();
+        fence(SeqCst);
+        if self.waiting.load(Relaxed) > 0 {
+            self.wake.notify_one();
+        }
     }
 
     /// Wakes every waiting request: a multiplexed (HTTP/2) connection is up for all of them.
