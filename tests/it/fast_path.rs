@@ -399,3 +399,71 @@ async fn a_busy_connection_keeps_its_head_deadline_request_by_request() {
     );
     assert_eq!(backend.hits(), served);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_upstream_connection_of_a_busy_moment_is_kept_for_the_next() {
+    // 300 requests in flight at once to one backend (more than the 256 idle connections the
+    // pool used to keep): once they are answered, all 300 upstream connections are pooled, so
+    // the next 300 reuse them and the backend sees no new connection.
+    const AT_ONCE: usize = 300;
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    // Every request is held until all AT_ONCE of its round have arrived.
+    let round = Arc::new(tokio::sync::Barrier::new(AT_ONCE));
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = tcp.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let round = round.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let mut seen = Vec::new();
+                loop {
+                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    seen.clear();
+                    round.wait().await;
+                    let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                    if stream.write_all(ok).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let proxy = proxy_to(addr).await;
+    let mut clients = Vec::new();
+    for _ in 0..AT_ONCE {
+        clients.push((TcpStream::connect(proxy.listen).await.unwrap(), Vec::new()));
+    }
+    let mut opened = Vec::new();
+    for _ in 0..2 {
+        let all = clients.iter_mut().map(|(stream, buf)| async move {
+            stream.write_all(&get("/")).await.unwrap();
+            read_response(stream, buf, false).await.status
+        });
+        let statuses =
+            tokio::time::timeout(Duration::from_secs(30), futures_util::future::join_all(all))
+                .await
+                .expect("a round of requests did not finish");
+        assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+        // Each connection is pooled right after its response has gone out.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        opened.push(connections.load(Ordering::SeqCst));
+    }
+    assert_eq!(
+        opened[0], AT_ONCE,
+        "one upstream connection per request in flight"
+    );
+    assert_eq!(
+        opened[1],
+        AT_ONCE,
+        "the second round opened {} new upstream connections",
+        opened[1] - opened[0]
+    );
+}

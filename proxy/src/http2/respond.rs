@@ -32,45 +32,33 @@ use crate::upstream::RawConn;
 const BODY_READ: usize = 64 * 1024;
 
 /// Sends the raw upstream's response: `head` (already the client's headers), then its body,
-/// then finishes `ctx` and pools the connection if the exchange ended cleanly.
+/// then finishes `ctx`. True if the exchange ended cleanly: nothing of it is left unread on
+/// `up`, which the caller may then pool (if the upstream keeps it alive).
 pub(super) async fn raw(
     respond: &mut SendResponse<Bytes>,
     head: H2Head,
-    mut up: RawConn,
+    up: &mut RawConn,
     response: ResponseHead,
-    mut ctx: RequestCtx,
+    ctx: &mut RequestCtx,
     head_method: bool,
-) {
+) -> bool {
     let mut res = Response::new(());
     *res.status_mut() = StatusCode::from_u16(head.status).unwrap_or(StatusCode::BAD_GATEWAY);
     *res.headers_mut() = head.headers;
     date_if_missing(res.headers_mut());
-    let ResponseHead {
-        mut framing,
-        upstream_keep_alive,
-        ..
-    } = response;
+    let ResponseHead { mut framing, .. } = response;
     let empty = head_method || matches!(framing, Framing::Length(0));
     let mut send = match respond.send_response(res, empty) {
         Ok(send) => send,
         Err(e) => {
             tracing::debug!(error = %e, "HTTP/2 response head not sent");
             ctx.finish(End::ClientGone, 0);
-            return;
-        }
-    };
-    let pool = |ctx: &RequestCtx, up: RawConn| {
-        if upstream_keep_alive {
-            let backend = ctx.backend.expect("answered by a backend");
-            ctx.version().backends[backend].pool.put_raw(up);
+            return false;
         }
     };
     if empty {
         ctx.finish(End::Complete, 0);
-        if up.buf.is_empty() {
-            pool(&ctx, up);
-        }
-        return;
+        return up.buf.is_empty();
     }
     let mut sent = 0u64;
     // The payload's runs in what was read: one for a length-framed body (kept out of `more`,
@@ -88,7 +76,7 @@ pub(super) async fn raw(
             let Ok((n, done)) = framing.decode(&up.buf, run, trailers.as_mut()) else {
                 send.send_reset(Reason::INTERNAL_ERROR);
                 ctx.finish(End::UpstreamAborted, sent);
-                return;
+                return false;
             };
             let reusable = n == up.buf.len();
             if !more.is_empty() {
@@ -104,13 +92,13 @@ pub(super) async fn raw(
             let more_frames = trailers.as_ref().is_some_and(|t| !t.is_empty());
             if !data.is_empty() && capacity(&mut send).await.is_err() {
                 ctx.finish(End::ClientGone, sent);
-                return;
+                return false;
             }
             if !data.is_empty() || (done && !more_frames) {
                 let eos = done && !more_frames;
                 if send.send_data(data, eos).is_err() {
                     ctx.finish(End::ClientGone, sent);
-                    return;
+                    return false;
                 }
             }
             if done {
@@ -118,10 +106,7 @@ pub(super) async fn raw(
                     let _ = send.send_trailers(parse_trailers(&t));
                 }
                 ctx.finish(End::Complete, sent);
-                if reusable {
-                    pool(&ctx, up);
-                }
-                return;
+                return reusable;
             }
         }
         if up.buf.capacity() - up.buf.len() < 4096 {
@@ -132,17 +117,17 @@ pub(super) async fn raw(
             None => {
                 // The client reset the stream: the rest of the body is never read.
                 ctx.finish(End::ClientGone, sent);
-                return;
+                return false;
             }
             Some(Ok(0)) if matches!(framing, Framing::UntilClose) => {
                 let _ = send.send_data(Bytes::new(), true);
                 ctx.finish(End::Complete, sent);
-                return;
+                return false;
             }
             Some(Ok(0) | Err(_)) => {
                 send.send_reset(Reason::INTERNAL_ERROR);
                 ctx.finish(End::UpstreamAborted, sent);
-                return;
+                return false;
             }
             Some(Ok(_)) => {}
         }

@@ -25,9 +25,6 @@ use super::pool::{
 use crate::body::RequestBody;
 use crate::workers::PerWorker;
 
-/// Idle connections kept per backend; more are closed after use.
-const MAX_IDLE_PER_BACKEND: usize = 256;
-
 struct IdleConn {
     sender: http1::SendRequest<RequestBody>,
     since: Instant,
@@ -71,7 +68,6 @@ pub(super) struct Http1Conns {
 
 impl Http1Conns {
     pub(super) fn new(address: SocketAddr, idle: usize, gate: Arc<Gate>) -> Http1Conns {
-        let idle = idle.min(MAX_IDLE_PER_BACKEND);
         Http1Conns {
             address,
             idle: PerWorker::new(|| IdleQueue::new(idle)),

@@ -54,6 +54,11 @@ impl std::fmt::Debug for UpstreamPool {
 
 impl UpstreamPool {
     pub fn new(address: SocketAddr, upstream: Upstream) -> UpstreamPool {
+        // HTTP/1.1: every connection may be kept when it goes idle — the gate's
+        // `max_connections` already bounds them, open and idle together. A fixed cap below it
+        // (256 was) closed and reopened connections whenever more exchanges than the cap were
+        // in flight at once: h2load -c64 -m10 (640 streams) cost 0.02-0.04 connects and
+        // closes per request, HAProxy none.
         let idle = match upstream.protocol {
             UpstreamProtocol::Http1 => usize::MAX,
             _ => 1,
