@@ -258,6 +258,18 @@ async fn during_a_mirror_step_users_see_only_the_stable_and_the_canary_gets_copi
     )
     .await;
     assert_eq!(blue.hits(), 200);
+    // A copy is recorded once its answer is read, a moment after the canary counted it.
+    eventually(Duration::from_secs(10), "200 copies recorded", async || {
+        let sent = proxy.api("/services/api").await["rollout"]["mirror"]["sent"].as_u64();
+        let on_green = proxy
+            .metric_sum("switchyard_requests_total", &[("version", "green")])
+            .await;
+        match (sent, on_green) {
+            (Some(200), 200.0) => Ok(()),
+            n => Err(format!("{n:?} recorded")),
+        }
+    })
+    .await;
     let svc = proxy.api("/services/api").await;
     let rollout = &svc["rollout"];
     assert_eq!(rollout["mode"], "mirror", "{rollout}");
